@@ -1,0 +1,38 @@
+# Two commands matter on a fresh machine with only Python: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCE ?=
+ARGS ?=
+
+.PHONY: install run run-example test lint bench clean
+
+$(BIN)/xccel: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/xccel
+
+## run the main job: the configured source (XCCEL_SOURCE, else the public dump) into the configured
+## database (XCCEL_DATABASE_URL, else the embedded one)
+run: install
+	$(BIN)/xccel run-all $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+
+## the same on the example dump shipped in the repository (no network needed)
+run-example: install
+	$(BIN)/xccel run-all --source examples/events.ndjson.gz $(ARGS)
+
+test: install
+	$(BIN)/ruff check xccel_cli tests bench
+	$(BIN)/pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check xccel_cli tests bench
+
+bench: install
+	$(BIN)/python bench/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

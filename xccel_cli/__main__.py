@@ -1,0 +1,3 @@
+from xccel_cli.cli import main
+
+main()

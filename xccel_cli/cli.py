@@ -1,0 +1,309 @@
+"""The `xccel` command line: each command parses options, calls one library function, renders its result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+
+from xccel_cli import config
+from xccel_cli.errors import ExitCode, XccelError
+
+app = typer.Typer(
+    name="xccel",
+    help="Sessionize webshop clickstream dumps in PostgreSQL and report how many visits, and how much "
+    "time, customers need before their first order.\n\nExample: xccel run-all --source events.json",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL URL. Default: XCCEL_DATABASE_URL, then DATABASE_URL (environment or .env), "
+        "else an embedded server with its data in the user's data directory.",
+        show_default=False,
+    ),
+]
+Source = Annotated[
+    str | None,
+    typer.Option("--source", help="http(s) URL, file path or '-' for stdin (.gz works). "
+                 f"Default: XCCEL_SOURCE, else {config.DEFAULT_SOURCE}", show_default=False),
+]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="If another run holds the lock: queue behind "
+                                    "it, or exit at once with code 7.")]
+TimeoutMinutes = Annotated[int | None, typer.Option("--timeout-minutes", help="Inactivity gap that starts a new "
+                                                    "session, 1-240. Default: XCCEL_SESSION_TIMEOUT_MINUTES, else 30.",
+                                                    show_default=False)]
+Rules = Annotated[str | None, typer.Option("--rules", help="Rule preset: ga4 (30 min gap only, the default) or "
+                                          "ga-universal (30 min, midnight, referrer change).", show_default=False)]
+SplitAtMidnight = Annotated[bool | None, typer.Option("--split-at-midnight/--no-split-at-midnight",
+                                                      help="A change of calendar date (in --timezone) starts a "
+                                                      "new session.", show_default=False)]
+Timezone = Annotated[str | None, typer.Option("--timezone", help="IANA time zone for --split-at-midnight "
+                                              "(default UTC).", show_default=False)]
+SplitOnReferrer = Annotated[bool | None, typer.Option("--split-on-referrer/--no-split-on-referrer",
+                                                      help="An event arriving from a different referrer starts "
+                                                      "a new session.", show_default=False)]
+MaxSessionHours = Annotated[float | None, typer.Option("--max-session-hours", help="Cut sessions that reach this "
+                                                       "many hours (off by default).", show_default=False)]
+FullRefresh = Annotated[bool, typer.Option("--full-refresh", help="Re-sessionize every customer, not only those "
+                                           "with new events.")]
+KeepAnonymous = Annotated[bool, typer.Option("--keep-anonymous", help="Also keep events without a customer-id "
+                                             "in raw_events (they are never sessionized).")]
+MaxRejectShare = Annotated[float | None, typer.Option("--max-reject-share", help="Fail, loading nothing, when more "
+                                                      "than this share of lines is refused. Default: "
+                                                      "XCCEL_MAX_REJECT_SHARE, else 0.05.", show_default=False)]
+Retries = Annotated[int, typer.Option("--retries", help="Retries for a failing HTTP source.", min=0, max=20)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+
+
+class State:
+    debug = False
+
+
+def handle_errors(func: F) -> F:
+    """Turn a core error into one line on stderr and its exit code; a traceback only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except XccelError as exc:
+            if State.debug:
+                raise
+            typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            typer.echo("Error: interrupted; nothing was published by this run", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if State.debug:
+                raise
+            message = config.mask_password(str(exc).splitlines()[0] if str(exc) else "")
+            typer.echo(f"Error: internal error ({type(exc).__name__}: {message}); rerun with --debug "
+                       "for a traceback", err=True)
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    State.debug = debug or os.environ.get("XCCEL_DEBUG") == "1"
+
+
+def _connect(database_url: str | None, create_schema: bool = False):  # type: ignore[no-untyped-def]
+    from xccel_cli.db import connect
+
+    return connect(config.database_url(database_url), config.schema(), create_schema=create_schema)
+
+
+def _rules(preset: str | None, timeout: int | None, midnight: bool | None, zone: str | None,
+           referrer: bool | None, hours: float | None) -> config.SessionRules:
+    return config.session_rules(preset, timeout, midnight, zone, referrer, hours)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command("init-db")
+@handle_errors
+def init_db_command(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the schema (versioned migrations from sql/migrations); safe to run again.
+
+    Example: xccel init-db --database-url postgresql://me@localhost/shop
+    """
+    from xccel_cli.schema import init_db
+
+    with _connect(database_url, create_schema=True) as db:
+        result = init_db(db)
+    done = ", ".join(result.applied) if result.applied else "nothing to do"
+    typer.echo(f"schema {config.schema()!r} at version {result.version} ({done})")
+
+
+@app.command("extract")
+@handle_errors
+def extract_command(
+    source: Source = None,
+    keep_anonymous: KeepAnonymous = False,
+    max_reject_share: MaxRejectShare = None,
+    retries: Retries = 3,
+    wait: Wait = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Stream the dump into raw_events with COPY; refused lines go to rejects with their reason.
+
+    Example: xccel extract --source https://example.com/events.json.gz
+    """
+    from xccel_cli.pipeline import ExtractOptions, run_extract
+    from xccel_cli.render import progress_reporter, render_extract
+
+    options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
+                             retries)
+    with _connect(database_url) as db, progress_reporter() as progress:
+        options.progress = progress
+        result = run_extract(db, options, wait=wait)
+    render_extract(result)
+
+
+@app.command("sessionize")
+@handle_errors
+def sessionize_command(
+    timeout_minutes: TimeoutMinutes = None,
+    rules: Rules = None,
+    split_at_midnight: SplitAtMidnight = None,
+    timezone: Timezone = None,
+    split_on_referrer: SplitOnReferrer = None,
+    max_session_hours: MaxSessionHours = None,
+    full_refresh: FullRefresh = False,
+    wait: Wait = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Cut each customer's events into sessions, ready for `xccel load` to publish.
+
+    Example: xccel sessionize --timeout-minutes 30 --rules ga-universal
+    """
+    from xccel_cli.pipeline import run_sessionize
+
+    chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
+    with _connect(database_url) as db:
+        result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
+    typer.echo(f"sessionized {result.events:,} events into {result.sessions:,} sessions "
+               f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)")
+
+
+@app.command("load")
+@handle_errors
+def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
+    """Publish the sessionized events and sessions atomically into tb_events and sessions.
+
+    Example: xccel load
+    """
+    from xccel_cli.pipeline import run_load
+
+    with _connect(database_url) as db:
+        result = run_load(db, wait=wait)
+    typer.echo(f"published {result.events:,} events and {result.sessions:,} sessions "
+               f"(publication {result.publication_id}; {result.seconds:.2f} s)")
+
+
+@app.command("report")
+@handle_errors
+def report_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
+    """Print the metrics, each with its definition (or --json: one object).
+
+    Example: xccel report --json
+    """
+    from xccel_cli.metrics import report
+
+    with _connect(database_url) as db:
+        result = report(db)
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        from xccel_cli.render import render_report
+
+        render_report(result)
+
+
+@app.command("run-all")
+@handle_errors
+def run_all_command(
+    source: Source = None,
+    timeout_minutes: TimeoutMinutes = None,
+    rules: Rules = None,
+    split_at_midnight: SplitAtMidnight = None,
+    timezone: Timezone = None,
+    split_on_referrer: SplitOnReferrer = None,
+    max_session_hours: MaxSessionHours = None,
+    full_refresh: FullRefresh = False,
+    keep_anonymous: KeepAnonymous = False,
+    max_reject_share: MaxRejectShare = None,
+    retries: Retries = 3,
+    wait: Wait = False,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """init-db, extract, sessionize, load and report in one go, with a summary at the end.
+
+    Example: xccel run-all --source examples/events.ndjson.gz
+    """
+    from xccel_cli.pipeline import ExtractOptions, run_all
+    from xccel_cli.render import progress_reporter, render_run_all
+
+    chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
+    options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
+                             retries)
+    with _connect(database_url, create_schema=True) as db, progress_reporter(quiet=as_json) as progress:
+        options.progress = progress
+        result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
+    if as_json:
+        _print_json({"run": result.summary(), "report": result.report.as_json()})
+    else:
+        render_run_all(result)
+
+
+@app.command("db")
+@handle_errors
+def db_command(
+    psql: Annotated[bool, typer.Option("--psql", help="Open psql on the database (the embedded server "
+                                       "stays up until psql exits).")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Say where the data lives and how to connect to it with psql.
+
+    Example: xccel db --psql
+    """
+    import shutil
+    import subprocess
+
+    from xccel_cli.config import mask_url
+    from xccel_cli.db import data_dir
+
+    url = config.database_url(database_url)
+    with _connect(database_url) as db:
+        real_url = url or (db.embedded.url if db.embedded else "")
+        if db.embedded is not None:
+            typer.echo(f"embedded PostgreSQL, data in {db.embedded.pgdata}")
+            typer.echo("(it runs only while an xccel command runs: use `xccel db --psql` to query it)")
+        else:
+            typer.echo(f"configured PostgreSQL (XCCEL_DATA_DIR would be {data_dir()})")
+        typer.echo(f"url: {mask_url(real_url)}")
+        typer.echo(f"schema: {db.schema}")
+        if psql:
+            executable = shutil.which("psql")
+            if db.embedded is not None:
+                bundled = db.embedded.bin_dir / "psql"
+                executable = str(bundled) if bundled.exists() else executable
+            if not executable:
+                raise XccelError("psql is not installed")
+            env = {**os.environ, "PGOPTIONS": f"-c search_path={db.schema}"}
+            subprocess.run([executable, real_url], env=env, check=False)
+
+
+def main() -> None:
+    try:
+        from dotenv import load_dotenv
+
+        load_dotenv(dotenv_path=os.path.join(os.getcwd(), ".env"), override=False)
+    except Exception as exc:  # a broken .env must not become a traceback
+        typer.echo(f"Error: cannot read .env: {exc}", err=True)
+        sys.exit(int(ExitCode.CONFIG))
+    app()

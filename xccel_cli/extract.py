@@ -1,0 +1,333 @@
+"""Stage 1: stream a dump into raw_events with COPY, keeping every refused line with its reason.
+
+Per line, Python only decodes the few fields it needs with a typed msgspec decoder and
+writes the untouched line as the JSONB payload; PostgreSQL parses the payload in parallel.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from xccel_cli.db import Database, translate_errors
+from xccel_cli.errors import DataQualityError
+from xccel_cli.source import SourceInfo, open_source
+
+BigInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+COPY_BATCH_BYTES = 4 << 20
+SAMPLE_REASONS = 3
+
+
+class Event(msgspec.Struct):
+    timestamp: datetime
+    customer_id: BigInt | None = msgspec.field(name="customer-id", default=None)
+
+
+class Line(msgspec.Struct):
+    id: BigInt
+    type: Annotated[str, msgspec.Meta(min_length=1)]
+    event: Event
+
+
+@dataclass
+class ExtractResult:
+    source: str
+    lines_read: int = 0
+    loaded: int = 0  # new rows in raw_events
+    logged_in: int = 0  # distinct valid events with a customer-id in this dump
+    anonymous: int = 0  # distinct valid events without one
+    duplicates: int = 0  # lines whose event id appeared earlier in this dump
+    already_loaded: int = 0  # events kept by an earlier run
+    rejected: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    source_info: SourceInfo | None = None
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class SeenIds:
+    """Event ids seen so far: a growable bitmap for the dense ids dumps have, a set for outliers."""
+
+    BITMAP_LIMIT = 1 << 28  # ids above this (256 M) go to the set; the bitmap stays <= 32 MB
+
+    def __init__(self) -> None:
+        self.bits = bytearray(1 << 17)
+        self.other: set[int] = set()
+
+    def add(self, event_id: int) -> bool:
+        """Record event_id; False when it was seen before."""
+        if 0 <= event_id < self.BITMAP_LIMIT:
+            index = event_id >> 3
+            bits = self.bits
+            if index >= len(bits):
+                bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
+            byte = bits[index]
+            mask = 1 << (event_id & 7)
+            if byte & mask:
+                return False
+            bits[index] = byte | mask
+            return True
+        if event_id in self.other:
+            return False
+        self.other.add(event_id)
+        return True
+
+
+def copy_escape(data: bytes) -> bytes:
+    """Escape a value for COPY's text format."""
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    if b"\t" in data:
+        data = data.replace(b"\t", b"\\t")
+    if b"\r" in data:
+        data = data.replace(b"\r", b"\\r")
+    if b"\n" in data:
+        data = data.replace(b"\n", b"\\n")
+    return data
+
+
+def raw_text(line: bytes) -> str:
+    """The line as text for the rejects table: invalid UTF-8 as \\xNN escapes, NUL spelled out."""
+    return line.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def classify(error: Exception) -> tuple[str, str]:
+    """(reason, detail) for a line msgspec refused."""
+    message = str(error)
+    if isinstance(error, msgspec.ValidationError):
+        if "missing required field" in message:
+            return "missing_field", message
+        if "datetime" in message:
+            return "bad_timestamp", message
+        if "`$.id`" in message:
+            return "bad_id", message
+        if "customer-id" in message:
+            return "bad_customer_id", message
+        if "`$.type`" in message:
+            return "bad_type", message
+        return "bad_structure", message
+    if "truncated" in message:
+        return "invalid_json", "the line ends before the JSON value does (truncated)"
+    return "invalid_json", message
+
+
+def bad_string(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb would refuse a decoded value, or None: NUL or a lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "nul_character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "invalid_unicode_escape"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            reason = bad_string(key) or bad_string(item)
+            if reason:
+                return reason
+    elif isinstance(value, list):
+        for item in value:
+            reason = bad_string(item)
+            if reason:
+                return reason
+    return None
+
+
+class Rejects:
+    """Refused lines, spooled to disk past a few MB, then COPYed into rejects."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.count = 0
+        self.reasons: dict[str, int] = {}
+        self.samples: list[str] = []
+        self.spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed after the COPY)
+
+    def add(self, line_number: int, reason: str, detail: str, line: bytes) -> None:
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if len(self.samples) < SAMPLE_REASONS:
+            self.samples.append(f"line {line_number}: {reason}")
+        cells = (b"%d" % self.run_id, b"%d" % line_number, reason.encode(), copy_escape(detail.encode()),
+                 copy_escape(raw_text(line).encode()))
+        self.spool.write(b"\t".join(cells) + b"\n")
+
+    def copy_into_table(self, db: Database) -> None:
+        self.spool.seek(0)
+        with db.conn.cursor() as cur, cur.copy(
+            "COPY rejects (run_id, line_number, reason, detail, raw_line) FROM STDIN"
+        ) as copy:
+            while block := self.spool.read(1 << 20):
+                copy.write(block)
+        self.spool.close()
+
+
+def extract(
+    db: Database,
+    source: str,
+    run_id: int,
+    *,
+    keep_anonymous: bool = False,
+    max_reject_share: float = 0.05,
+    progress: ProgressCallback | None = None,
+    retries: int = 3,
+) -> ExtractResult:
+    """Read the whole source into raw_events in one transaction; nothing is kept if it fails."""
+    started = time.perf_counter()
+    with db.transaction(), open_source(source, retries=retries) as opened:
+        result = ExtractResult(source=opened.info.name, source_info=opened.info)
+        rejects = Rejects(run_id)
+        db.conn.execute(
+            "CREATE TEMP TABLE stage_events (LIKE raw_events INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        with translate_errors(), db.conn.cursor() as cur, cur.copy(
+            'COPY stage_events (event_id, event_type, customer_id, "timestamp", payload, run_id) FROM STDIN'
+        ) as copy:
+            _stream(opened.chunks, copy.write, rejects, result, run_id, keep_anonymous, progress)
+        result.rejected = rejects.count
+        result.reject_reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: -kv[1]))
+        _guard(result, rejects, max_reject_share)
+        with translate_errors():
+            rejects.copy_into_table(db)
+            inserted = db.conn.execute(
+                "INSERT INTO raw_events SELECT * FROM stage_events ON CONFLICT (event_id) DO NOTHING"
+            )
+            result.loaded = inserted.rowcount
+        kept = result.logged_in + (result.anonymous if keep_anonymous else 0)
+        result.already_loaded = kept - result.loaded
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:
+    if result.lines_read == 0:
+        raise DataQualityError(f"the source {result.source} is empty: nothing to load")
+    share = result.rejected / result.lines_read
+    if share > max_share:
+        raise DataQualityError(
+            f"refused {result.rejected:,} of {result.lines_read:,} lines ({share:.1%}, limit {max_share:.1%}); "
+            f"nothing was loaded. First: {'; '.join(rejects.samples)}. Is the source really an event dump?"
+        )
+
+
+def _stream(
+    chunks: Any,
+    write: Callable[[bytes], None],
+    rejects: Rejects,
+    result: ExtractResult,
+    run_id: int,
+    keep_anonymous: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    """The hot loop: split chunks into lines, decode, dedupe, write COPY rows in large batches."""
+    decode = msgspec.json.Decoder(Line).decode
+    seen = SeenIds().add
+    type_cells: dict[str, bytes] = {}
+    run_cell = b"%d" % run_id
+    rows: list[bytes] = []
+    pending = 0
+    line_number = 0
+    carry = b""
+    logged_in = anonymous = duplicates = 0
+    bytes_read = 0
+
+    def process(block: bytes, last: bool) -> None:
+        nonlocal line_number, logged_in, anonymous, duplicates, pending
+        try:
+            block.decode("utf-8")
+            check_utf8 = False
+        except UnicodeDecodeError:
+            check_utf8 = True
+        escape = b"\\" in block or b"\t" in block or b"\r" in block
+        lines = block.split(b"\n")
+        for line in lines:
+            line_number += 1
+            if escape and line.endswith(b"\r"):
+                line = line[:-1]
+            try:
+                if check_utf8:
+                    line.decode("utf-8")
+                record = decode(line)
+            except UnicodeDecodeError as exc:
+                rejects.add(line_number, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}", line)
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                if last and line.strip():
+                    raise DataQualityError(
+                        f"the source {result.source} ends in a cut line (line {line_number:,}): "
+                        "the download was probably truncated; nothing was loaded"
+                    ) from None
+                if not line.strip():
+                    rejects.add(line_number, "empty_line", "the line is empty", line)
+                else:
+                    reason, detail = classify(exc)
+                    rejects.add(line_number, reason, detail, line)
+                continue
+            if escape and b"\\u" in line:
+                reason = bad_string(msgspec.json.decode(line))
+                if reason:
+                    rejects.add(line_number, reason, "PostgreSQL's jsonb cannot store this string", line)
+                    continue
+            if not seen(record.id):
+                duplicates += 1
+                continue
+            customer = record.event.customer_id
+            if customer is None:
+                anonymous += 1
+                if not keep_anonymous:
+                    continue
+                customer_cell = b"\\N"
+            else:
+                logged_in += 1
+                customer_cell = b"%d" % customer
+            type_cell = type_cells.get(record.type)
+            if type_cell is None:
+                type_cell = type_cells[record.type] = copy_escape(record.type.encode())
+            payload = copy_escape(line) if escape else line
+            row = b"%d\t%s\t%s\t%s\t%s\t%s\n" % (
+                record.id,
+                type_cell,
+                customer_cell,
+                record.event.timestamp.isoformat().encode(),
+                payload,
+                run_cell,
+            )
+            rows.append(row)
+            pending += len(row)
+            if pending >= COPY_BATCH_BYTES:
+                write(b"".join(rows))
+                rows.clear()
+                pending = 0
+
+    for chunk in chunks:
+        bytes_read += len(chunk)
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            carry += chunk
+            continue
+        block = carry + chunk[:cut] if carry else chunk[:cut]
+        carry = chunk[cut + 1 :]
+        result.lines_read = line_number
+        process(block, last=False)
+        if progress is not None:
+            progress(bytes_read, line_number)
+    result.lines_read = line_number
+    if carry:
+        process(carry, last=True)
+    if rows:
+        write(b"".join(rows))
+    result.lines_read = line_number
+    result.logged_in, result.anonymous, result.duplicates = logged_in, anonymous, duplicates
+    result.bytes_read = bytes_read
+    if progress is not None:
+        progress(bytes_read, line_number)

@@ -1,0 +1,67 @@
+"""`xccel report`: the metrics, computed by the SQL files a user can also run with psql."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from xccel_cli.db import Database
+from xccel_cli.schema import require_schema
+from xccel_cli.sessionize import latest_publication
+
+DEFINITIONS: dict[str, str] = {
+    "median_visits_before_order": "Median, over customers with an order, of the sessions before the session "
+    "of their first order (0 = ordered in the first session).",
+    "median_session_duration_minutes_before_order": "Median duration (last event minus first event, minutes) "
+    "of the sessions that come before their customer's first order session.",
+    "median_total_minutes_before_order": "Median, over customers with an order, of the summed duration of "
+    "their sessions before the first order session (0 for first-session buyers).",
+    "customers": "Customers with at least one sessionized event (events with an integer customer-id).",
+    "customers_with_orders": "Of those, customers with at least one placed_order event.",
+    "sessions": "Sessions: bursts of a customer's events separated by the inactivity gap (and the other rules).",
+    "events": "Sessionized events (rows of tb_events; duplicate event ids count once).",
+}
+
+METRIC_FILES = (
+    ("median_visits_before_order", "query_1.sql"),
+    ("median_session_duration_minutes_before_order", "query_2.sql"),
+    ("median_total_minutes_before_order", "query_3.sql"),
+)
+
+
+@dataclass
+class Report:
+    median_visits_before_order: float | None
+    median_session_duration_minutes_before_order: float | None
+    median_total_minutes_before_order: float | None
+    customers: int
+    customers_with_orders: int
+    sessions: int
+    events: int
+    rules: dict[str, Any] | None = None
+    published_at: datetime | None = None
+    publication_id: int | None = None
+    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["published_at"] = self.published_at.isoformat() if self.published_at else None
+        return data
+
+
+def report(db: Database) -> Report:
+    """Every figure from one consistent read of the published tables."""
+    require_schema(db)
+    with db.published_snapshot():
+        values: dict[str, Any] = {}
+        for key, name in METRIC_FILES:
+            values[key] = db.query_file(name)[0][key]
+        values.update(db.query_file("report_counts.sql")[0])
+        published = latest_publication(db)
+    return Report(
+        **values,
+        rules=published["rules"] if published else None,
+        published_at=published["published_at"] if published else None,
+        publication_id=published["publication_id"] if published else None,
+    )

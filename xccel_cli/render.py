@@ -1,0 +1,90 @@
+"""Terminal output with rich: tables, the progress bar. Only the CLI imports this module."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from xccel_cli.extract import ExtractResult
+from xccel_cli.metrics import DEFINITIONS, Report
+from xccel_cli.pipeline import RunAllResult
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress_reporter(quiet: bool = False) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing bytes, lines and rate on a terminal; None when stderr is not one."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("extract"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TextColumn("{task.fields[lines]:,} lines"))
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("extract", total=None, lines=0)
+
+        def update(bytes_read: int, lines: int) -> None:
+            progress.update(task, completed=bytes_read, lines=lines)
+
+        yield update
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_report(report: Report) -> None:
+    table = Table(title="xccel report", show_lines=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
+                "median_total_minutes_before_order", "customers", "customers_with_orders", "sessions", "events"):
+        table.add_row(f"{key}\n[dim]{DEFINITIONS[key]}[/dim]", _fmt(getattr(report, key)))
+    if report.published_at is None:
+        table.caption = "nothing published yet: run `xccel run-all`"
+    else:
+        rules = report.rules or {}
+        from xccel_cli.config import SessionRules
+
+        described = SessionRules(**rules).describe() if rules else "unknown rules"
+        table.caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
+    console.print(table)
+
+
+def render_extract(result: ExtractResult) -> None:
+    console.print(
+        f"read {result.lines_read:,} lines from {result.source}: {result.loaded:,} new events loaded, "
+        f"{result.already_loaded:,} already loaded, {result.anonymous:,} anonymous, "
+        f"{result.duplicates:,} duplicates, {result.rejected:,} rejected ({result.seconds:.2f} s)"
+    )
+    if result.reject_reasons:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in result.reject_reasons.items())
+        console.print(f"rejected lines by reason: {reasons} (see the rejects table)")
+
+
+def render_run_all(result: RunAllResult) -> None:
+    summary = result.summary()
+    table = Table(title=f"xccel run {result.run_id}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("source", "lines_read", "loaded", "already_loaded", "anonymous", "duplicates", "rejected",
+                "customers", "customers_rebuilt", "sessions", "events"):
+        table.add_row(key, _fmt(summary[key]))
+    for stage, seconds in summary["stage_seconds"].items():
+        table.add_row(f"time: {stage}", f"{seconds:.3f} s")
+    table.add_row("time: total", f"{summary['total_seconds']:.3f} s")
+    console.print(table)
+    render_report(result.report)

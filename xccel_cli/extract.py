@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+from psycopg import sql
 
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import DataQualityError
@@ -172,6 +173,9 @@ class Rejects:
         self.spool.close()
 
 
+COLUMNS = '(event_id, event_type, customer_id, "timestamp", payload, run_id)'
+
+
 def extract(
     db: Database,
     source: str,
@@ -182,31 +186,79 @@ def extract(
     progress: ProgressCallback | None = None,
     retries: int = 3,
 ) -> ExtractResult:
-    """Read the whole source into raw_events in one transaction; nothing is kept if it fails."""
+    """Read the whole source into raw_events in one transaction; nothing is kept if it fails.
+
+    Two ways in, with the same result: into an empty raw_events the rows are COPYed straight in
+    (bulk path); otherwise into a temp stage, merged with an anti-join so already-loaded ids stay.
+    """
     started = time.perf_counter()
     with db.transaction(), open_source(source, retries=retries) as opened:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
         rejects = Rejects(run_id)
-        db.conn.execute(
-            "CREATE TEMP TABLE stage_events (LIKE raw_events INCLUDING DEFAULTS) ON COMMIT DROP"
-        )
-        with translate_errors(), db.conn.cursor() as cur, cur.copy(
-            'COPY stage_events (event_id, event_type, customer_id, "timestamp", payload, run_id) FROM STDIN'
-        ) as copy:
-            _stream(opened.chunks, copy.write, rejects, result, run_id, keep_anonymous, progress)
+        with translate_errors():
+            # a crash right after commit may lose this run, never corrupt it; the next run reloads it
+            db.conn.execute("SET LOCAL synchronous_commit = off")
+            primary_key = _prepare_bulk_load(db)
+            bulk = primary_key is not None
+            if bulk:
+                target = f"COPY raw_events {COLUMNS} FROM STDIN WITH (FREEZE)"
+            else:
+                db.conn.execute(STAGE_TABLE)
+                target = f"COPY stage_events {COLUMNS} FROM STDIN"
+        with translate_errors(), db.conn.cursor() as cur:
+            with cur.copy(target) as copy:
+                _stream(opened.chunks, copy.write, rejects, result, run_id, keep_anonymous, progress)
+            copied = cur.rowcount
         result.rejected = rejects.count
         result.reject_reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: -kv[1]))
         _guard(result, rejects, max_reject_share)
         with translate_errors():
             rejects.copy_into_table(db)
-            inserted = db.conn.execute(
-                "INSERT INTO raw_events SELECT * FROM stage_events ON CONFLICT (event_id) DO NOTHING"
-            )
-            result.loaded = inserted.rowcount
+            if primary_key is not None:
+                name, definition = primary_key
+                db.conn.execute(sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
+                    sql.Identifier(name), sql.SQL(definition)))
+                result.loaded = copied
+            else:
+                result.loaded = db.conn.execute(MERGE_STAGE).rowcount
         kept = result.logged_in + (result.anonymous if keep_anonymous else 0)
         result.already_loaded = kept - result.loaded
     result.seconds = time.perf_counter() - started
     return result
+
+
+# The stage keeps the payload as text: a line whose id is already loaded is never parsed as jsonb.
+STAGE_TABLE = """CREATE TEMP TABLE stage_events (event_id bigint, event_type text, customer_id bigint,
+    "timestamp" timestamptz, payload text, run_id bigint) ON COMMIT DROP"""
+MERGE_STAGE = f"""INSERT INTO raw_events {COLUMNS}
+SELECT s.event_id, s.event_type, s.customer_id, s."timestamp", s.payload::jsonb, s.run_id
+FROM stage_events s
+WHERE NOT EXISTS (SELECT 1 FROM raw_events r WHERE r.event_id = s.event_id)
+ON CONFLICT (event_id) DO NOTHING"""
+
+
+def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
+    """When raw_events is empty: truncate it and drop its primary key; returns (name, definition) to re-add.
+
+    A table truncated in this transaction takes COPY FREEZE (rows written once, never revisited to set
+    hint bits or freeze), and one index build after the load is cheaper than a million index inserts.
+    None when raw_events holds rows: they go through the stage, so the first line read still wins.
+    """
+    conn = db.conn
+    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:
+        return None
+    conn.execute("LOCK TABLE raw_events IN ACCESS EXCLUSIVE MODE")
+    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:  # filled while we waited
+        return None
+    key = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'raw_events'::regclass AND contype = 'p'"
+    ).fetchone()
+    if key is None:
+        return None
+    conn.execute("TRUNCATE raw_events")
+    conn.execute(sql.SQL("ALTER TABLE raw_events DROP CONSTRAINT {}").format(sql.Identifier(key[0])))
+    return key[0], key[1]
 
 
 def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:

@@ -1,0 +1,156 @@
+"""extract's two ways into raw_events give the same table: the bulk path (COPY FREEZE into an empty
+raw_events, primary key re-added afterwards) and the merge path (text stage + anti-join)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xccel_cli.db import Database
+from xccel_cli.errors import DataQualityError
+from xccel_cli.extract import ExtractResult, extract
+
+
+def event_line(event_id: int, customer: int | None, marker: str = "a", minute: int = 0) -> str:
+    event: dict[str, Any] = {"timestamp": f"2022-04-22T06:{minute:02d}:00", "page": f"https://shop/{marker}"}
+    if customer is not None:
+        event["customer-id"] = customer
+    return json.dumps({"id": event_id, "type": "page_view", "event": event})
+
+
+def write_dump(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def raw_events(db: Database) -> list[tuple[Any, ...]]:
+    return db.conn.execute(
+        'SELECT event_id, event_type, customer_id, "timestamp", payload FROM raw_events ORDER BY event_id'
+    ).fetchall()
+
+
+def primary_key(db: Database) -> str | None:
+    row = db.conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'raw_events'::regclass AND contype = 'p'"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def counts(result: ExtractResult) -> tuple[int, ...]:
+    return (result.lines_read, result.loaded, result.logged_in, result.anonymous, result.duplicates,
+            result.already_loaded, result.rejected)
+
+
+DUMP = [
+    event_line(1, 10, "first"),
+    event_line(2, None),
+    event_line(3, 11),
+    event_line(1, 10, "second"),  # a duplicate id: the first line read wins
+    "{not json",
+    event_line(4, 10, minute=5),
+    event_line(2, None, "again"),
+]
+
+
+def filenode(db: Database) -> int:
+    """Changes when raw_events is truncated: tells the bulk path (truncate + COPY FREEZE) from the merge path."""
+    return db.conn.execute("SELECT pg_relation_filenode('raw_events')").fetchone()[0]
+
+
+def test_bulk_path_on_an_empty_table(db: Database, tmp_path: Path) -> None:
+    before = filenode(db)
+    result = extract(db, write_dump(tmp_path / "d.ndjson", DUMP), 1, max_reject_share=0.5)
+    assert counts(result) == (7, 3, 3, 1, 2, 0, 1)
+    rows = raw_events(db)
+    assert [r[0] for r in rows] == [1, 3, 4]
+    assert rows[0][4]["event"]["page"] == "https://shop/first"
+    assert primary_key(db) == "PRIMARY KEY (event_id)"
+    assert filenode(db) != before  # truncated and COPYed into: the bulk path
+
+
+def test_merge_path_keeps_what_was_loaded_first(db: Database, tmp_path: Path) -> None:
+    extract(db, write_dump(tmp_path / "old.ndjson", [event_line(3, 11, "old"), event_line(99, 12)]), 1)
+    before = filenode(db)
+    result = extract(db, write_dump(tmp_path / "d.ndjson", DUMP), 2, max_reject_share=0.5)
+    assert filenode(db) == before  # not truncated: the merge path
+    assert counts(result) == (7, 2, 3, 1, 2, 1, 1)
+    rows = raw_events(db)
+    assert [r[0] for r in rows] == [1, 3, 4, 99]
+    assert rows[1][4]["event"]["page"] == "https://shop/old"  # already loaded: not replaced
+    assert primary_key(db) == "PRIMARY KEY (event_id)"
+
+    again = extract(db, write_dump(tmp_path / "d.ndjson", DUMP), 3, max_reject_share=0.5)
+    assert (again.loaded, again.already_loaded) == (0, 3)
+    assert [r[0] for r in raw_events(db)] == [1, 3, 4, 99]
+
+
+def test_a_failed_bulk_load_keeps_nothing_and_keeps_the_key(db: Database, tmp_path: Path) -> None:
+    lines = [event_line(1, 10), "junk", "more junk"]
+    with pytest.raises(DataQualityError):
+        extract(db, write_dump(tmp_path / "bad.ndjson", lines), 1, max_reject_share=0.5)
+    assert raw_events(db) == []
+    assert primary_key(db) == "PRIMARY KEY (event_id)"
+    assert db.conn.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
+
+
+def test_bulk_path_over_http_with_anonymous_kept(db: Database, http_server: Any, tmp_path: Path) -> None:
+    url = http_server.add("/events.ndjson", "".join(line + "\n" for line in DUMP).encode(), gzip_encoding=True)
+    result = extract(db, url, 1, keep_anonymous=True, max_reject_share=0.5)
+    assert counts(result) == (7, 4, 3, 1, 2, 0, 1)
+    assert [(r[0], r[2]) for r in raw_events(db)] == [(1, 10), (2, None), (3, 11), (4, 10)]
+
+
+lines_strategy = st.lists(
+    st.tuples(st.integers(1, 40), st.one_of(st.none(), st.integers(1, 5)), st.sampled_from("abc")),
+    min_size=1, max_size=40,
+)
+
+
+SEED = event_line(1000, 1)  # an id the strategy never draws
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=lines_strategy, cut=st.integers(1, 39))
+def test_bulk_and_merge_paths_give_the_same_raw_events(
+    db: Database, tmp_path: Path, events: list[Any], cut: int
+) -> None:
+    """A dump loaded into an empty raw_events (bulk path), into one holding an unrelated row (merge path),
+    and split over two runs (bulk, then merge) ends in the same raw_events, equal to a plain-Python oracle."""
+    lines = [event_line(i, c, m) for i, c, m in events]
+    whole = write_dump(tmp_path / "whole.ndjson", lines)
+
+    db.conn.execute("TRUNCATE raw_events")
+    once = extract(db, whole, 1)
+    bulk = raw_events(db)
+
+    db.conn.execute("TRUNCATE raw_events")
+    extract(db, write_dump(tmp_path / "seed.ndjson", [SEED]), 1)
+    merged = extract(db, whole, 2)
+    assert [r for r in raw_events(db) if r[0] != 1000] == bulk
+    assert counts(merged) == counts(once)
+
+    # split over two runs; anonymous lines are kept so that the second run knows their ids too
+    db.conn.execute("TRUNCATE raw_events")
+    once_kept = extract(db, whole, 1, keep_anonymous=True)
+    bulk_kept = raw_events(db)
+    db.conn.execute("TRUNCATE raw_events")
+    cut = min(cut, len(lines))
+    first = extract(db, write_dump(tmp_path / "first.ndjson", lines[:cut]), 1, keep_anonymous=True)
+    second = (extract(db, write_dump(tmp_path / "second.ndjson", lines[cut:]), 2, keep_anonymous=True)
+              if cut < len(lines) else None)
+    assert raw_events(db) == bulk_kept
+    assert first.loaded + (second.loaded if second else 0) == once_kept.loaded
+    assert primary_key(db) == "PRIMARY KEY (event_id)"
+
+    # the oracle: the first line read per id wins; anonymous lines are kept only when asked
+    first_seen: dict[int, tuple[int | None, str]] = {}
+    for event_id, customer, marker in events:
+        first_seen.setdefault(event_id, (customer, marker))
+    expected = [(i, c, f"https://shop/{m}") for i, (c, m) in sorted(first_seen.items())]
+    assert [(r[0], r[2], r[4]["event"]["page"]) for r in bulk_kept] == expected
+    assert [(r[0], r[2], r[4]["event"]["page"]) for r in bulk] == [e for e in expected if e[1] is not None]

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError
-from xccel_cli.extract import ExtractResult, extract
+from xccel_cli.extract import BoundedQueuedWriter, ExtractResult, extract
 
 
 def event_line(event_id: int, customer: int | None, marker: str = "a", minute: int = 0) -> str:
@@ -154,3 +155,24 @@ def test_bulk_and_merge_paths_give_the_same_raw_events(
     expected = [(i, c, f"https://shop/{m}") for i, (c, m) in sorted(first_seen.items())]
     assert [(r[0], r[2], r[4]["event"]["page"]) for r in bulk_kept] == expected
     assert [(r[0], r[2], r[4]["event"]["page"]) for r in bulk] == [e for e in expected if e[1] is not None]
+
+
+def test_queued_writer_sends_every_batch_in_order(db: Database) -> None:
+    db.conn.execute("CREATE TEMP TABLE numbers (n int)")
+    with db.conn.cursor() as cur:
+        with cur.copy("COPY numbers FROM STDIN", writer=BoundedQueuedWriter(cur, max_queued=1)) as copy:
+            for start in range(0, 50_000, 1000):
+                copy.write("".join(f"{n}\n" for n in range(start, start + 1000)).encode())
+        assert cur.rowcount == 50_000
+    assert db.conn.execute("SELECT count(*), sum(n) FROM numbers").fetchone() == (50_000, sum(range(50_000)))
+
+
+def test_queued_writer_hands_a_server_error_to_the_caller(db: Database) -> None:
+    """A COPY the server refuses part-way ends in an error in the main thread, not a hang or a lost error."""
+    db.conn.execute("CREATE TEMP TABLE small (n int CHECK (n < 1000))")
+    with pytest.raises(psycopg.Error), db.conn.transaction(), db.conn.cursor() as cur, cur.copy(
+        "COPY small FROM STDIN", writer=BoundedQueuedWriter(cur, max_queued=1)
+    ) as copy:
+        for start in range(0, 200_000, 1000):
+            copy.write("".join(f"{n}\n" for n in range(start, start + 1000)).encode())
+    assert db.conn.execute("SELECT count(*) FROM small").fetchone()[0] == 0

@@ -6,7 +6,9 @@ writes the untouched line as the JSONB payload; PostgreSQL parses the payload in
 
 from __future__ import annotations
 
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,13 +17,14 @@ from typing import Annotated, Any
 
 import msgspec
 from psycopg import sql
+from psycopg.copy import LibpqWriter
 
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import DataQualityError
 from xccel_cli.source import SourceInfo, open_source
 
 BigInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-COPY_BATCH_BYTES = 4 << 20
+COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
 SAMPLE_REASONS = 3
 
 
@@ -144,6 +147,46 @@ def bad_string(value: Any) -> str | None:
     return None
 
 
+class BoundedQueuedWriter(LibpqWriter):
+    """Sends COPY data from a thread, so the hot loop formats the next batch while PostgreSQL parses this one.
+
+    psycopg's QueuedLibpqWriter does the same with a queue of up to 1024 x 128 KB; this one holds at most
+    `max_queued` batches, so memory stays flat when the server is the slower side.
+    """
+
+    def __init__(self, cursor: Any, max_queued: int = 2) -> None:
+        super().__init__(cursor)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max_queued)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _send(self) -> None:
+        try:
+            while (data := self._queue.get()) is not None:
+                LibpqWriter.write(self, data)
+        except BaseException as exc:  # handed to the main thread at its next write or at finish
+            self._error = exc
+            while self._queue.get() is not None:
+                pass
+
+    def write(self, data: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send, name="xccel-copy", daemon=True)
+            self._thread.start()
+        self._queue.put(bytes(data))
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None and exc is None:
+            raise self._error
+        super().finish(exc)
+
+
 class Rejects:
     """Refused lines, spooled to disk past a few MB, then COPYed into rejects."""
 
@@ -206,7 +249,7 @@ def extract(
                 db.conn.execute(STAGE_TABLE)
                 target = f"COPY stage_events {COLUMNS} FROM STDIN"
         with translate_errors(), db.conn.cursor() as cur:
-            with cur.copy(target) as copy:
+            with cur.copy(target, writer=BoundedQueuedWriter(cur)) as copy:
                 _stream(opened.chunks, copy.write, rejects, result, run_id, keep_anonymous, progress)
             copied = cur.rowcount
         result.rejected = rejects.count

@@ -245,18 +245,27 @@ def run_all_command(
 
     Example: xccel run-all --source examples/events.ndjson.gz
     """
+    from contextlib import nullcontext
+
     from xccel_cli.pipeline import ExtractOptions, run_all
-    from xccel_cli.render import progress_reporter, render_run_all
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
                              retries)
-    with _connect(database_url, create_schema=True) as db, progress_reporter(quiet=as_json) as progress:
+    if as_json:  # no progress bar and no tables: rich is not even imported
+        reporter: Any = nullcontext(None)
+    else:
+        from xccel_cli.render import progress_reporter
+
+        reporter = progress_reporter()
+    with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
     if as_json:
         _print_json({"run": result.summary(), "report": result.report.as_json()})
     else:
+        from xccel_cli.render import render_run_all
+
         render_run_all(result)
 
 

@@ -140,9 +140,10 @@ class Run:
     output: dict[str, Any] = field(default_factory=dict)
 
 
-def xccel(args: list[str], parse: bool = True) -> Run:
+def xccel(args: list[str], parse: bool = True, extra_env: dict[str, str] | None = None) -> Run:
     """Run the real command from a cold process; wall time and that process's own peak RSS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env.update(extra_env or {})
     started = time.perf_counter()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "xccel"), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
@@ -215,7 +216,28 @@ def count_lines(path: Path) -> int:
     return count
 
 
-def bench_dump(path: Path, admin_url: str, repeat: int, label: str) -> dict[str, Any]:
+def embedded_runs(source_url: str, repeat: int) -> list[Run]:
+    """run-all with no database URL: xccel starts its embedded server, loads, and stops it (shutdown checkpoint
+    included). Each run gets a copy of a data directory that init-db prepared, so each is a first load."""
+    base = Path(tempfile.mkdtemp(prefix="xccel-bench-embedded-"))
+    runs = []
+    try:
+        xccel(["init-db"], parse=False, extra_env={"XCCEL_DATA_DIR": str(base / "template")})
+        for index in range(repeat):
+            data_dir = base / f"run{index}"
+            # cp -a keeps the owner: as root the server runs as another user that owns pgdata
+            subprocess.run(["cp", "-a", str(base / "template"), str(data_dir)], check=True)
+            env = {"XCCEL_DATA_DIR": str(data_dir)}
+            runs.append(xccel(["run-all", "--source", source_url, "--json"], extra_env=env))
+            print(f"  embedded run {index + 1}/{repeat}: {runs[-1].wall:.2f} s wall, {runs[-1].max_rss_mb:.0f} MB",
+                  file=sys.stderr, flush=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return runs
+
+
+def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedded: bool = True) -> dict[str, Any]:
     lines = count_lines(path)
     template = f"xccel_bench_template_{os.getpid()}"
     admin(admin_url, f"DROP DATABASE IF EXISTS {template}")
@@ -237,6 +259,7 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str) -> dict[str,
         again = xccel(["run-all", "--source", source_url, "--json", "--database-url", last_url])
         reports = [xccel(["report", "--json", "--database-url", last_url]) for _ in range(repeat)]
         floor_copy = [copy_floor(last_url, source_url) for _ in range(max(1, min(repeat, 3)))]
+        embedded = embedded_runs(source_url, max(1, min(repeat, 3))) if with_embedded else []
     floor_decode = [decode_floor(path) for _ in range(max(1, min(repeat, 3)))]
     for name in [*databases, template]:
         admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -262,6 +285,8 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str) -> dict[str,
         "report_wall": [r.wall for r in reports],
         "report_rss_mb": [r.max_rss_mb for r in reports],
         "floor_copy": floor_copy,
+        "embedded_wall": [r.wall for r in embedded],
+        "embedded_rss_mb": [r.max_rss_mb for r in embedded],
         "floor_decode": floor_decode,
     }
 
@@ -279,6 +304,8 @@ def print_table(result: dict[str, Any]) -> None:
         ("floor: COPY into text table", f"{median(result['floor_copy']):.2f} s",
          f"run-all wall = {wall / median(result['floor_copy']):.2f}x"),
         ("floor: msgspec decode only", f"{median(result['floor_decode']):.2f} s", ""),
+        *([("run-all, embedded server", f"{median(result['embedded_wall']):.2f} s",
+            "no --database-url: xccel starts and stops its own server")] if result["embedded_wall"] else []),
         ("second run-all (reload)", f"{result['reload_wall']:.2f} s",
          f"loaded {result['reload_loaded']}, already {result['reload_already_loaded']:,}, "
          f"same report: {result['reload_same_report']}"),
@@ -329,7 +356,7 @@ def main() -> None:
         results.append(bench_dump(path, admin_url, args.repeat, "1x"))
         print_table(results[-1])
         if big is not None:
-            results.append(bench_dump(big, admin_url, max(1, min(args.repeat, 2)), "10x"))
+            results.append(bench_dump(big, admin_url, max(1, min(args.repeat, 2)), "10x", with_embedded=False))
             print_table(results[-1])
             ratio = median(results[1]["wall"]) / median(results[0]["wall"])
             print(f"\n10x / 1x run-all wall: {ratio:.2f} (linear: <= 10.5)")

@@ -340,8 +340,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="run-all runs per dump (median reported)")
     parser.add_argument("--database-url", help="a PostgreSQL server to create bench databases on "
                         "(default: a private embedded server in a temp dir)")
-    parser.add_argument("--x10", action="store_true", help="also run a 10x dump (generated) once, for flat "
-                        "memory and linear time")
+    parser.add_argument("--x10", action="store_true", help="also run a 10x dump (10 x --lines, generated; "
+                        "median of up to 2 runs), for flat memory and linear time")
+    parser.add_argument("--skip-embedded", action="store_true", help="skip the runs where xccel starts its own "
+                        "embedded server")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "xccel-bench",
                         help="where generated dumps are kept between runs (default: %(default)s)")
     parser.add_argument("--json-out", type=Path, help="also write the raw measurements here")
@@ -353,7 +355,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     results = []
     with postgres(args.database_url) as admin_url:
-        results.append(bench_dump(path, admin_url, args.repeat, "1x"))
+        results.append(bench_dump(path, admin_url, args.repeat, "1x", with_embedded=not args.skip_embedded))
         print_table(results[-1])
         if big is not None:
             results.append(bench_dump(big, admin_url, max(1, min(args.repeat, 2)), "10x", with_embedded=False))

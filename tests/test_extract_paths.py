@@ -176,3 +176,14 @@ def test_queued_writer_hands_a_server_error_to_the_caller(db: Database) -> None:
         for start in range(0, 200_000, 1000):
             copy.write("".join(f"{n}\n" for n in range(start, start + 1000)).encode())
     assert db.conn.execute("SELECT count(*) FROM small").fetchone()[0] == 0
+
+
+def test_duplicates_are_found_for_every_kind_of_id(db: Database, tmp_path: Path) -> None:
+    """Ids in the bitmap (also past its first size), negative ones and huge ones (the set) are deduplicated."""
+    ids = [7, 10_000_000, -5, 2**40, 300_000_000, 2**63 - 1, 0]
+    lines = [event_line(i, 1, "first") for i in ids] + [event_line(i, 1, "again") for i in reversed(ids)]
+    result = extract(db, write_dump(tmp_path / "ids.ndjson", lines), 1)
+    assert (result.loaded, result.duplicates) == (len(ids), len(ids))
+    rows = raw_events(db)
+    assert [r[0] for r in rows] == sorted(ids)
+    assert {r[4]["event"]["page"] for r in rows} == {"https://shop/first"}

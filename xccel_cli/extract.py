@@ -67,13 +67,18 @@ class SeenIds:
         self.bits = bytearray(1 << 17)
         self.other: set[int] = set()
 
+    def grow(self, index: int) -> None:
+        """Make byte `index` exist, in place (callers keep a reference to self.bits)."""
+        bits = self.bits
+        bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
+
     def add(self, event_id: int) -> bool:
         """Record event_id; False when it was seen before."""
         if 0 <= event_id < self.BITMAP_LIMIT:
             index = event_id >> 3
             bits = self.bits
             if index >= len(bits):
-                bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
+                self.grow(index)
             byte = bits[index]
             mask = 1 << (event_id & 7)
             if byte & mask:
@@ -327,7 +332,8 @@ def _stream(
     """The hot loop: split chunks into lines, decode, dedupe, write COPY rows in large batches."""
     decode = msgspec.json.Decoder(Line).decode
     encode_json = msgspec.json.encode
-    seen = SeenIds().add
+    seen_ids = SeenIds()
+    seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add
     type_cells: dict[str, bytes] = {}
     run_cell = b"%d" % run_id
     rows: list[bytes] = []
@@ -339,11 +345,12 @@ def _stream(
 
     def process(block: bytes, last: bool) -> None:
         nonlocal line_number, logged_in, anonymous, duplicates, pending
-        try:
-            block.decode("utf-8")
-            check_utf8 = False
-        except UnicodeDecodeError:
-            check_utf8 = True
+        check_utf8 = False
+        if not block.isascii():  # isascii is a scan without a copy; most dumps are plain ASCII
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                check_utf8 = True
         escape = b"\\" in block or b"\t" in block or b"\r" in block
         lines = block.split(b"\n")
         for line in lines:
@@ -374,7 +381,18 @@ def _stream(
                 if reason:
                     rejects.add(line_number, reason, "PostgreSQL's jsonb cannot store this string", line)
                     continue
-            if not seen(record.id):
+            event_id = record.id
+            if 0 <= event_id < bitmap_limit:  # SeenIds.add inlined: this runs once per line
+                index = event_id >> 3
+                if index >= len(seen_bits):
+                    seen_ids.grow(index)
+                mask = 1 << (event_id & 7)
+                byte = seen_bits[index]
+                if byte & mask:
+                    duplicates += 1
+                    continue
+                seen_bits[index] = byte | mask
+            elif not seen_other(event_id):
                 duplicates += 1
                 continue
             customer = record.event.customer_id
@@ -391,7 +409,7 @@ def _stream(
                 type_cell = type_cells[record.type] = copy_escape(record.type.encode())
             payload = copy_escape(line) if escape else line
             row = b"%d\t%s\t%s\t%s\t%s\t%s\n" % (
-                record.id,
+                event_id,
                 type_cell,
                 customer_cell,
                 encode_json(record.event.timestamp)[1:-1],  # ISO 8601 without the quotes

@@ -187,3 +187,36 @@ def test_duplicates_are_found_for_every_kind_of_id(db: Database, tmp_path: Path)
     rows = raw_events(db)
     assert [r[0] for r in rows] == sorted(ids)
     assert {r[4]["event"]["page"] for r in rows} == {"https://shop/first"}
+
+
+def test_a_reader_holding_raw_events_means_the_merge_path_not_a_wait(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(database_url) as reader:
+        reader.execute("SELECT count(*) FROM raw_events").fetchone()  # holds ACCESS SHARE until rollback
+        before = filenode(db)
+        result = extract(db, write_dump(tmp_path / "d.ndjson", DUMP), 1, max_reject_share=0.5)
+        reader.rollback()
+    assert filenode(db) == before  # not truncated: the merge path
+    assert counts(result) == (7, 3, 3, 1, 2, 0, 1)
+    assert [r[0] for r in raw_events(db)] == [1, 3, 4]
+
+
+def test_a_user_who_does_not_own_raw_events_takes_the_merge_path(db: Database, tmp_path: Path) -> None:
+    can = db.conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not can[0]:
+        pytest.skip("the test server's user may not create roles")
+    role = f"xccel_loader_{filenode(db)}"
+    db.conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        db.conn.execute(f"GRANT SELECT, INSERT ON raw_events, rejects TO {role}")
+        db.conn.execute(f"SET ROLE {role}")
+        before = filenode(db)
+        result = extract(db, write_dump(tmp_path / "d.ndjson", DUMP), 1, max_reject_share=0.5)
+        db.conn.execute("RESET ROLE")
+        assert filenode(db) == before
+        assert result.loaded == 3 and primary_key(db) == "PRIMARY KEY (event_id)"
+    finally:
+        db.conn.execute("RESET ROLE")
+        db.conn.execute(f"DROP OWNED BY {role}")
+        db.conn.execute(f"DROP ROLE {role}")

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+import psycopg
 from psycopg import sql
 from psycopg.copy import LibpqWriter
 
@@ -293,10 +294,19 @@ def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
     None when raw_events holds rows: they go through the stage, so the first line read still wins.
     """
     conn = db.conn
-    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:
+    # only the table's owner may truncate it and drop its key
+    owner, filled = conn.execute(
+        "SELECT pg_has_role(relowner, 'USAGE'), EXISTS (SELECT FROM raw_events) FROM pg_class"
+        " WHERE oid = 'raw_events'::regclass"
+    ).fetchone()
+    if filled or not owner:
         return None
-    conn.execute("LOCK TABLE raw_events IN ACCESS EXCLUSIVE MODE")
-    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:  # filled while we waited
+    try:
+        with conn.transaction():  # a savepoint: a reader holding raw_events means the merge path, not a wait
+            conn.execute("LOCK TABLE raw_events IN ACCESS EXCLUSIVE MODE NOWAIT")
+    except psycopg.errors.LockNotAvailable:
+        return None
+    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:  # filled before we got the lock
         return None
     key = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"

@@ -248,8 +248,7 @@ def extract(
             # a crash right after commit may lose this run, never corrupt it; the next run reloads it
             db.conn.execute("SET LOCAL synchronous_commit = off")
             primary_key = _prepare_bulk_load(db)
-            bulk = primary_key is not None
-            if bulk:
+            if primary_key is not None:
                 target = f"COPY raw_events {COLUMNS} FROM STDIN WITH (FREEZE)"
             else:
                 db.conn.execute(STAGE_TABLE)

@@ -250,7 +250,7 @@ def funnel_chart(
 ) -> str:
     """One bar per step: dark = sessions that reached it through every earlier step, light behind it =
     sessions holding the step's event at all. Percentages are of the first step."""
-    left, right, top, bottom = 150, 110, 34, 58
+    left, right, top, bottom = 100, 170, 34, 58
     plot_w = width - left - right
     row_h = (height - top - bottom) / max(len(steps), 1)
     base = max(reached[0] if reached else 0, 1)
@@ -270,7 +270,8 @@ def funnel_chart(
         out.append(f'<rect x="{left}" y="{y:.1f}" width="{reached[i] * scale:.1f}" height="{bar_h:.1f}" '
                    f'fill="{BLUE}"><title>{escape(step)}: {reached[i]:,} sessions reached this step</title></rect>')
         out.append(_text(left + max(reached[i], with_event[i]) * scale + 4, y + bar_h / 2 + 4,
-                         f"{reached[i]:,} ({percent(reached[i] / base)})", size=11, color=INK))
+                         f"{reached[i]:,} ({percent(reached[i] / base)})"
+                         + ("" if with_event[i] == reached[i] else f" · any: {with_event[i]:,}"), size=11, color=INK))
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="{MUTED}"/>')
     out.append(_text(left + plot_w / 2, height - 22, "sessions", anchor="middle", color=INK))
     out.append(_legend([Series("through every earlier step", [], BLUE), Series("with the event at all", [], LIGHT)],

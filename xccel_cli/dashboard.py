@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -16,6 +17,7 @@ from typing import Any
 
 from xccel_cli import charts
 from xccel_cli.charts import BLUE, GREY, ORANGE, Panel, Series, number, percent
+from xccel_cli.config import SessionRules
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
@@ -92,7 +94,7 @@ def write_dashboard(db: Database, path: Path) -> WrittenPage:
     page = render_page(data).encode()
     target = Path(path)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=".xccel-dashboard-", suffix=".html", dir=target.parent or ".")
+        fd, temporary = tempfile.mkstemp(prefix=".xccel-dashboard-", suffix=".html", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(page)
@@ -189,6 +191,8 @@ def _header(rep: Report, daily: list[dict[str, Any]], generated: str) -> str:
     else:
         freshness = "No data published yet"
     rules = ", ".join(f"{key} = {_rule_value(value)}" for key, value in sorted((rep.rules or {}).items()))
+    with suppress(TypeError):  # rules stored by another version of xccel are shown as they are
+        rules = f"{SessionRules(**rep.rules).describe()} ({rules})" if rep.rules else rules
     return (
         "<header><h1>xccel: how many visits, and how much time, before the first order</h1>"
         f'<p class="meta" id="freshness">{escape(freshness)}; page generated {escape(generated)}.</p>'
@@ -335,9 +339,8 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
             ])
     table = _table(
         "table-referrers",
-        ["referrer", "sessions", "customers", "median min", "p90 min", "with an order", "mean events"],
+        ["referrer", "sessions", "median min", "p90 min", "with an order", "mean events"],
         [[(r["referrer"], r["referrer"]), (r["sessions"], f"{r['sessions']:,}"),
-          (r["customers"], f"{r['customers']:,}"),
           (r["median_duration_minutes"], _fmt(r["median_duration_minutes"])),
           (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
           (r["order_share"], percent(r["order_share"])), (r["mean_events"], f"{r['mean_events']:.2f}")]

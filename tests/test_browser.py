@@ -168,7 +168,9 @@ def dashboard_url(database_url: str, tmp_path: Path) -> str:
 BOXES_SCRIPT = """JSON.stringify(Object.fromEntries(
   [...document.querySelectorAll('svg.chart')].map(svg => {
     const box = svg.getBoundingClientRect();
-    return [svg.id, {width: box.width, height: box.height, marks: svg.querySelectorAll('rect, polyline, circle').length,
+    return [svg.id, {width: box.width, height: box.height, right: box.right,
+                     page_width: document.documentElement.clientWidth,
+                     marks: svg.querySelectorAll('rect, polyline, circle').length,
                      title: svg.querySelector('title') ? svg.querySelector('title').textContent : ''}];
   })))"""
 
@@ -181,6 +183,7 @@ def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url:
     assert set(boxes) == set(CHART_IDS)
     for chart_id, box in boxes.items():
         assert box["width"] > 100 and box["height"] > 80, (chart_id, box)
+        assert box["right"] <= box["page_width"], (chart_id, box)  # nothing cut off at the side
         assert box["marks"] > 3, (chart_id, box)
         assert box["title"], chart_id
     headline = browser.evaluate(

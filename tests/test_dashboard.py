@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import run_xccel
-from xccel_cli.charts import nice_ticks
+from xccel_cli.charts import nice_ticks, number
 from xccel_cli.config import SessionRules
 from xccel_cli.dashboard import CHART_IDS, render_dashboard
 from xccel_cli.db import Database
@@ -27,7 +27,7 @@ from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
 
 REFERRERS = ["https://www.google.com", "https://bing.com", "https://news.example.org"]
-EVENT_TYPES = ["page_view"] * 5 + ["visit_related_product", "visit_personal_recommendation", "search",
+EVENT_TYPES = ["page_view"] * 2 + ["visit_related_product", "visit_personal_recommendation", "search",
                                    "add_product_to_cart", "remove_product_from_cart"]
 DURATION_LOWER_BOUNDS = [0, 5, 10, 15, 20, 30, 45, 60, 90, 120]
 
@@ -48,7 +48,7 @@ def write_dump(path: Path, seed: int = 7, customers: int = 40, referrers: list[s
         for _session in range(rng.randint(1, 6)):
             referrer = rng.choice(referrers) if rng.random() < 0.4 else None
             for position in range(rng.randint(1, 8)):
-                kind = "page_view" if position == 0 and rng.random() < 0.9 else rng.choice(EVENT_TYPES)
+                kind = "page_view" if position == 0 and rng.random() < 0.7 else rng.choice(EVENT_TYPES)
                 if buyer and position > 0 and rng.random() < 0.15:
                     kind = "placed_order"
                 event: dict[str, Any] = {"customer-id": customer, "timestamp": moment.isoformat(),
@@ -234,8 +234,10 @@ def expected_funnel(events: list[dict[str, Any]]) -> list[list[Any]]:
 # -------------------------------------------------------------------------------------------- tests
 
 
-def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path) -> None:
-    load_dump(db, write_dump(tmp_path / "events.ndjson"))
+@pytest.mark.parametrize(("seed", "customers"), [(7, 40), (3, 1), (19, 150)])
+def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path, seed: int,
+                                                    customers: int) -> None:
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=seed, customers=customers))
     page = render_dashboard(db)
     parsed = parse(page)
 
@@ -254,33 +256,35 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
     for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
                 "median_total_minutes_before_order"):
-        assert headlines[key] == repr(getattr(expected, key)), key
-        assert getattr(expected, key) is not None
+        value = getattr(expected, key)
+        assert headlines[key] == ("null" if value is None else repr(value)), key
+        shown = re.search(rf'id="headline-{key}".*?<span class="value">([^<]*)</span>', page)
+        assert shown and shown.group(1) == ("–" if value is None else number(value)), key
     counts = next(attrs for tag, attrs in parsed.tags if attrs.get("id") == "counts")
     assert int(counts["data-sessions"] or 0) == expected.sessions
     assert int(counts["data-events"] or 0) == expected.events
     assert f"publication {expected.publication_id}" in page and "timeout_minutes = 30" in page
 
     events, sessions = published_rows(db)
-    assert len(sessions) == expected.sessions > 50
+    assert len(sessions) == expected.sessions > 0
     assert table(parsed, "table-visits") == expected_visits(sessions)
     before, every = expected_durations(sessions)
     durations = table(parsed, "table-durations")
     assert [row[1] for row in durations] == before and [row[2] for row in durations] == every
-    assert sum(before) > 0
     referrers = table(parsed, "table-referrers")
     assert [row[:2] for row in referrers] == [row[:2] for row in expected_referrers(sessions)]
     for got, want in zip(referrers, expected_referrers(sessions), strict=True):
         assert got[2:] == pytest.approx(want[2:])
-    assert {row[0] for row in referrers} == {"(direct)", *REFERRERS}
+    assert {row[0] for row in referrers} <= {"(direct)", *REFERRERS}
     daily = table(parsed, "table-daily")
     want_daily = expected_daily(events, sessions)
     assert [row[:4] for row in daily] == [row[:4] for row in want_daily]
     assert [row[4] for row in daily] == pytest.approx([row[4] for row in want_daily])
-    assert len(daily) >= 2
     funnel = table(parsed, "table-funnel")
     assert funnel == expected_funnel(events)
-    assert funnel[-1][2] > 0  # the data has order sessions
+    if customers >= 40:  # the larger dumps exercise every part: buyers, sessions before orders, referrers, days
+        assert expected.median_visits_before_order is not None and sum(before) > 0 and funnel[-1][2] > 0
+        assert len(referrers) == 1 + len(REFERRERS) and len(daily) >= 2
 
 
 def test_empty_database_renders_every_chart_frame(db: Database) -> None:

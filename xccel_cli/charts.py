@@ -41,10 +41,10 @@ class Panel:
 
 
 def number(value: float) -> str:
-    """1,234 for whole numbers, else up to one decimal (0.5, 12.3)."""
+    """1,234 for whole numbers, else up to two decimals without trailing zeros (0.5, 12.25)."""
     if value == int(value):
         return f"{int(value):,}"
-    return f"{value:,.1f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def percent(value: float) -> str:

@@ -154,15 +154,28 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def dashboard_url(database_url: str, tmp_path: Path) -> str:
-    """The page under test. For `xccel serve`: start it on a free port and return its /dashboard URL."""
+def loaded_database_url(database_url: str, tmp_path: Path) -> str:
+    """A database with a small dump published through the real command."""
     dump = write_dump(tmp_path / "events.ndjson")
     loaded = run_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url])
     assert loaded.exit_code == 0, loaded.stderr
+    return database_url
+
+
+@pytest.fixture
+def report_html_url(loaded_database_url: str, tmp_path: Path) -> str:
+    """The page `xccel report --html` writes, as a file:// URL."""
     page = tmp_path / "dashboard.html"
-    written = run_xccel(["report", "--html", str(page), "--database-url", database_url])
+    written = run_xccel(["report", "--html", str(page), "--database-url", loaded_database_url])
     assert written.exit_code == 0, written.stderr
     return page.as_uri()
+
+
+@pytest.fixture
+def dashboard_url(report_html_url: str) -> str:
+    """The page under test. To test a running `xccel serve` instead, take the fixture that starts it on
+    loaded_database_url and return f"{base_url}/dashboard" here: the test itself stays as it is."""
+    return report_html_url
 
 
 BOXES_SCRIPT = """JSON.stringify(Object.fromEntries(

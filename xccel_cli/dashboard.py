@@ -112,11 +112,15 @@ def write_dashboard(db: Database, path: Path) -> WrittenPage:
 
 
 def render_page(data: DashboardData, generated_at: datetime | None = None) -> str:
+    """The page for rows already read (pure: no database)."""
     rep = data.report
     generated = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
-    has_data = rep.sessions > 0
+    banner = "" if rep.sessions > 0 else (
+        '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
+        "(or extract, sessionize and load) and reload this page.</p>")
     sections = [
         _header(rep, data.daily, generated),
+        banner,
         _headlines(rep),
         '<div class="grid">',
         _visits_figure(data.visits, rep),
@@ -129,16 +133,11 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         _definitions(),
         "</div>",
     ]
-    banner = "" if has_data else (
-        '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
-        "(or extract, sessionize and load) and reload this page.</p>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>xccel dashboard: time to first order</title>"
-        f"<style>{CSS}</style></head><body><main>"
-        + sections[0] + banner + "".join(sections[1:])
-        + "</main></body></html>\n"
+        f"<style>{CSS}</style></head><body><main>{''.join(sections)}</main></body></html>\n"
     )
 
 

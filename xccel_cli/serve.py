@@ -21,13 +21,16 @@ import asyncio
 import dataclasses
 import json
 import logging
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import datetime
 from typing import Any, Literal, TypeVar, get_type_hints
 
 import psycopg
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
@@ -49,7 +52,8 @@ T = TypeVar("T")
 
 APPLICATION_NAME = "xccel-serve"
 POOL_MIN_SIZE = 1
-POOL_MAX_SIZE = 4  # one for the shared check, one per answer being recomputed, one spare
+POOL_MAX_SIZE = 3  # one per answer being recomputed, one spare
+CHECK_LANES = 2  # connections for the per-request check: a new batch need not wait for a slow one
 POOL_TIMEOUT_SECONDS = 3.0  # how long a request waits for a connection before answering 503
 CONNECT_TIMEOUT_SECONDS = 3
 RECONNECT_TIMEOUT_SECONDS = 30.0  # after that the pool stops retrying in the background; requests retry
@@ -58,6 +62,7 @@ CONNECT_OPTIONS: dict[str, Any] = {
     "autocommit": True, "application_name": APPLICATION_NAME, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
 }
 LATEST_PUBLICATION = "SELECT publication_id, published_at FROM publications ORDER BY publication_id DESC LIMIT 1"
+OUTAGE_LOG_SECONDS = 10.0
 UNAVAILABLE = "the database is not answering; try again shortly"
 
 # (publication_id, published_at) of the newest publication; None while nothing is published.
@@ -76,7 +81,7 @@ class MetricsService:
         self.schema = schema
         self.display_url = display_url
         self._url = url
-        self._check_conn: psycopg.AsyncConnection[Any] | None = None
+        self._check_conns: dict[int, psycopg.AsyncConnection[Any]] = {}
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=POOL_MIN_SIZE,
@@ -136,25 +141,25 @@ class MetricsService:
         with self._database() as db:
             return work(db)
 
-    async def latest_key(self) -> PublicationKey:
-        """The check every request makes, on its own async connection: no thread hop, no pool wait.
+    async def latest_key(self, lane: int = 0) -> PublicationKey:
+        """The check every request makes, on the lane's own async connection: no thread hop, no pool wait.
 
-        Only SharedCheck calls this, so the connection is used by one coroutine at a time.
+        SharedCheck runs one fetch per lane at a time, so each connection has one user at a time.
         """
         for attempt in (1, 2):
-            reused = self._check_conn is not None and not self._check_conn.closed
+            conn = self._check_conns.get(lane)
+            reused = conn is not None and not conn.closed
             try:
-                if not reused:
-                    self._check_conn = await self._connect_async()
-                assert self._check_conn is not None
-                cursor = await self._check_conn.execute(LATEST_PUBLICATION)
+                if conn is None or conn.closed:
+                    conn = self._check_conns[lane] = await self._connect_async()
+                cursor = await conn.execute(LATEST_PUBLICATION)
                 row = await cursor.fetchone()
                 return None if row is None else (row[0], row[1])
-            except psycopg.errors.UndefinedTable:
+            except psycopg.errors.UndefinedTable as exc:
                 await asyncio.to_thread(self.run, require_schema)  # raises the StateError that says what to do
-                raise
+                raise DatabaseError(f"database error: {_first_line(exc)}") from exc
             except psycopg.OperationalError as exc:
-                await self._close_check_connection()
+                await self._close_check_connection(lane)
                 if attempt == 1 and reused:
                     continue  # a connection that worked before died (the server restarted): try a new one
                 raise DatabaseError(f"lost the database connection: {_first_line(exc)}") from exc
@@ -168,14 +173,15 @@ class MetricsService:
             await conn.execute(statement, params)
         return conn
 
-    async def _close_check_connection(self) -> None:
-        conn, self._check_conn = self._check_conn, None
+    async def _close_check_connection(self, lane: int) -> None:
+        conn = self._check_conns.pop(lane, None)
         if conn is not None:
             with suppress(Exception):
                 await conn.close()
 
     async def aclose(self) -> None:
-        await self._close_check_connection()
+        for lane in list(self._check_conns):
+            await self._close_check_connection(lane)
 
     def orders_answer(self) -> tuple[PublicationKey, bytes]:
         report = self.run(metrics.report)
@@ -199,38 +205,44 @@ def _json_bytes(data: Any) -> bytes:
 
 
 class SharedCheck:
-    """Runs fetch() for many concurrent awaiters at once, never giving one an old result.
+    """Runs fetch(lane) for many concurrent awaiters at once, never giving one an old result.
 
     An awaiter joins the next fetch that has not started yet; a fetch already on its way may predate
-    the awaiter's arrival (and miss a publish that came in between), so it is never joined.
+    the awaiter's arrival (and miss a publish that came in between), so it is never joined. Up to
+    `lanes` fetches run at once (each lane has its own connection), so a new batch need not wait for
+    a slow one to come back.
     """
 
-    def __init__(self, fetch: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, fetch: Callable[[int], Awaitable[Any]], lanes: int) -> None:
         self._fetch = fetch
+        self._free_lanes = list(range(lanes))
         self._next: asyncio.Future[Any] | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     async def result(self) -> Any:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            self._next.add_done_callback(_consume_exception)
         waiting = self._next
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run())
+        if waiting is None:
+            waiting = self._next = asyncio.get_running_loop().create_future()
+            waiting.add_done_callback(_consume_exception)
+            self._start_next()
         return await asyncio.shield(waiting)
 
-    async def _run(self) -> None:
+    def _start_next(self) -> None:
+        if self._next is None or not self._free_lanes:
+            return
+        lane, batch, self._next = self._free_lanes.pop(), self._next, None
+        task = asyncio.create_task(self._run(lane, batch))
+        self._running.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, lane: int, batch: asyncio.Future[Any]) -> None:
         try:
-            while self._next is not None:
-                current, self._next = self._next, None
-                try:
-                    value = await self._fetch()
-                except Exception as exc:
-                    current.set_exception(exc)
-                else:
-                    current.set_result(value)
+            batch.set_result(await self._fetch(lane))
+        except Exception as exc:
+            batch.set_exception(exc)
         finally:
-            self._runner = None
+            self._free_lanes.append(lane)
+            self._start_next()
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
@@ -327,12 +339,20 @@ def create_app(service: MetricsService) -> FastAPI:
         docs_url=None,  # a browser page pulling assets from a CDN; /openapi.json is the contract
         redoc_url=None,
     )
-    check = SharedCheck(service.latest_key)
+    check = SharedCheck(service.latest_key, CHECK_LANES)
     orders_cache = AnswerCache(service.orders_answer)
     referrers_cache = AnswerCache(service.referrers_answer)
 
+    outage = OutageLog()
+
+    async def latest() -> PublicationKey:
+        key: PublicationKey = await check.result()
+        outage.answered()
+        return key
+
     async def answer(cache: AnswerCache) -> Response:
-        latest = await check.result()
+        latest_key = await latest()
+        return Response(await cache.get(latest_key), media_type="application/json")
         return Response(await cache.get(latest), media_type="application/json")
 
     @app.get("/metrics/orders", response_model=OrdersReport, responses=UNAVAILABLE_RESPONSE,
@@ -355,11 +375,11 @@ def create_app(service: MetricsService) -> FastAPI:
              summary="Whether the database answers (200) or not (503), and when data was last published")
     async def health() -> JSONResponse:
         try:
-            key = await check.result()
+            key = await latest()
         except StateError:
             body = Health(status="ok", database="up", schema_ready=False, publication_id=None, published_at=None)
         except XccelError as exc:
-            log.warning("health: %s", exc)
+            outage.failed(exc)
             body = Health(status="unavailable", database="down", schema_ready=False, publication_id=None,
                           published_at=None, error=UNAVAILABLE)
             return JSONResponse(body.model_dump(mode="json"), status_code=503)
@@ -385,11 +405,33 @@ def create_app(service: MetricsService) -> FastAPI:
 
     @app.exception_handler(DatabaseError)
     async def unavailable(request: Request, exc: DatabaseError) -> JSONResponse:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)  # masked, one line
+        outage.failed(exc)
         return JSONResponse({"error": UNAVAILABLE}, status_code=503)
 
     app.add_middleware(InternalErrorsAsJson)
     return app
+
+
+class OutageLog:
+    """Logs a database outage when it starts (then at most every OUTAGE_LOG_SECONDS) and when it ends,
+    not once per failed request."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self._last_logged = 0.0
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        if now - self._last_logged >= OUTAGE_LOG_SECONDS:
+            self._last_logged = now
+            log.warning("database unavailable: %s", exc)  # XccelError text: one line, password masked
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            log.warning("database answers again after %.1f s", time.monotonic() - self.down_since)
+            self.down_since, self._last_logged = None, 0.0
 
 
 class InternalErrorsAsJson:
@@ -479,6 +521,20 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class StoppableServer(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which kills the process before our
+    own cleanup (the pool, the embedded PostgreSQL) runs; here a stop signal just ends run()."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
 @dataclasses.dataclass
 class ServeResult:
     address: str
@@ -490,8 +546,6 @@ def serve(db: Database, url: str, host: str, port: int, *, access_log: bool = Fa
     db is the command's own connection: its embedded server, if any, stays up while this serves; the
     connection itself is closed and a pool of read-only ones, to url, takes over.
     """
-    import uvicorn
-
     sock = listen(host, port)
     address = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
     service = MetricsService(url, db.schema, db.display_url)
@@ -505,7 +559,7 @@ def serve(db: Database, url: str, host: str, port: int, *, access_log: bool = Fa
         db.conn.close()
         service.open()
         log.info("serving %s (schema %s)", address, db.schema)
-        uvicorn.Server(config).run(sockets=[sock])
+        StoppableServer(config).run(sockets=[sock])
     finally:
         service.close()
         sock.close()

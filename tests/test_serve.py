@@ -437,3 +437,38 @@ def test_a_port_in_use_is_one_line_and_exit_code_3(database_url: str) -> None:
         result = run_xccel(["serve", "--port", str(port), "--database-url", database_url], timeout=60)
     assert result.exit_code == 3
     assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_shared_check_answers_each_request_with_a_check_sent_after_it_arrived() -> None:
+    """Concurrent requests share checks, but never one already on its way when they arrived (it could
+    predate a publish). Each fetch returns its own sequence number, so a request arriving after n fetches
+    had started must get a number >= n."""
+    import asyncio
+    import random
+
+    from xccel_cli.serve import SharedCheck
+
+    async def scenario() -> tuple[list[tuple[int, int]], int]:
+        started: list[int] = []
+
+        async def fetch(lane: int) -> int:
+            number = len(started)
+            started.append(number)
+            await asyncio.sleep(random.uniform(0.001, 0.01))
+            return number
+
+        check = SharedCheck(fetch, lanes=2)
+        answers: list[tuple[int, int]] = []
+
+        async def request(delay: float) -> None:
+            await asyncio.sleep(delay)
+            arrived_after = len(started)
+            answers.append((arrived_after, await check.result()))
+
+        await asyncio.gather(*(request(random.uniform(0, 0.2)) for _ in range(500)))
+        return answers, len(started)
+
+    answers, fetches = asyncio.run(scenario())
+    assert len(answers) == 500
+    assert all(number >= arrived_after for arrived_after, number in answers)
+    assert fetches < 250  # shared: far fewer checks than requests

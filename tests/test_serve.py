@@ -391,7 +391,7 @@ def test_survives_the_database_going_away_and_coming_back(serve: Any, restartabl
     down = server.request("/health")
     replies.append(down)
     assert down.status == 503
-    assert (down.json["status"], down.json["database"]) == ("unavailable", "down")
+    assert (down.json["status"], down.json["database"], down.json["schema_ready"]) == ("unavailable", "down", None)
     assert down.json["error"] == "the database is not answering; try again shortly"
 
     restartable.start()

@@ -315,7 +315,8 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"] = Field(description="ok (HTTP 200) or unavailable (HTTP 503).")
     database: Literal["up", "down"] = Field(description="Whether the database answered just now.")
-    schema_ready: bool = Field(description="Whether the xccel schema exists (else: run `xccel init-db`).")
+    schema_ready: bool | None = Field(description="Whether the xccel schema exists (else: run `xccel init-db`); "
+                                      "null when the database does not answer.")
     publication_id: int | None = Field(description="The latest publication (null: nothing published yet).")
     published_at: datetime | None = Field(description="When it was published (null: nothing published yet).")
     error: str | None = Field(default=None, description="Why the database is unavailable, when it is.")
@@ -386,7 +387,7 @@ def create_app(service: MetricsService) -> FastAPI:
             body = Health(status="ok", database="up", schema_ready=False, publication_id=None, published_at=None)
         except XccelError as exc:
             outage.failed(exc)
-            body = Health(status="unavailable", database="down", schema_ready=False, publication_id=None,
+            body = Health(status="unavailable", database="down", schema_ready=None, publication_id=None,
                           published_at=None, error=UNAVAILABLE)
             return JSONResponse(body.model_dump(mode="json"), status_code=503)
         else:
@@ -469,7 +470,7 @@ class OutageLog:
 
     def answered(self) -> None:
         if self.down_since is not None:
-            log.warning("database answers again after %.1f s", time.monotonic() - self.down_since)
+            log.info("database answers again after %.1f s", time.monotonic() - self.down_since)
             self.down_since, self._last_logged = None, 0.0
 
 

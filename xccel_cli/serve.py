@@ -1,9 +1,10 @@
 """`xccel serve`: the metrics over HTTP.
 
 The shape, and why:
-- FastAPI on uvicorn, one worker process: the answers are cached in the process, and one process keeps
-  the embedded PostgreSQL (when no URL is configured) and the cache in one place. Blocking database work
-  runs in threads; the event loop only serves bytes.
+- FastAPI on uvicorn (httptools, uvloop), one worker process: the answers are cached in the process, and
+  one process keeps the embedded PostgreSQL (when no URL is configured) and the cache in one place.
+  Recomputing an answer (the blocking report code) runs in a thread; the per-request check is an async
+  query on the event loop; the two hot GETs skip FastAPI's routing (FastPaths).
 - A small psycopg ConnectionPool whose connections default to read-only transactions. An answer is
   computed by the same code as `xccel report` (metrics.report, referrers.referrer_report: the sql/ files
   in a REPEATABLE READ READ ONLY transaction that first takes ACCESS SHARE locks, because the table swap

@@ -54,7 +54,8 @@ class Server:
         self.port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="xccel-serve-", suffix=".log")[1])
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
-        full_env["XCCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="xccel-data-")
+        self.data_dir = tempfile.mkdtemp(prefix="xccel-data-")
+        full_env["XCCEL_DATA_DIR"] = self.data_dir
         full_env.update(env or {})
         args = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(self.port)]
         if database_url is not None:
@@ -103,6 +104,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.proc.returncode
 
 

@@ -302,7 +302,8 @@ def test_answers_stay_whole_while_loads_publish(serve: Any, database_url: str) -
         for minutes in (10, 45, 30):
             xccel_ok("sessionize", "--timeout-minutes", str(minutes), "--database-url", database_url)
             xccel_ok("load", "--database-url", database_url)
-            seen[report_json(database_url)["publication_id"]] = report_json(database_url)
+            published = report_json(database_url)
+            seen[published["publication_id"]] = published
         done = True
         answers = [answer for reader in readers for answer in reader.result()]
     assert len({answer["publication_id"] for answer in answers}) >= 2

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -205,19 +206,41 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
                f"(publication {result.publication_id}; {result.seconds:.2f} s)")
 
 
+class ReportBy(StrEnum):
+    referrer = "referrer"
+
+
 @app.command("report")
 @handle_errors
 def report_command(
     as_json: AsJson = False,
+    by: Annotated[ReportBy | None, typer.Option("--by", help="Break sessions down instead: 'referrer' gives, per "
+                                                "session referrer, sessions, customers, median and p90 duration, "
+                                                "share with an order and mean events (--json: a list).",
+                                                show_default=False)] = None,
     html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
                                               help="Also write the dashboard, one self-contained HTML page, "
                                               "to this file.")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard).
+    """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard;
+    --by referrer: the referrer table).
 
-    Example: xccel report --json --html dashboard.html
+    Example: xccel report --json --html dashboard.html ; xccel report --by referrer
     """
+    if by is ReportBy.referrer:
+        from xccel_cli.referrers import referrer_report
+
+        with _connect(database_url) as db:
+            by_referrer = referrer_report(db)
+        if as_json:
+            _print_json(by_referrer.as_json())
+        else:
+            from xccel_cli.render import render_referrers
+
+            render_referrers(by_referrer)
+        return
+
     from xccel_cli.metrics import report
 
     with _connect(database_url) as db:
@@ -310,6 +333,28 @@ def db_command(
                 raise XccelError("psql is not installed")
             env = {**os.environ, "PGOPTIONS": f"-c search_path={db.schema}"}
             subprocess.run([executable, real_url], env=env, check=False)
+
+
+@app.command("serve")
+@handle_errors
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="Log one line per request.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
+
+    GET /metrics/orders (also /), /metrics/referrers, /health, /openapi.json. Stop with Ctrl+C.
+
+    Example: xccel serve --port 8000
+    """
+    from xccel_cli.serve import serve
+
+    url = config.database_url(database_url)
+    with _connect(database_url) as db:
+        serve(db, url or (db.embedded.url if db.embedded else ""), host, port, access_log=access_log)
 
 
 def main() -> None:

@@ -272,22 +272,34 @@ class HttpFetch:
         return raw
 
     def _raw_chunks(self) -> Iterator[bytes]:
-        """The body as sent, resumed with Range after a drop, checked against Content-Length."""
+        """The body as sent, resumed with Range after a drop, checked against Content-Length.
+
+        Bytes are gathered with read1 into chunks of about CHUNK_BYTES, so that when the connection
+        breaks, everything received so far is still delivered and the resume offset is exact.
+        """
         delivered = 0
         response = self.response
         while True:
+            buffer = bytearray()
+            problem = None
             try:
-                for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
-                    delivered += len(chunk)
-                    yield chunk
-                if self.total is not None and delivered < self.total:
-                    raise urllib3.exceptions.IncompleteRead(delivered, self.total - delivered)
-                return
+                while data := response.raw.read1(CHUNK_BYTES - len(buffer), decode_content=False):
+                    buffer += data
+                    if len(buffer) >= CHUNK_BYTES:
+                        delivered += len(buffer)
+                        yield bytes(buffer)
+                        buffer.clear()
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                 problem = _reason(exc)
-                if self.total is not None and delivered < self.total:
-                    problem = f"{problem}; got {delivered:,} of {self.total:,} bytes"
-                response.close()
+            if buffer:
+                delivered += len(buffer)
+                yield bytes(buffer)
+            if problem is None and (self.total is None or delivered >= self.total):
+                return
+            response.close()
+            problem = problem or "body shorter than announced"
+            if self.total is not None:
+                problem = f"{problem}; got {delivered:,} of {self.total:,} bytes"
             if self.failures >= self.retries:
                 raise SourceError(f"the download of {self.shown} broke off: {problem}{self._tries()}; "
                                   "nothing was loaded")

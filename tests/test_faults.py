@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_xccel
+from tests.conftest import run_xccel, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
 from xccel_cli.db import Database
@@ -172,3 +172,214 @@ def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(database_
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM publications").fetchone()[0] == 0
+
+
+# --- faults in the run: kill -9, a lost database, two runs at once -------------------------------------
+
+RUN_RECORDS = random_events(12_000, customers=300, seed=5)  # about 1.5 MB: more than one chunk
+RUN_BODY = dump(RUN_RECORDS)
+
+METRIC_KEYS = ("median_visits_before_order", "median_session_duration_minutes_before_order",
+               "median_total_minutes_before_order", "customers", "customers_with_orders", "sessions", "events",
+               "rules")
+
+
+def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env["XCCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="xccel-data-")
+    env.update(extra or {})
+    return env
+
+
+def start_xccel(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "xccel_cli", *args], env=xccel_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], text: str) -> None:
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        if text in raw.decode():
+            return
+    raise AssertionError(f"the process ended (code {proc.wait()}) before saying {text!r}")
+
+
+def wait_until(check, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def backend_waiting_on(url: str, lock_type: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND wait_event_type = 'Lock'"
+            " AND wait_event = %s", (lock_type,)).fetchone()[0] > 0
+
+
+def published(url: str) -> tuple[list[tuple], list[tuple], int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        events = conn.execute("SELECT * FROM tb_events ORDER BY event_id").fetchall()
+        sessions = conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall()
+        publications = conn.execute("SELECT count(*) FROM publications").fetchone()[0]
+    return events, sessions, publications
+
+
+def report_of(url: str) -> dict:
+    result = run_xccel(["report", "--json", "--database-url", url])
+    assert result.exit_code == 0, result.stderr
+    return {k: v for k, v in json.loads(result.stdout).items() if k in METRIC_KEYS}
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The dump of yesterday, and today's, which has grown (and gained late events for old customers)."""
+    folder = tmp_path_factory.mktemp("batches")
+    first, second = folder / "day1.json", folder / "day2.json"
+    first.write_bytes(dump(RUN_RECORDS[:8000]))
+    second.write_bytes(RUN_BODY)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def reference(pg_admin_url: str, batches: tuple[Path, Path]) -> Iterator[tuple[dict, list, list]]:
+    """An uninterrupted run on today's dump, in a database of its own: what recovery must reproduce."""
+    name = f"xccel_reference_{os.getpid()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    url = with_database(pg_admin_url, name)
+    try:
+        result = run_xccel(["run-all", "--source", str(batches[1]), "--json", "--database-url", url])
+        assert result.exit_code == 0, result.stderr
+        events, sessions, _ = published(url)
+        yield report_of(url), events, sessions
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def first_day(url: str, batches: tuple[Path, Path]) -> tuple[list, list, int]:
+    result = run_xccel(["run-all", "--source", str(batches[0]), "--database-url", url])
+    assert result.exit_code == 0, result.stderr
+    return published(url)
+
+
+def assert_recovers(url: str, batches: tuple[Path, Path], before: tuple[list, list, int],
+                    reference: tuple[dict, list, list]) -> None:
+    """After a killed run: the previous result is intact, and the next run-all catches up exactly."""
+    assert published(url) == before
+    again = run_xccel(["run-all", "--source", str(batches[1]), "--wait", "--database-url", url])
+    assert again.exit_code == 0, again.stderr
+    expected_report, expected_events, expected_sessions = reference
+    assert report_of(url) == expected_report
+    events, sessions, publications = published(url)
+    assert (events, sessions) == (expected_events, expected_sessions)
+    assert publications == before[2] + 1
+    runs = json.loads(run_xccel(["runs", "--json", "--database-url", url]).stdout)
+    assert [r["status"] for r in runs] == ["succeeded", "interrupted", "succeeded"]
+
+
+def test_kill_during_extract(database_url: str, fault_server: FaultServer, batches: tuple[Path, Path],
+                             reference: tuple[dict, list, list]) -> None:
+    before = first_day(database_url, batches)
+    hold = Fault("hold", after_bytes=len(RUN_BODY) - 100_000)
+    url = fault_server.add("/day2.json", RUN_BODY, faults=[hold])
+    proc = start_xccel(["run-all", "--source", url, "--database-url", database_url])
+    assert hold.reached.wait(60), "the run never reached the end of the download"
+
+    def copying() -> bool:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'"
+                                " AND query LIKE 'COPY stage_events%'").fetchone()[0] > 0
+
+    wait_until(copying, "the run to be copying rows")
+    proc.kill()
+    proc.wait()
+    hold.release.set()
+    assert published(database_url) == before
+    assert_recovers(database_url, batches, before, reference)
+
+
+@pytest.mark.parametrize("where", ["sessionize", "load"])
+def test_kill_in_the_middle_of_a_stage(database_url: str, batches: tuple[Path, Path],
+                                       reference: tuple[dict, list, list], where: str) -> None:
+    """A reader's lock holds the run inside the stage's transaction (sessionize: building the *_next
+    tables; load: between the two renames of publish.sql), where it is killed."""
+    before = first_day(database_url, batches)
+    with psycopg.connect(database_url) as blocker:
+        if where == "sessionize":
+            blocker.execute("LOCK TABLE tb_events IN ACCESS EXCLUSIVE MODE")
+        else:
+            blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
+        proc = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url])
+        wait_until(lambda: backend_waiting_on(database_url, "relation"), f"the run to block inside {where}")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            query = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = 'xccel'"
+                                 " AND wait_event_type = 'Lock'").fetchone()[0]
+        assert ("tb_events_next" if where == "sessionize" else "RENAME") in query
+        proc.kill()
+        proc.wait()
+        blocker.rollback()
+    assert_recovers(database_url, batches, before, reference)
+
+
+def test_kill_between_sessionize_and_load(database_url: str, batches: tuple[Path, Path],
+                                          reference: tuple[dict, list, list]) -> None:
+    before = first_day(database_url, batches)
+    proc = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url],
+                       env={"XCCEL_TEST_PAUSE_AT": "load"})
+    wait_for_line(proc, "paused at load")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_recovers(database_url, batches, before, reference)
+
+
+def test_the_database_going_away_mid_run(database_url: str, batches: tuple[Path, Path],
+                                         reference: tuple[dict, list, list]) -> None:
+    before = first_day(database_url, batches)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
+        proc = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url])
+        wait_until(lambda: backend_waiting_on(database_url, "relation"), "the run to block inside load")
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'xccel'")
+        out, err = proc.communicate(timeout=60)
+        blocker.rollback()
+    assert proc.returncode == 5
+    assert err.decode().startswith("Error: lost the database connection: ")
+    assert len(err.decode().splitlines()) == 1
+    assert_recovers(database_url, batches, before, reference)
+
+
+def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
+    before = first_day(database_url, batches)
+    resume = tmp_path / "resume"
+    first = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url],
+                        env={"XCCEL_TEST_PAUSE_AT": "sessionize", "XCCEL_TEST_RESUME_FILE": str(resume)})
+    wait_for_line(first, "paused at sessionize")
+
+    busy = run_xccel(["run-all", "--source", str(batches[1]), "--no-wait", "--database-url", database_url])
+    assert busy.exit_code == 7
+    assert busy.stderr == ("Error: another xccel run is in progress on this database; try again later or pass "
+                           "--wait to queue behind it\n")
+
+    # readers are not blocked by the run, and still see the previous result
+    assert report_of(database_url)["events"] == len(before[0])
+    status = json.loads(run_xccel(["status", "--json", "--database-url", database_url]).stdout)
+    assert status["last_run"]["status"] == "running"
+
+    waiting = start_xccel(["run-all", "--source", str(batches[1]), "--wait", "--json", "--database-url",
+                           database_url])
+    wait_until(lambda: backend_waiting_on(database_url, "advisory"), "the second run to queue")
+    assert waiting.poll() is None
+    resume.touch()
+    assert first.wait(60) == 0
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    runs = json.loads(run_xccel(["runs", "--json", "--database-url", database_url]).stdout)
+    assert [r["status"] for r in runs[:2]] == ["unchanged", "succeeded"]
+    assert runs[0]["started_at"] >= runs[1]["finished_at"]  # it queued behind the first
+    assert json.loads(out)["run"]["status"] == "unchanged"

@@ -30,14 +30,19 @@ from xccel_cli.source import SourceInterrupted, default_backoff_seconds, default
 log = logging.getLogger(__name__)
 
 # Test-only: XCCEL_TEST_PAUSE_AT=<point> makes a run announce "xccel: paused at <point>" on stderr and
-# sleep there (XCCEL_TEST_PAUSE_SECONDS, default an hour), so tests can kill it at a known place.
+# wait there until the file XCCEL_TEST_RESUME_FILE exists (or for an hour), so tests can kill it, or
+# start a second run, at a known place. Points: before each stage, and after load.
 PAUSE_POINTS = ("extract", "sessionize", "load", "finish")
 
 
 def pause_point(name: str) -> None:
-    if os.environ.get("XCCEL_TEST_PAUSE_AT") == name:
-        print(f"xccel: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(float(os.environ.get("XCCEL_TEST_PAUSE_SECONDS", "3600")))
+    if os.environ.get("XCCEL_TEST_PAUSE_AT") != name:
+        return
+    print(f"xccel: paused at {name}", file=sys.stderr, flush=True)
+    resume = os.environ.get("XCCEL_TEST_RESUME_FILE")
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+        time.sleep(0.05)
 
 
 @dataclass

@@ -385,15 +385,14 @@ def runs_command(
 
     table = Table(title="xccel runs (newest first)")
     for name, justify in (("run", "right"), ("command", "left"), ("started (UTC)", "left"), ("status", "left"),
-                          ("seconds", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right"),
-                          ("customers", "right"), ("error", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+                          ("s", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("error", overflow="fold")
     for row in rows:
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        table.add_row(str(row.run_id), row.command, f"{row.started_at:%Y-%m-%d %H:%M:%S}", row.status,
+        table.add_row(str(row.run_id), row.command, f"{row.started_at:%m-%d %H:%M:%S}", row.status,
                       "" if seconds is None else f"{seconds:.1f}",
-                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected,
-                                                                 row.customers_touched)),
+                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected)),
                       row.error or "")
     Console(highlight=False).print(table)
 

@@ -175,6 +175,12 @@ def _rules(preset: str | None, timeout: int | None, midnight: bool | None, zone:
     return config.session_rules(preset, timeout, midnight, zone, referrer, hours)
 
 
+def _retries(option: int | None) -> int:
+    from xccel_cli.source import default_retries
+
+    return option if option is not None else default_retries()
+
+
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -212,7 +218,7 @@ def extract_command(
     from xccel_cli.render import progress_reporter, render_extract
 
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             retries)
+                             _retries(retries))
     with _connect(database_url) as db, progress_reporter() as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
@@ -306,7 +312,7 @@ def run_all_command(
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             retries)
+                             _retries(retries))
     with _connect(database_url, create_schema=True) as db, progress_reporter(quiet=as_json) as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)

@@ -293,7 +293,7 @@ def test_kill_during_extract(database_url: str, fault_server: FaultServer, batch
     def copying() -> bool:
         with psycopg.connect(database_url, autocommit=True) as conn:
             return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'"
-                                " AND query LIKE 'COPY stage_events%'").fetchone()[0] > 0
+                                " AND query LIKE 'COPY %'").fetchone()[0] > 0
 
     wait_until(copying, "the run to be copying rows")
     proc.kill()

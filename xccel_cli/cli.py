@@ -111,11 +111,11 @@ def handle_errors(func: F) -> F:
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress to stderr "
-                                         "(-v: each stage and retry, -vv: debug).")] = 0,
+                                         "(-v: each stage and retry, -vv: debug).", show_default=False)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (errors still go "
                                         "to stderr); for cron.")] = False,
-    log_file: Annotated[str | None, typer.Option("--log-file", help="Append a timestamped log to this file. "
-                                                 "Default: XCCEL_LOG_FILE, else none.",
+    log_file: Annotated[str | None, typer.Option("--log-file", metavar="FILE", help="Append a timestamped log "
+                                                 "to this file. Default: XCCEL_LOG_FILE, else none.",
                                                  show_default=False)] = None,
 ) -> None:
     State.debug = debug or os.environ.get("XCCEL_DEBUG") == "1"

@@ -51,23 +51,28 @@ REFERRER = [
     event(20, 4, "2022-04-22 11:00:00"),
     event(21, 4, "2022-04-22 11:05:00", referrer="https://google.com"),
     event(22, 4, "2022-04-22 11:10:00", referrer=""),
+    # customer 8: google, then an hour's gap: the new session began without a referrer, so google splits
+    event(30, 8, "2022-04-22 09:00:00", referrer="https://google.com"),
+    event(31, 8, "2022-04-22 10:00:00"),
+    event(32, 8, "2022-04-22 10:05:00", referrer="https://google.com"),
 ]
 
 
 def test_referrer_rule(db: Database) -> None:
     rules = SessionRules(split_on_referrer=True)
     publish(db, REFERRER, rules)
-    assert session_ids(db) == ["3_1", "3_1", "3_1", "3_2", "3_3", "4_1", "4_2", "4_2"]
+    assert session_ids(db) == ["3_1", "3_1", "3_1", "3_2", "3_3", "4_1", "4_2", "4_2", "8_1", "8_2", "8_3"]
     got = published(db)
     assert [(s["session_id"], s["referrer"], s["landing_page"]) for s in got.sessions] == [
         ("3_1", "https://google.com", "/"), ("3_2", "https://facebook.com", "/sale"),
-        ("3_3", "https://google.com", "/p/1"), ("4_1", None, None), ("4_2", "https://google.com", None)]
+        ("3_3", "https://google.com", "/p/1"), ("4_1", None, None), ("4_2", "https://google.com", None),
+        ("8_1", "https://google.com", None), ("8_2", None, None), ("8_3", "https://google.com", None)]
     assert_matches_oracle(db, REFERRER, rules)
 
 
 def test_referrer_rule_off_keeps_one_session(db: Database) -> None:
     publish(db, REFERRER)
-    assert session_ids(db) == ["3_1"] * 5 + ["4_1"] * 3
+    assert session_ids(db) == ["3_1"] * 5 + ["4_1"] * 3 + ["8_1", "8_2", "8_2"]
     assert_matches_oracle(db, REFERRER)
 
 
@@ -124,7 +129,7 @@ def test_changing_the_rules_resessionizes_everyone_and_report_never_mixes(db: Da
 
     staged = run_sessionize(db, universal)
     assert staged.full_refresh and staged.reason == "session rules changed"
-    assert staged.customers_rebuilt == 6
+    assert staged.customers_rebuilt == 7
     # staged, not published: the report still shows the old result with its own rules
     still = report(db)
     assert still.rules == SessionRules().as_dict()

@@ -63,6 +63,8 @@ def render_report(report: Report) -> None:
 
         described = SessionRules(**rules).describe() if rules else "unknown rules"
         table.caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
+        if rules.get("max_session_hours") is not None:
+            table.caption += f"; {report.cut_sessions:,} sessions cut by the cap"
     console.print(table)
 
 

@@ -2,8 +2,8 @@
 
 Chromium is started with --remote-debugging-pipe (the protocol as NUL-separated JSON on file descriptors
 3 and 4, as Puppeteer does), so the test needs no websocket library and no open port. The page comes
-from the `dashboard_url` fixture: today the file that `xccel report --html` writes; to test a running
-`xccel serve` instead, make that fixture return its http://127.0.0.1:PORT/dashboard.
+from the `dashboard_url` fixture: /dashboard of a running `xccel serve` (the page `xccel report --html`
+writes is the same; tests/test_serve.py checks that).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, run_xccel
 from tests.test_dashboard import CHART_IDS, write_dump
+from tests.test_serve import Server
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -163,19 +164,14 @@ def loaded_database_url(database_url: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def report_html_url(loaded_database_url: str, tmp_path: Path) -> str:
-    """The page `xccel report --html` writes, as a file:// URL."""
-    page = tmp_path / "dashboard.html"
-    written = run_xccel(["report", "--html", str(page), "--database-url", loaded_database_url])
-    assert written.exit_code == 0, written.stderr
-    return page.as_uri()
-
-
-@pytest.fixture
-def dashboard_url(report_html_url: str) -> str:
-    """The page under test. To test a running `xccel serve` instead, take the fixture that starts it on
-    loaded_database_url and return f"{base_url}/dashboard" here: the test itself stays as it is."""
-    return report_html_url
+def dashboard_url(loaded_database_url: str) -> Iterator[str]:
+    """The page under test: /dashboard of a real `xccel serve` on 127.0.0.1."""
+    server = Server(loaded_database_url)
+    try:
+        yield f"http://127.0.0.1:{server.port}/dashboard"
+    finally:
+        assert server.stop() == 0
+        server.log_path.unlink(missing_ok=True)
 
 
 BOXES_SCRIPT = """JSON.stringify(Object.fromEntries(

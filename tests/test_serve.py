@@ -6,6 +6,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,6 +176,34 @@ def test_orders_and_root_equal_report_json(server: Server, loaded_url: str) -> N
     assert server.get_json("/metrics/orders") == expected
     assert server.get_json("/") == expected
     assert server.get_json("/metrics/orders") == expected  # served again (from the cache): the same
+
+
+def test_dashboard_is_served_and_browsers_asking_for_html_at_root_are_sent_there(
+    server: Server, loaded_url: str, tmp_path: Path
+) -> None:
+    page = server.request("/dashboard")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    report = report_json(loaded_url)
+    assert "<svg" in page.text and f"{report['sessions']:,} sessions" in page.text
+    # the page `report --html` writes, but for its "generated at" stamp
+    written = tmp_path / "page.html"
+    xccel_ok("report", "--html", str(written), "--database-url", loaded_url)
+    stamp = re.compile(r"page generated [^<.]*")
+    assert stamp.sub("", page.text) == stamp.sub("", written.read_text())
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    browser = conn.getresponse()
+    browser.read()
+    conn.close()
+    assert browser.status == 303 and browser.getheader("location") == "/dashboard"
+    for accept in ("application/json", "*/*", "application/json, text/html"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/", headers={"Accept": accept})
+        reply = conn.getresponse()
+        assert reply.status == 200 and json.loads(reply.read()) == report, accept
+        conn.close()
 
 
 def test_referrers_equal_report_by_referrer_json(server: Server, loaded_url: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar, get_type_hints
 import psycopg
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field, create_model
@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xccel_cli import __version__, metrics, referrers
+from xccel_cli import __version__, dashboard, metrics, referrers
 from xccel_cli.config import mask_password
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError, DatabaseError, StateError, XccelError
@@ -189,9 +189,21 @@ class MetricsService:
         report = self.run(metrics.report)
         return _key(report.publication_id, report.published_at), _json_bytes(report.as_json())
 
+    def dashboard_answer(self) -> tuple[PublicationKey, bytes]:
+        data = self.run(dashboard.dashboard_data)
+        return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
+
     def referrers_answer(self) -> tuple[PublicationKey, bytes]:
         result = self.run(referrers.referrer_report)
         return _key(result.publication_id, result.published_at), _json_bytes(result.as_json())
+
+
+def _wants_html(accept: str) -> bool:
+    """A browser's Accept names text/html before (or instead of) JSON; API clients send */* or JSON."""
+    media = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if "text/html" not in media:
+        return False
+    return "application/json" not in media or media.index("text/html") < media.index("application/json")
 
 
 def _key(publication_id: int | None, published_at: datetime | None) -> PublicationKey:
@@ -348,6 +360,7 @@ def create_app(service: MetricsService) -> FastAPI:
     check = SharedCheck(service.latest_key, CHECK_LANES)
     orders_cache = AnswerCache(service.orders_answer)
     referrers_cache = AnswerCache(service.referrers_answer)
+    dashboard_cache = AnswerCache(service.dashboard_answer)
 
     outage = OutageLog()
 
@@ -361,17 +374,24 @@ def create_app(service: MetricsService) -> FastAPI:
 
     async def answer(cache: AnswerCache) -> Response:
         return Response(await body_of(cache), media_type="application/json")
-        return Response(await cache.get(latest), media_type="application/json")
 
     @app.get("/metrics/orders", response_model=OrdersReport, responses=UNAVAILABLE_RESPONSE,
              summary="Visits and time before the first order (the object of `xccel report --json`)")
     async def orders() -> Response:
         return await answer(orders_cache)
 
-    @app.get("/", response_model=OrdersReport, responses=UNAVAILABLE_RESPONSE,
-             summary="The same as /metrics/orders (the old script's address)")
-    async def root() -> Response:
+    @app.get("/", response_model=OrdersReport, responses={**UNAVAILABLE_RESPONSE, 303: {"description":
+             "A browser (Accept: text/html) is sent to /dashboard"}},
+             summary="The same as /metrics/orders (the old script's address); browsers go to /dashboard")
+    async def root(request: Request) -> Response:
+        if _wants_html(request.headers.get("accept", "")):
+            return RedirectResponse("/dashboard", status_code=303)
         return await answer(orders_cache)
+
+    @app.get("/dashboard", response_class=HTMLResponse, responses=UNAVAILABLE_RESPONSE,
+             summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`)")
+    async def dashboard_page() -> Response:
+        return HTMLResponse(await body_of(dashboard_cache))
 
     @app.get("/metrics/referrers", response_model=list[ReferrerRow],  # type: ignore[valid-type]
              responses=UNAVAILABLE_RESPONSE,

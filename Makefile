@@ -25,11 +25,11 @@ run-example: install
 	$(BIN)/xccel run-all --source examples/events.ndjson.gz $(ARGS)
 
 test: install
-	$(BIN)/ruff check xccel_cli tests bench
+	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
 	$(BIN)/pytest $(ARGS)
 
 lint: install
-	$(BIN)/ruff check xccel_cli tests bench
+	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -27,6 +27,7 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
     (result,) = json.loads(out.read_text())
     assert result["lines"] == 302
     assert result["loaded"] == 201  # ids 1..300 not divisible by 3, plus 2000; the duplicate id 5 counts once
+    assert result["again_loaded"] == 0
     assert (result["reload_loaded"], result["reload_already_loaded"]) == (0, 201)
     assert result["reload_same_report"] is True
     assert all(seconds > 0 for seconds in result["wall"] + result["floor_copy"] + result["floor_decode"])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import click
@@ -65,12 +68,15 @@ KeepAnonymous = Annotated[bool, typer.Option("--keep-anonymous", help="Also keep
 MaxRejectShare = Annotated[float | None, typer.Option("--max-reject-share", help="Fail, loading nothing, when more "
                                                       "than this share of lines is refused. Default: "
                                                       "XCCEL_MAX_REJECT_SHARE, else 0.05.", show_default=False)]
-Retries = Annotated[int, typer.Option("--retries", help="Retries for a failing HTTP source.", min=0, max=20)]
+Retries = Annotated[int | None, typer.Option("--retries", help="Retries for a failing HTTP source (backoff "
+                                             "doubling from XCCEL_RETRY_BACKOFF_SECONDS, else 1 s). Default: "
+                                             "XCCEL_RETRIES, else 3.", min=0, max=20, show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 
 
 class State:
     debug = False
+    quiet = False
 
 
 def handle_errors(func: F) -> F:
@@ -83,6 +89,7 @@ def handle_errors(func: F) -> F:
         except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
         except XccelError as exc:
+            _log_failure(exc)
             if State.debug:
                 raise
             typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
@@ -91,6 +98,7 @@ def handle_errors(func: F) -> F:
             typer.echo("Error: interrupted; nothing was published by this run", err=True)
             raise typer.Exit(130) from None
         except Exception as exc:
+            _log_failure(exc)
             if State.debug:
                 raise
             message = config.mask_password(str(exc).splitlines()[0] if str(exc) else "")
@@ -104,8 +112,58 @@ def handle_errors(func: F) -> F:
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress to stderr "
+                                         "(-v: each stage and retry, -vv: debug).", show_default=False)] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (errors still go "
+                                        "to stderr); for cron.")] = False,
+    log_file: Annotated[str | None, typer.Option("--log-file", metavar="FILE", help="Append a timestamped log "
+                                                 "to this file. Default: XCCEL_LOG_FILE, else none.",
+                                                 show_default=False)] = None,
 ) -> None:
     State.debug = debug or os.environ.get("XCCEL_DEBUG") == "1"
+    State.quiet = quiet
+    _configure_logging(verbose, quiet, log_file or config.env("XCCEL_LOG_FILE"))
+
+
+class _MaskingFormatter(logging.Formatter):
+    """No password reaches a log, whatever a message quotes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return config.mask_password(super().format(record))
+
+
+class _NotFileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def _configure_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
+    """The core logs to the `xccel_cli` logger; stderr shows warnings (retries), more with -v, less with -q."""
+    root = logging.getLogger("xccel_cli")
+    root.handlers.clear()
+    root.propagate = False
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.ERROR + 1 if quiet else level)  # errors are printed once, by handle_errors
+    stderr.addFilter(_NotFileOnly())
+    stderr.setFormatter(_MaskingFormatter("xccel: %(message)s"))
+    root.addHandler(stderr)
+    root.setLevel(min(level, logging.INFO) if log_file else level)
+    if log_file:
+        try:
+            handler = logging.FileHandler(os.path.expanduser(log_file), encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"Error: cannot open the log file {log_file}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(int(ExitCode.CONFIG)) from None
+        handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        handler.setFormatter(_MaskingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+def _log_failure(exc: BaseException) -> None:
+    """The one-line error also goes to the log file (stderr gets it from handle_errors)."""
+    logging.getLogger("xccel_cli.cli").error("failed: %s", str(exc).splitlines()[0] if str(exc) else
+                                             type(exc).__name__, extra={"file_only": True})
 
 
 def _connect(database_url: str | None, create_schema: bool = False):  # type: ignore[no-untyped-def]
@@ -117,6 +175,12 @@ def _connect(database_url: str | None, create_schema: bool = False):  # type: ig
 def _rules(preset: str | None, timeout: int | None, midnight: bool | None, zone: str | None,
            referrer: bool | None, hours: float | None) -> config.SessionRules:
     return config.session_rules(preset, timeout, midnight, zone, referrer, hours)
+
+
+def _retries(option: int | None) -> int:
+    from xccel_cli.source import default_retries
+
+    return option if option is not None else default_retries()
 
 
 def _print_json(data: Any) -> None:
@@ -144,7 +208,7 @@ def extract_command(
     source: Source = None,
     keep_anonymous: KeepAnonymous = False,
     max_reject_share: MaxRejectShare = None,
-    retries: Retries = 3,
+    retries: Retries = None,
     wait: Wait = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -156,7 +220,7 @@ def extract_command(
     from xccel_cli.render import progress_reporter, render_extract
 
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             retries)
+                             _retries(retries))
     with _connect(database_url) as db, progress_reporter() as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
@@ -204,17 +268,52 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
                f"(publication {result.publication_id}; {result.seconds:.2f} s)")
 
 
+class ReportBy(StrEnum):
+    referrer = "referrer"
+
+
 @app.command("report")
 @handle_errors
-def report_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
-    """Print the metrics, each with its definition (or --json: one object).
+def report_command(
+    as_json: AsJson = False,
+    by: Annotated[ReportBy | None, typer.Option("--by", help="Break sessions down instead: 'referrer' gives, per "
+                                                "session referrer, sessions, customers, median and p90 duration, "
+                                                "share with an order and mean events (--json: a list).",
+                                                show_default=False)] = None,
+    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
+                                              help="Also write the dashboard, one self-contained HTML page, "
+                                              "to this file.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard;
+    --by referrer: the referrer table).
 
-    Example: xccel report --json
+    Example: xccel report --json --html dashboard.html ; xccel report --by referrer
     """
+    if by is ReportBy.referrer:
+        from xccel_cli.referrers import referrer_report
+
+        with _connect(database_url) as db:
+            by_referrer = referrer_report(db)
+        if as_json:
+            _print_json(by_referrer.as_json())
+        else:
+            from xccel_cli.render import render_referrers
+
+            render_referrers(by_referrer)
+        return
+
     from xccel_cli.metrics import report
 
     with _connect(database_url) as db:
-        result = report(db)
+        if html is None:
+            result = report(db)
+        else:
+            from xccel_cli.dashboard import write_dashboard
+
+            written = write_dashboard(db, html)
+            result = written.report
+            typer.echo(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
     if as_json:
         _print_json(result.as_json())
     else:
@@ -236,7 +335,7 @@ def run_all_command(
     full_refresh: FullRefresh = False,
     keep_anonymous: KeepAnonymous = False,
     max_reject_share: MaxRejectShare = None,
-    retries: Retries = 3,
+    retries: Retries = None,
     wait: Wait = False,
     as_json: AsJson = False,
     database_url: DatabaseUrl = None,
@@ -247,11 +346,11 @@ def run_all_command(
     """
     from contextlib import nullcontext
 
-    from xccel_cli.pipeline import ExtractOptions, run_all
+    from xccel_cli.pipeline import ExtractOptions, UnchangedResult, run_all
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             retries)
+                             _retries(retries))
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:
@@ -261,9 +360,15 @@ def run_all_command(
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
-    if as_json:
+    if isinstance(result, UnchangedResult):
+        if as_json:
+            _print_json({"run": result.summary()})
+        elif not State.quiet:
+            typer.echo(f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
+                       "--full-refresh rebuilds anyway)")
+    elif as_json:
         _print_json({"run": result.summary(), "report": result.report.as_json()})
-    else:
+    elif not State.quiet:
         from xccel_cli.render import render_run_all
 
         render_run_all(result)
@@ -305,6 +410,112 @@ def db_command(
                 raise XccelError("psql is not installed")
             env = {**os.environ, "PGOPTIONS": f"-c search_path={db.schema}"}
             subprocess.run([executable, real_url], env=env, check=False)
+
+
+@app.command("serve")
+@handle_errors
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="Log one line per request.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
+
+    GET /metrics/orders (also /), /metrics/referrers, /health, /openapi.json. Stop with Ctrl+C.
+
+    Example: xccel serve --port 8000
+    """
+    from xccel_cli.serve import serve
+
+    url = config.database_url(database_url)
+    with _connect(database_url) as db:
+        serve(db, url or (db.embedded.url if db.embedded else ""), host, port, access_log=access_log)
+
+
+@app.command("runs")
+@handle_errors
+def runs_command(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.", min=1)] = 20,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List recent runs: when, what, outcome, counts, time per stage.
+
+    Example: xccel runs --limit 5 --json
+    """
+    from xccel_cli.runs import recent_runs
+    from xccel_cli.schema import require_schema
+
+    with _connect(database_url) as db:
+        require_schema(db)
+        rows = recent_runs(db, limit)
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="xccel runs (newest first)")
+    for name, justify in (("run", "right"), ("command", "left"), ("started (UTC)", "left"), ("status", "left"),
+                          ("s", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
+        table.add_row(str(row.run_id), row.command, f"{row.started_at:%m-%d %H:%M:%S}", row.status,
+                      "" if seconds is None else f"{seconds:.1f}",
+                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected)),
+                      row.error or "")
+    Console(highlight=False).print(table)
+
+
+@app.command("status")
+@handle_errors
+def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
+    """How fresh the data is: the last publication, the last run and its outcome.
+
+    Exits with code 9 when the last run failed or was interrupted (handy for monitoring).
+    Example: xccel status --json
+    """
+    from xccel_cli.runs import status
+    from xccel_cli.schema import require_schema
+
+    with _connect(database_url) as db:
+        require_schema(db)
+        result = status(db)
+    if as_json:
+        _print_json(result.as_json())
+    elif not State.quiet:
+        if result.published_at is None:
+            typer.echo("published: nothing yet (run `xccel run-all`)")
+        else:
+            typer.echo(f"published: {result.published_at:%Y-%m-%d %H:%M:%S} UTC ({_age(result.age_seconds)} ago) "
+                       f"by run {result.published_by_run_id}: {result.events:,} events, {result.sessions:,} sessions")
+        last = result.last_run
+        if last is None:
+            typer.echo("last run: none")
+        else:
+            typer.echo(f"last run: {last.run_id} ({last.command}) started {last.started_at:%Y-%m-%d %H:%M:%S} UTC: "
+                       f"{last.status}{': ' + last.error if last.error else ''}")
+            if result.last_success and result.last_success.run_id != last.run_id:
+                typer.echo(f"last successful run: {result.last_success.run_id} "
+                           f"({result.last_success.started_at:%Y-%m-%d %H:%M:%S} UTC)")
+    if result.last_run_failed:
+        raise typer.Exit(int(ExitCode.LAST_RUN_FAILED))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def main() -> None:

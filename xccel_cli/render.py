@@ -14,6 +14,8 @@ from rich.table import Table
 from xccel_cli.extract import ExtractResult
 from xccel_cli.metrics import DEFINITIONS, Report
 from xccel_cli.pipeline import RunAllResult
+from xccel_cli.referrers import DEFINITIONS as REFERRER_DEFINITIONS
+from xccel_cli.referrers import ReferrerReport
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -61,6 +63,8 @@ def render_report(report: Report) -> None:
 
         described = SessionRules(**rules).describe() if rules else "unknown rules"
         table.caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
+        if rules.get("max_session_hours") is not None:
+            table.caption += f"; {report.cut_sessions:,} sessions cut by the cap"
     console.print(table)
 
 
@@ -88,3 +92,27 @@ def render_run_all(result: RunAllResult) -> None:
     table.add_row("time: total", f"{summary['total_seconds']:.3f} s")
     console.print(table)
     render_report(result.report)
+
+
+def render_referrers(result: ReferrerReport) -> None:
+    table = Table(title="xccel report by referrer", caption_justify="left")
+    columns = ("referrer", "sessions", "customers", "median_duration_minutes", "p90_duration_minutes",
+               "share_with_order", "mean_events_per_session")
+    headers = ("referrer", "sessions", "custo-\nmers", "median\nmin", "p90\nmin", "with\norder", "mean\nevents")
+    for column, header in zip(columns, headers, strict=True):
+        if column == "referrer":
+            table.add_column(header, overflow="fold", min_width=22)
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    for row in result.rows:
+        table.add_row(row.referrer, _fmt(row.sessions), _fmt(row.customers), _fmt(row.median_duration_minutes),
+                      _fmt(row.p90_duration_minutes), f"{row.share_with_order:.1%}",
+                      _fmt(row.mean_events_per_session))
+    notes = [f"{header.replace('-' + chr(10), '').replace(chr(10), ' ')}: {REFERRER_DEFINITIONS[column]}"
+             for column, header in zip(columns, headers, strict=True)]
+    if result.published_at is None:
+        notes.append("nothing published yet: run `xccel run-all`")
+    else:
+        notes.append(f"published {result.published_at:%Y-%m-%d %H:%M:%S %Z}")
+    table.caption = "\n".join(notes)
+    console.print(table)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -52,3 +54,125 @@ def finish_run(
     }
     with translate_errors():
         db.conn.execute(query, params)
+
+
+def mark_interrupted_runs(db: Database) -> int:
+    """Close runs left 'running' by a process that died; call only while holding the pipeline lock."""
+    with translate_errors():
+        cur = db.conn.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = clock_timestamp(),"
+            " error = coalesce(error, 'the run ended without recording an outcome (killed, or the connection was"
+            " lost)') WHERE status = 'running'"
+        )
+    return cur.rowcount
+
+
+def last_fingerprint(db: Database, source: str) -> tuple[int, dict[str, Any]] | None:
+    """(run_id, fingerprint) of the last successful or unchanged run that read this source."""
+    with translate_errors():
+        row = db.conn.execute(
+            "SELECT run_id, source_fingerprint FROM runs WHERE source = %s AND status IN ('succeeded', 'unchanged')"
+            " AND source_fingerprint IS NOT NULL ORDER BY run_id DESC LIMIT 1",
+            (source,),
+        ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def publication_is_current(db: Database, rules: dict[str, Any]) -> bool:
+    """Whether the newest publication has the given rules and covers every kept event."""
+    with translate_errors():
+        row = db.conn.execute(
+            "SELECT p.rules = %s::jsonb AND p.covers_run_id >= (SELECT coalesce(max(run_id), 0) FROM raw_events)"
+            " FROM publications p ORDER BY p.publication_id DESC LIMIT 1",
+            (json.dumps(rules),),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass
+class RunRow:
+    run_id: int
+    command: str
+    source: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    error: str | None
+    lines_read: int | None
+    loaded: int | None
+    duplicates: int | None
+    rejected: int | None
+    customers_touched: int | None
+    stage_seconds: dict[str, float]
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data
+
+
+_RUN_COLUMNS = ("run_id, command, source, started_at, finished_at, status, error, lines_read, loaded, duplicates,"
+                " rejected, customers_touched, stage_seconds")
+
+
+def recent_runs(db: Database, limit: int = 20) -> list[RunRow]:
+    """The newest runs first."""
+    with translate_errors():
+        rows = db.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT %s", (limit,)
+        ).fetchall()
+    return [RunRow(*row) for row in rows]
+
+
+@dataclass
+class Status:
+    """How fresh the published data is, and how the last run went."""
+
+    published_at: datetime | None
+    publication_id: int | None
+    published_by_run_id: int | None
+    events: int | None
+    sessions: int | None
+    last_run: RunRow | None
+    last_success: RunRow | None
+    now: datetime
+
+    @property
+    def last_run_failed(self) -> bool:
+        return self.last_run is not None and self.last_run.status in ("failed", "interrupted")
+
+    @property
+    def age_seconds(self) -> float | None:
+        return (self.now - self.published_at).total_seconds() if self.published_at else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "published_at": self.published_at.isoformat() if self.published_at else None,
+            "publication_id": self.publication_id,
+            "published_by_run_id": self.published_by_run_id,
+            "age_seconds": round(self.age_seconds, 1) if self.age_seconds is not None else None,
+            "events": self.events,
+            "sessions": self.sessions,
+            "last_run": self.last_run.as_json() if self.last_run else None,
+            "last_success": self.last_success.as_json() if self.last_success else None,
+            "last_run_failed": self.last_run_failed,
+        }
+
+
+def status(db: Database) -> Status:
+    """Never waits for a run: reads only runs and publications, which a run never locks for long."""
+    with translate_errors():
+        publication = db.conn.execute(
+            "SELECT published_at, publication_id, run_id, events, sessions FROM publications"
+            " ORDER BY publication_id DESC LIMIT 1"
+        ).fetchone()
+        last = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        success = db.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged')"
+            " ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        now = db.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
+    return Status(published_at, publication_id, run_id, events, sessions,
+                  RunRow(*last) if last else None, RunRow(*success) if success else None, now)

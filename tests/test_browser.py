@@ -1,0 +1,203 @@
+"""The dashboard in a real browser: Debian's headless Chromium, driven over the DevTools protocol.
+
+Chromium is started with --remote-debugging-pipe (the protocol as NUL-separated JSON on file descriptors
+3 and 4, as Puppeteer does), so the test needs no websocket library and no open port. The page comes
+from the `dashboard_url` fixture: /dashboard of a running `xccel serve` (the page `xccel report --html`
+writes is the same; tests/test_serve.py checks that).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, run_xccel
+from tests.test_dashboard import CHART_IDS, write_dump
+from tests.test_serve import Server
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--remote-debugging-pipe",
+]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """A headless Chromium and one page in it, spoken to with DevTools protocol commands."""
+
+    def __init__(self, executable: str, timeout: float = 60) -> None:
+        self.profile = tempfile.mkdtemp(prefix="xccel-chromium-")
+        to_browser, self._to_browser = os.pipe()
+        self._from_browser, from_browser = os.pipe()
+
+        def on_fds_3_and_4() -> None:  # in the child: the pipe ends where Chromium expects them
+            a, b = os.dup(to_browser), os.dup(from_browser)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.process = subprocess.Popen(
+            [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            preexec_fn=on_fds_3_and_4, close_fds=False, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self.timeout = timeout
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+        target = self.command("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.command("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def _read_message(self) -> dict[str, Any]:
+        import select
+
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], self.timeout)
+            if not ready:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self._from_browser, 1 << 20)
+            if not chunk:
+                raise EOFError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def command(self, method: str, *, on_page: bool = False, **params: Any) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if on_page:
+            message["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._read_message()
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_for_event(self, method: str) -> dict[str, Any]:
+        while True:
+            for event in self.events:
+                if event.get("method") == method:
+                    self.events.remove(event)
+                    return event
+            self.events.append(self._read_message())
+
+    def page(self, method: str, **params: Any) -> dict[str, Any]:
+        return self.command(method, on_page=True, **params)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.page("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"script failed: {result['exceptionDetails']}")
+        return result["result"]["value"]
+
+    def close(self) -> None:
+        try:
+            self.command("Browser.close")
+            self.process.wait(timeout=10)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+        finally:
+            os.close(self._to_browser)
+            os.close(self._from_browser)
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def load_page(browser: Browser, url: str, width: int = 1200) -> list[str]:
+    """Open url at a desktop width and wait for the load event; returns every URL the page requested."""
+    browser.page("Page.enable")
+    browser.page("Network.enable")
+    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
+    browser.page("Page.navigate", url=url)
+    browser.wait_for_event("Page.loadEventFired")
+    browser.evaluate("document.fonts.ready.then(() => true)")  # layout settled
+    return [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+
+
+def screenshot(browser: Browser, path: Path, width: int = 1200) -> bytes:
+    """A PNG of the whole page (not just the first screen)."""
+    height = browser.evaluate("Math.ceil(document.documentElement.scrollHeight)")
+    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+    data = base64.b64decode(browser.page("Page.captureScreenshot", format="png")["data"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser test needs it")
+    started = Browser(executable)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def loaded_database_url(database_url: str, tmp_path: Path) -> str:
+    """A database with a small dump published through the real command."""
+    dump = write_dump(tmp_path / "events.ndjson")
+    loaded = run_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url])
+    assert loaded.exit_code == 0, loaded.stderr
+    return database_url
+
+
+@pytest.fixture
+def dashboard_url(loaded_database_url: str) -> Iterator[str]:
+    """The page under test: /dashboard of a real `xccel serve` on 127.0.0.1."""
+    server = Server(loaded_database_url)
+    try:
+        yield f"http://127.0.0.1:{server.port}/dashboard"
+    finally:
+        assert server.stop() == 0
+        server.log_path.unlink(missing_ok=True)
+
+
+BOXES_SCRIPT = """JSON.stringify(Object.fromEntries(
+  [...document.querySelectorAll('svg.chart')].map(svg => {
+    const box = svg.getBoundingClientRect();
+    return [svg.id, {width: box.width, height: box.height, right: box.right,
+                     page_width: document.documentElement.clientWidth,
+                     marks: svg.querySelectorAll('rect, polyline, circle').length,
+                     title: svg.querySelector('title') ? svg.querySelector('title').textContent : ''}];
+  })))"""
+
+
+def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url: str) -> None:
+    requested = load_page(browser, dashboard_url)
+    assert requested == [dashboard_url]  # nothing but the page itself: no font, script, image or style fetched
+
+    boxes = json.loads(browser.evaluate(BOXES_SCRIPT))
+    assert set(boxes) == set(CHART_IDS)
+    for chart_id, box in boxes.items():
+        assert box["width"] > 100 and box["height"] > 80, (chart_id, box)
+        assert box["right"] <= box["page_width"], (chart_id, box)  # nothing cut off at the side
+        assert box["marks"] > 3, (chart_id, box)
+        assert box["title"], chart_id
+    headline = browser.evaluate(
+        "document.querySelector('#headline-median_visits_before_order .value').getBoundingClientRect().height")
+    assert headline > 30  # the headline figures are large
+
+    png = screenshot(browser, ARTIFACTS / "dashboard.png")
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

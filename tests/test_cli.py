@@ -1,0 +1,160 @@
+"""The real `xccel` command: exit codes and exact messages, secrets kept out of every output, logging,
+and the `runs` / `status` commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from tests.conftest import run_xccel
+from tests.dumps import dump, random_events
+from tests.fault_server import free_port
+from xccel_cli.cli import app
+
+SECRET = "s3cret-Pa55"
+
+
+@pytest.fixture
+def dump_file(tmp_path: Path) -> Path:
+    path = tmp_path / "events.json"
+    path.write_bytes(dump(random_events(300, seed=1)))
+    return path
+
+
+def test_a_missing_source(database_url: str, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dump.json"
+    result = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
+    assert (result.exit_code, result.stdout, result.stderr) == (4, "", f"Error: source not found: {missing}\n")
+
+
+def test_an_unreachable_database_keeps_its_password(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"postgresql://xccel:{SECRET}@127.0.0.1:{port}/shop"
+    result = run_xccel(["run-all", "--source", str(tmp_path / "x.json"), "--database-url", url])
+    assert result.exit_code == 5
+    assert result.stderr == (f"Error: cannot connect to the database at postgresql://xccel:***@127.0.0.1:{port}/shop: "
+                             f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
+                             "Connection refused\n")
+    # the same through the environment, and with -v and --debug off: no password anywhere
+    log = tmp_path / "xccel.log"
+    env_result = run_xccel(["-v", "--log-file", str(log), "status"], env={"XCCEL_DATABASE_URL": url})
+    assert env_result.exit_code == 5
+    everything = env_result.stdout + env_result.stderr + log.read_text()
+    assert SECRET not in everything
+    assert "postgresql://xccel:***@127.0.0.1" in log.read_text()
+
+
+@pytest.fixture
+def password_role(pg_admin_url: str, database_url: str) -> Iterator[str]:
+    """A role that must give its password (scram), on the test server: the URL with the right one."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        hba = conn.execute("SHOW hba_file").fetchone()[0]
+        if not Path(hba).is_file():
+            pytest.skip("the test server's pg_hba.conf is not local")
+        original = Path(hba).read_text()
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute(sql.SQL("CREATE ROLE xccel_pw LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(SECRET)))
+        Path(hba).write_text("local all xccel_pw scram-sha-256\nhost all xccel_pw all scram-sha-256\n" + original)
+        conn.execute("SELECT pg_reload_conf()")
+    parts = urlsplit(database_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    try:
+        yield urlunsplit(parts._replace(netloc=f"xccel_pw:{SECRET}@{host}"))
+    finally:
+        Path(hba).write_text(original)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY xccel_pw")
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("DROP ROLE IF EXISTS xccel_pw")
+
+
+def test_a_wrong_password_is_refused_and_never_shown(password_role: str, dump_file: Path, tmp_path: Path) -> None:
+    good = run_xccel(["run-all", "--source", str(dump_file), "--database-url", password_role])
+    assert good.exit_code == 0, good.stderr  # the role and its password really work
+    wrong = password_role.replace(SECRET, "not-" + SECRET)
+    log = tmp_path / "xccel.log"
+    result = run_xccel(["-v", "--log-file", str(log), "run-all", "--source", str(dump_file), "--database-url", wrong])
+    assert result.exit_code == 5
+    assert result.stderr.startswith("Error: cannot connect to the database at postgresql://xccel_pw:***@")
+    assert 'password authentication failed for user "xccel_pw"' in result.stderr
+    for text in (result.stdout, result.stderr, log.read_text(), good.stdout, good.stderr):
+        assert SECRET not in text
+
+
+def test_help_never_shows_a_configured_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XCCEL_DATABASE_URL", f"postgresql://me:{SECRET}@db.example/shop")
+    runner = CliRunner()
+    for command in ([], ["run-all"], ["runs"], ["status"], ["db"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0
+        assert SECRET not in result.output
+        assert "Example: xccel" in result.output
+
+
+def test_an_invalid_option_and_an_invalid_value() -> None:
+    unknown = run_xccel(["run-all", "--bogus"])  # run as `python -m xccel_cli`, which is what usage shows
+    assert unknown.exit_code == 2
+    assert unknown.stderr == ("Usage: python -m xccel_cli run-all [OPTIONS]\nTry 'python -m xccel_cli run-all "
+                              "--help' for help.\n\nError: No such option: --bogus\n")
+    out_of_range = run_xccel(["run-all", "--timeout-minutes", "0"])
+    assert (out_of_range.exit_code, out_of_range.stderr) == (
+        3, "Error: the session timeout must be between 1 and 240 minutes, got 0\n")
+    bad_env = run_xccel(["run-all"], env={"XCCEL_RETRIES": "lots"})
+    assert (bad_env.exit_code, bad_env.stderr) == (3, "Error: XCCEL_RETRIES must be a whole number, got 'lots'\n")
+
+
+def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "xccel.log"
+    log.parent.mkdir()
+    quiet = run_xccel(["--quiet", "--log-file", str(log), "run-all", "--source", str(dump_file),
+                       "--database-url", database_url])
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    logged = log.read_text()
+    assert "run 1 (run-all) started on " in logged and "run 1 (run-all) succeeded" in logged
+    assert "published " in logged
+
+    verbose = run_xccel(["-v", "run-all", "--source", str(dump_file), "--database-url", database_url])
+    assert verbose.exit_code == 0
+    assert "xccel: run 2 (run-all) started" in verbose.stderr
+    assert "xccel: source " in verbose.stderr and "unchanged since run 1" in verbose.stderr
+
+    failed = run_xccel(["--log-file", str(log), "run-all", "--source", str(tmp_path / "gone.json"),
+                        "--database-url", database_url])
+    assert failed.exit_code == 4
+    assert failed.stderr == f"Error: source not found: {tmp_path / 'gone.json'}\n"  # printed once
+    assert f"ERROR xccel_cli.cli: failed: source not found: {tmp_path / 'gone.json'}" in log.read_text()
+
+
+def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> None:
+    nothing = run_xccel(["status", "--database-url", database_url])
+    assert nothing.exit_code == 8 and "run `xccel init-db` first" in nothing.stderr
+
+    assert run_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    fresh = run_xccel(["status", "--database-url", database_url])
+    assert fresh.exit_code == 0, fresh.stderr
+    lines = fresh.stdout.splitlines()
+    assert lines[0].startswith("published: ") and " by run 1: " in lines[0]
+    assert lines[1].startswith("last run: 1 (run-all) started ") and lines[1].endswith(": succeeded")
+
+    assert run_xccel(["run-all", "--source", str(tmp_path / "gone.json"), "--database-url",
+                      database_url]).exit_code == 4
+    failed = run_xccel(["status", "--json", "--database-url", database_url])
+    assert failed.exit_code == 9
+    data = json.loads(failed.stdout)
+    assert data["last_run"]["status"] == "failed" and data["last_run_failed"] is True
+    assert data["last_run"]["error"] == f"source not found: {tmp_path / 'gone.json'}"
+    assert data["last_success"]["run_id"] == 1 and data["published_by_run_id"] == 1
+
+    table = run_xccel(["runs", "--database-url", database_url])
+    assert table.exit_code == 0
+    assert "xccel runs (newest first)" in table.stdout and "failed" in table.stdout and "succeeded" in table.stdout
+    listed = json.loads(run_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
+    assert [(r["run_id"], r["status"]) for r in listed] == [(2, "failed")]

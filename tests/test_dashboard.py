@@ -1,0 +1,344 @@
+"""The dashboard page: a small dump through the real pipeline, then every figure on the page checked
+against report() and against plain-Python computations over the published tb_events and sessions rows."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import re
+import statistics
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import run_xccel
+from xccel_cli.charts import nice_ticks, number
+from xccel_cli.config import SessionRules
+from xccel_cli.dashboard import CHART_IDS, render_dashboard
+from xccel_cli.db import Database
+from xccel_cli.metrics import report
+from xccel_cli.pipeline import ExtractOptions, run_all
+
+REFERRERS = ["https://www.google.com", "https://bing.com", "https://news.example.org"]
+EVENT_TYPES = ["page_view"] * 2 + ["visit_related_product", "visit_personal_recommendation", "search",
+                                   "add_product_to_cart", "remove_product_from_cart"]
+DURATION_LOWER_BOUNDS = [0, 5, 10, 15, 20, 30, 45, 60, 90, 120]
+
+__all__ = ["CHART_IDS", "write_dump"]
+
+
+def write_dump(path: Path, seed: int = 7, customers: int = 40, referrers: list[str] | None = None) -> Path:
+    """A small, varied NDJSON dump in the real dump's shape: repeat customers, buyers and non-buyers,
+    sessions with and without a referrer, sessions across midnight, some anonymous events."""
+    rng = random.Random(seed)
+    referrers = referrers or REFERRERS
+    start = datetime(2022, 4, 20, 18, 0)
+    event_id = 1000
+    lines = []
+    for customer in range(1, customers + 1):
+        moment = start + timedelta(minutes=rng.randrange(0, 600))
+        buyer = rng.random() < 0.6
+        for _session in range(rng.randint(1, 6)):
+            referrer = rng.choice(referrers) if rng.random() < 0.4 else None
+            for position in range(rng.randint(1, 8)):
+                kind = "page_view" if position == 0 and rng.random() < 0.7 else rng.choice(EVENT_TYPES)
+                if buyer and position > 0 and rng.random() < 0.15:
+                    kind = "placed_order"
+                event: dict[str, Any] = {"customer-id": customer, "timestamp": moment.isoformat(),
+                                         "page": f"https://xcc-webshop.com/p/{rng.randrange(50)}"}
+                if position == 0 and referrer:
+                    event["referrer"] = referrer
+                event_id += 1
+                lines.append({"id": event_id, "type": kind, "event": event})
+                moment += timedelta(minutes=rng.choice([0, 1, 3, 7, 12, 25]), seconds=rng.randrange(60))
+            moment += timedelta(minutes=rng.randrange(31, 900))
+    for _ in range(25):
+        event_id += 1
+        lines.append({"id": event_id, "type": "page_view",
+                      "event": {"customer-id": None, "timestamp": (start + timedelta(hours=3)).isoformat()}})
+    rng.shuffle(lines)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def load_dump(db: Database, path: Path) -> None:
+    run_all(db, ExtractOptions(source=str(path)), SessionRules())
+
+
+# --------------------------------------------------------------------------------------- page parsing
+
+
+class PageParser(HTMLParser):
+    """Collects elements, attributes, <style> text and the data-value cells of every table by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.styles: list[str] = []
+        self.tables: dict[str, list[list[Any]]] = {}
+        self._table: str | None = None
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.append((tag, attributes))
+        self._in_style = tag == "style"
+        if tag == "table":
+            self._table = attributes.get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag == "td" and self._table is not None:
+            raw = attributes["data-value"] or ""
+            self.tables[self._table][-1].append(None if raw == "null" else ast.literal_eval(raw))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table = None
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles.append(data)
+
+
+def parse(page: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def table(parsed: PageParser, table_id: str) -> list[list[Any]]:
+    return [row for row in parsed.tables[table_id] if row]  # the header row has no td cells
+
+
+def assert_self_contained(parsed: PageParser) -> None:
+    """No element that loads anything, no URL in src/href, no url( in any CSS."""
+    for tag, attributes in parsed.tags:
+        assert tag not in {"script", "link", "img", "iframe", "object", "embed", "image", "use", "source"}, tag
+        for name, value in attributes.items():
+            assert name not in {"src", "href", "xlink:href", "srcset", "action", "poster", "background"}, (tag, name)
+            assert not name.startswith("on"), (tag, name)  # no event handlers, no script at all
+            if name == "style":
+                assert "url(" not in (value or "").lower()
+    assert all("url(" not in style.lower() and "@import" not in style for style in parsed.styles)
+
+
+# ------------------------------------------------------------------------------ plain-Python oracle
+
+
+def published_rows(db: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with db.conn.cursor() as cur:
+        cur.execute("SELECT session_id, event_type, \"timestamp\" FROM tb_events")
+        events = [dict(zip(["session_id", "event_type", "timestamp"], row, strict=True)) for row in cur.fetchall()]
+        cur.execute("SELECT customer_id, session_number, started_at, duration_minutes, event_count, has_order,"
+                    " referrer FROM sessions")
+        names = ["customer_id", "session_number", "started_at", "duration_minutes", "event_count", "has_order",
+                 "referrer"]
+        sessions = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return events, sessions
+
+
+def first_order_sessions(sessions: list[dict[str, Any]]) -> dict[int, int]:
+    first: dict[int, int] = {}
+    for s in sessions:
+        if s["has_order"]:
+            first[s["customer_id"]] = min(first.get(s["customer_id"], s["session_number"]), s["session_number"])
+    return first
+
+
+def expected_visits(sessions: list[dict[str, Any]]) -> list[list[Any]]:
+    counts = Counter(number - 1 for number in first_order_sessions(sessions).values())
+    return [[visits, counts[visits]] for visits in sorted(counts)]
+
+
+def duration_bin(minutes: float) -> int:
+    if minutes == 0:
+        return 0
+    return max(i + 1 for i, lower in enumerate(DURATION_LOWER_BOUNDS) if minutes >= lower)
+
+
+def expected_durations(sessions: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    first = first_order_sessions(sessions)
+    before, every = [0] * 11, [0] * 11
+    for s in sessions:
+        b = duration_bin(s["duration_minutes"])
+        every[b] += 1
+        if s["customer_id"] in first and s["session_number"] < first[s["customer_id"]]:
+            before[b] += 1
+    return before, every
+
+
+def percentile(values: list[float], share: float) -> float:
+    """percentile_cont: linear interpolation between the closest ranks."""
+    ordered = sorted(values)
+    position = share * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in sessions:
+        groups[s["referrer"] or "(direct)"].append(s)
+    rows = []
+    for name, group in groups.items():
+        durations = [s["duration_minutes"] for s in group]
+        rows.append([name, len(group), statistics.median(durations),
+                     percentile(durations, 0.9), sum(s["has_order"] for s in group) / len(group),
+                     statistics.fmean(s["event_count"] for s in group)])
+    return sorted(rows, key=lambda row: (-row[1], row[0]))
+
+
+def expected_daily(events: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> list[list[Any]]:
+    started: Counter[Any] = Counter()
+    converted: Counter[Any] = Counter()
+    for s in sessions:
+        day = s["started_at"].astimezone(UTC).date()
+        started[day] += 1
+        converted[day] += s["has_order"]
+    orders = Counter(e["timestamp"].astimezone(UTC).date() for e in events if e["event_type"] == "placed_order")
+    days = set(started) | set(orders)
+    rows = []
+    day = min(days)
+    while day <= max(days):
+        share = converted[day] / started[day] if started[day] else None
+        rows.append([day.isoformat(), started[day], converted[day], orders[day], share])
+        day += timedelta(days=1)
+    return rows
+
+
+def expected_funnel(events: list[dict[str, Any]]) -> list[list[Any]]:
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        kind = e["event_type"]
+        kinds[e["session_id"]].add("visit_*" if kind.startswith("visit_") else kind)
+    steps = ["page_view", "visit_*", "add_product_to_cart", "placed_order"]
+    rows = [["session", len(kinds), len(kinds)]]
+    for i, step in enumerate(steps):
+        through = sum(1 for held in kinds.values() if all(s in held for s in steps[: i + 1]))
+        rows.append([step, through, sum(1 for held in kinds.values() if step in held)])
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize(("seed", "customers"), [(7, 40), (3, 1), (19, 150)])
+def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path, seed: int,
+                                                    customers: int) -> None:
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=seed, customers=customers))
+    page = render_dashboard(db)
+    parsed = parse(page)
+
+    assert page.startswith("<!DOCTYPE html>")
+    assert_self_contained(parsed)
+    assert "url(" not in page.lower() and "http" not in "".join(parsed.styles)
+    charts = {attrs.get("id"): attrs for tag, attrs in parsed.tags if tag == "svg"}
+    assert set(charts) == set(CHART_IDS)
+    for chart_id, attrs in charts.items():
+        assert attrs["role"] == "img" and attrs["aria-labelledby"] == f"{chart_id}-title {chart_id}-desc"
+        assert re.search(rf'<title id="{chart_id}-title">[^<]+</title>', page)
+    assert "Nothing is published yet" not in page
+    assert "sessions before the first order session" in page and "session duration (minutes)" in page  # axes
+
+    expected = report(db)
+    headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
+    for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
+                "median_total_minutes_before_order"):
+        value = getattr(expected, key)
+        assert headlines[key] == ("null" if value is None else repr(value)), key
+        shown = re.search(rf'id="headline-{key}".*?<span class="value">([^<]*)</span>', page)
+        assert shown and shown.group(1) == ("–" if value is None else number(value)), key
+    counts = next(attrs for tag, attrs in parsed.tags if attrs.get("id") == "counts")
+    assert int(counts["data-sessions"] or 0) == expected.sessions
+    assert int(counts["data-events"] or 0) == expected.events
+    assert f"publication {expected.publication_id}" in page and "timeout_minutes = 30" in page
+
+    events, sessions = published_rows(db)
+    assert len(sessions) == expected.sessions > 0
+    assert table(parsed, "table-visits") == expected_visits(sessions)
+    before, every = expected_durations(sessions)
+    durations = table(parsed, "table-durations")
+    assert [row[1] for row in durations] == before and [row[2] for row in durations] == every
+    referrers = table(parsed, "table-referrers")
+    assert [row[:2] for row in referrers] == [row[:2] for row in expected_referrers(sessions)]
+    for got, want in zip(referrers, expected_referrers(sessions), strict=True):
+        assert got[2:] == pytest.approx(want[2:])
+    assert {row[0] for row in referrers} <= {"(direct)", *REFERRERS}
+    daily = table(parsed, "table-daily")
+    want_daily = expected_daily(events, sessions)
+    assert [row[:4] for row in daily] == [row[:4] for row in want_daily]
+    assert [row[4] for row in daily] == pytest.approx([row[4] for row in want_daily])
+    funnel = table(parsed, "table-funnel")
+    assert funnel == expected_funnel(events)
+    if customers >= 40:  # the larger dumps exercise every part: buyers, sessions before orders, referrers, days
+        assert expected.median_visits_before_order is not None and sum(before) > 0 and funnel[-1][2] > 0
+        assert len(referrers) == 1 + len(REFERRERS) and len(daily) >= 2
+
+
+def test_empty_database_renders_every_chart_frame(db: Database) -> None:
+    page = render_dashboard(db)
+    parsed = parse(page)
+    assert_self_contained(parsed)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    assert 'id="nothing-published"' in page and "No data published yet" in page
+    headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
+    assert set(headlines.values()) == {"null"}
+
+
+def test_hostile_referrers_stay_text(db: Database, tmp_path: Path) -> None:
+    hostile = ['"><script>alert(1)</script><img src="https://evil.example/x.png">',
+               "</title><style>body{background:url(https://evil.example/bg.png)}</style>"]
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=11, referrers=hostile))
+    page = render_dashboard(db)
+    parsed = parse(page)
+    assert_self_contained(parsed)  # no script, img or extra style got through
+    assert len(parsed.styles) == 1
+    assert {row[0] for row in table(parsed, "table-referrers")} >= set(hostile)
+
+
+def test_report_html_writes_the_same_page(database_url: str, tmp_path: Path) -> None:
+    dump = write_dump(tmp_path / "events.ndjson")
+    loaded = run_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url])
+    assert loaded.exit_code == 0, loaded.stderr
+    page_path = tmp_path / "out" / "dashboard.html"
+    page_path.parent.mkdir()
+    result = run_xccel(["report", "--json", "--html", str(page_path), "--database-url", database_url])
+    assert result.exit_code == 0, result.stderr
+    assert f"dashboard written to {page_path}" in result.stderr
+    figures = json.loads(result.stdout)  # stdout stays pure JSON
+    assert figures == json.loads(loaded.stdout)["report"]
+    parsed = parse(page_path.read_text())
+    assert_self_contained(parsed)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
+    for key, value in headlines.items():
+        assert value == repr(figures[key])
+    assert [p.name for p in page_path.parent.iterdir()] == ["dashboard.html"]  # no temporary file left
+
+
+def test_report_html_to_an_unwritable_place_is_one_line(database_url: str, tmp_path: Path) -> None:
+    assert run_xccel(["init-db", "--database-url", database_url]).exit_code == 0
+    target = tmp_path / "missing-directory" / "dashboard.html"
+    result = run_xccel(["report", "--html", str(target), "--database-url", database_url])
+    assert result.exit_code == 3
+    assert result.stderr.strip() == f"Error: cannot write the dashboard to {target}: No such file or directory"
+    assert not target.exists()
+
+
+@given(st.floats(min_value=0, max_value=1e9, allow_nan=False), st.integers(min_value=2, max_value=8))
+def test_axis_ticks_start_at_zero_and_cover_the_largest_value(top: float, count: int) -> None:
+    ticks = nice_ticks(top, count)
+    assert ticks[0] == 0 and ticks[-1] >= top
+    assert ticks == sorted(set(ticks)) and len(ticks) <= 2 * count + 2

@@ -1,0 +1,407 @@
+"""The dashboard: one self-contained HTML page (inline CSS and SVG, no script, no external reference)
+with the report's figures and the distributions behind them, from one publication of the tables.
+
+`render_dashboard(db)` is what `xccel serve` returns at /dashboard and `xccel report --html` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from xccel_cli import charts
+from xccel_cli.charts import BLUE, GREY, ORANGE, Panel, Series, number, percent
+from xccel_cli.config import SessionRules
+from xccel_cli.db import Database
+from xccel_cli.errors import ConfigError
+from xccel_cli.metrics import DEFINITIONS, Report, report
+from xccel_cli.sessionize import latest_publication
+
+QUERIES = {
+    "visits": "dashboard_visits.sql",
+    "durations": "dashboard_durations.sql",
+    "referrers": "dashboard_referrers.sql",
+    "daily": "dashboard_daily.sql",
+    "funnel": "dashboard_funnel.sql",
+}
+CHART_IDS = ("chart-visits", "chart-durations", "chart-referrers", "chart-daily-counts", "chart-daily-share",
+             "chart-funnel")
+HEADLINES = (
+    ("median_visits_before_order", "sessions before the first order", "sessions"),
+    ("median_session_duration_minutes_before_order", "duration of a session before the first order", "min"),
+    ("median_total_minutes_before_order", "time spent in sessions before the first order", "min"),
+)
+EXTRA_DEFINITIONS = {
+    "referrer": "A session's referrer is its first event's; sessions without one are '(direct)'. Conversion = "
+    "share of sessions with a placed_order event.",
+    "funnel": "Per session: a page_view, then a product visit (event types visit_*), then add_product_to_cart, "
+    "then placed_order; each step counts sessions that also hold every earlier step's event.",
+    "daily": "Days are UTC calendar days of the session start (orders: of the placed_order event).",
+}
+FUNNEL_LABELS = {"session": "all sessions", "page_view": "page view", "visit_*": "product visit",
+                 "add_product_to_cart": "add to cart", "placed_order": "order"}
+VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
+REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it lists all
+
+
+@dataclass
+class DashboardData:
+    report: Report
+    visits: list[dict[str, Any]]
+    durations: list[dict[str, Any]]
+    referrers: list[dict[str, Any]]
+    daily: list[dict[str, Any]]
+    funnel: list[dict[str, Any]]
+
+
+@dataclass
+class WrittenPage:
+    path: Path
+    size_bytes: int
+    report: Report
+
+
+def dashboard_data(db: Database) -> DashboardData:
+    """The report and every chart's rows, all from the same publication.
+
+    report() takes its own snapshot, so the charts' snapshot checks it saw the same publication and reads
+    again in the rare case a load published in between.
+    """
+    for _attempt in range(5):
+        headline = report(db)
+        with db.published_snapshot():
+            published = latest_publication(db)
+            rows = {key: db.query_file(name) for key, name in QUERIES.items()}
+        if (published["publication_id"] if published else None) == headline.publication_id:
+            break
+    return DashboardData(report=headline, **rows)
+
+
+def render_dashboard(db: Database) -> str:
+    """The complete HTML page for the data published now."""
+    return render_page(dashboard_data(db))
+
+
+def write_dashboard(db: Database, path: Path) -> WrittenPage:
+    """Write the page to path (whole or not at all: a temporary file renamed into place)."""
+    data = dashboard_data(db)
+    page = render_page(data).encode()
+    target = Path(path)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".xccel-dashboard-", suffix=".html", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(page)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write the dashboard to {target}: {exc.strerror or exc}") from None
+    return WrittenPage(target, len(page), data.report)
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+def render_page(data: DashboardData, generated_at: datetime | None = None) -> str:
+    """The page for rows already read (pure: no database)."""
+    rep = data.report
+    generated = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    banner = "" if rep.sessions > 0 else (
+        '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
+        "(or extract, sessionize and load) and reload this page.</p>")
+    sections = [
+        _header(rep, data.daily, generated),
+        banner,
+        _headlines(rep),
+        '<div class="grid">',
+        _visits_figure(data.visits, rep),
+        _durations_figure(data.durations, rep),
+        "</div>",
+        _referrers_figure(data.referrers),
+        _daily_figures(data.daily),
+        '<div class="grid">',
+        _funnel_figure(data.funnel),
+        _definitions(),
+        "</div>",
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>xccel dashboard: time to first order</title>"
+        f"<style>{CSS}</style></head><body><main>{''.join(sections)}</main></body></html>\n"
+    )
+
+
+CSS = """
+*{box-sizing:border-box}
+body{margin:0;background:#f3f5f9;color:#1f2933;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
+"DejaVu Sans",Arial,sans-serif}
+main{max-width:1120px;margin:0 auto;padding:20px 24px 40px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:16px;margin:0 0 6px}
+.meta{color:#5b6675;margin:2px 0}
+.meta code,.defs code{background:#e8ecf3;padding:0 4px;border-radius:3px}
+.headlines{display:grid;grid-template-columns:repeat(3,1fr);gap:16px;margin:18px 0}
+.headline{background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.headline .value{font-size:44px;font-weight:700;line-height:1.1;color:#2c6fbb}
+.headline .unit{font-size:18px;font-weight:600;color:#5b6675;margin-left:6px}
+.headline .label{color:#1f2933;font-weight:600}
+.counts{color:#5b6675;margin:0 0 12px}
+.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px;margin:16px 0}
+figure{background:#fff;border-radius:8px;margin:0;padding:14px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+figure.wide{margin:16px 0}
+figcaption{color:#5b6675;margin-bottom:8px}
+svg.chart{display:block;max-width:100%;height:auto}
+details{margin-top:6px;color:#5b6675}
+summary{cursor:pointer}
+table{border-collapse:collapse;margin-top:6px;font-size:12px}
+th,td{padding:2px 8px;border-bottom:1px solid #e3e7ee;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
+.defs{background:#fff;border-radius:8px;padding:12px 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.defs dt{font-weight:600;float:left;clear:left;margin-right:8px}
+.defs dd{margin:0 0 3px}
+.empty{background:#fff4e5;border:1px solid #f0c48a;border-radius:8px;padding:10px 14px}
+@media (max-width:900px){.grid,.pair,.headlines{grid-template-columns:1fr}}
+"""
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return number(value) + (f" {unit}" if unit else "")
+
+
+def _header(rep: Report, daily: list[dict[str, Any]], generated: str) -> str:
+    if rep.published_at is not None:
+        freshness = (f"Data published {rep.published_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+                     f"(publication {rep.publication_id})")
+        if daily:
+            freshness += f"; sessions from {daily[0]['day']} to {daily[-1]['day']} (UTC days)"
+    else:
+        freshness = "No data published yet"
+    rules = ", ".join(f"{key} = {_rule_value(value)}" for key, value in sorted((rep.rules or {}).items()))
+    with suppress(TypeError):  # rules stored by another version of xccel are shown as they are
+        rules = f"{SessionRules(**rep.rules).describe()} ({rules})" if rep.rules else rules
+    return (
+        "<header><h1>xccel: how many visits, and how much time, before the first order</h1>"
+        f'<p class="meta" id="freshness">{escape(freshness)}; page generated {escape(generated)}.</p>'
+        f'<p class="meta" id="rules">Session rules: {escape(rules or "none yet")}.</p></header>'
+    )
+
+
+def _rule_value(value: Any) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _headlines(rep: Report) -> str:
+    cards = []
+    for key, label, unit in HEADLINES:
+        value = getattr(rep, key)
+        shown = "–" if value is None else number(value)
+        cards.append(
+            f'<div class="headline" id="headline-{key}" data-key="{key}" data-value="{_raw(value)}">'
+            f'<div class="label">Median {escape(label)}</div>'
+            f'<div><span class="value">{shown}</span><span class="unit">{"" if value is None else unit}</span></div>'
+            f'<div class="meta">{escape(DEFINITIONS[key])}</div></div>'
+        )
+    counts = (f"{rep.customers:,} customers with sessionized events, {rep.customers_with_orders:,} of them with "
+              f"an order; {rep.sessions:,} sessions; {rep.events:,} events.")
+    return (f'<section class="headlines" aria-label="Headline figures">{"".join(cards)}</section>'
+            f'<p class="counts" id="counts" data-customers="{rep.customers}" data-customers-with-orders='
+            f'"{rep.customers_with_orders}" data-sessions="{rep.sessions}" data-events="{rep.events}">'
+            f"{escape(counts)}</p>")
+
+
+def _raw(value: Any) -> str:
+    """The exact value for machines (data-value attributes): repr of a number, 'null' for None."""
+    return "null" if value is None else escape(repr(value))
+
+
+def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td data-value="{_raw(raw)}">{escape(shown)}</td>' for raw, shown in row) + "</tr>"
+        for row in rows
+    )
+    return (f'<details><summary>Numbers</summary><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></details>")
+
+
+def _figure(figure_id: str, heading: str, caption: str, body: str, table: str, wide: bool = False) -> str:
+    css = ' class="wide"' if wide else ""
+    return (f'<figure id="{figure_id}"{css}><h2>{escape(heading)}</h2><figcaption>{escape(caption)}</figcaption>'
+            f"{body}{table}</figure>")
+
+
+def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
+    title = "Customers by sessions before their first order"
+    caption = ("Customers with an order, by the number of sessions before the session of their first order "
+               f"(median {_fmt(rep.median_visits_before_order)}, dashed line).")
+    if not visits:
+        svg = charts.empty_chart("chart-visits", title, "No customer with an order yet.")
+    else:
+        top = max(row["visits_before_order"] for row in visits)
+        bars = min(top, VISIT_BARS) + 1
+        counts = [0] * bars
+        for row in visits:
+            counts[min(row["visits_before_order"], VISIT_BARS)] += row["customers"]
+        categories = [str(i) for i in range(bars)]
+        if top >= VISIT_BARS:
+            categories[-1] = f"{VISIT_BARS}+"
+        median = rep.median_visits_before_order
+        marker = None if median is None else (min(median, VISIT_BARS), f"median {number(median)}")
+        svg = charts.bar_chart(
+            chart_id="chart-visits", title=title,
+            description=f"Histogram over {sum(counts):,} customers; median {_fmt(median)} sessions before the "
+            "first order.",
+            categories=categories, series=[Series("customers", counts, BLUE)],
+            x_label="sessions before the first order session", y_label="customers", marker=marker)
+    table = _table("table-visits", ["sessions before first order", "customers"],
+                   [[(r["visits_before_order"], str(r["visits_before_order"])), (r["customers"], f"{r['customers']:,}")]
+                    for r in visits])
+    return _figure("figure-visits", title, caption, svg, table)
+
+
+def _duration_label(row: dict[str, Any]) -> str:
+    if row["bin"] == 0:
+        return "0"
+    if row["upper_minutes"] is None:
+        return f"{number(row['lower_minutes'])}+"
+    return f"{number(row['lower_minutes'])}–{number(row['upper_minutes'])}"
+
+
+def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
+    title = "Session duration: before the first order vs all sessions"
+    caption = ("Share of sessions per duration bin (minutes, lower bound included; 0 = a single event). "
+               f"Median before the first order: {_fmt(rep.median_session_duration_minutes_before_order, 'min')}.")
+    total_before = sum(r["sessions_before_order"] for r in durations)
+    total_all = sum(r["sessions"] for r in durations)
+    if total_all == 0:
+        svg = charts.empty_chart("chart-durations", title, "No sessions yet.")
+    else:
+        before = [r["sessions_before_order"] / total_before if total_before else None for r in durations]
+        every = [r["sessions"] / total_all for r in durations]
+        svg = charts.bar_chart(
+            chart_id="chart-durations", title=title,
+            description=f"{total_before:,} sessions before a first order beside all {total_all:,} sessions, as "
+            "shares per duration bin.",
+            categories=[_duration_label(r) for r in durations],
+            series=[Series("before the first order", before, ORANGE), Series("all sessions", every, GREY)],
+            x_label="session duration (minutes)", y_label="share of sessions (%)", fmt=_percent_axis)
+    table = _table("table-durations", ["duration (min)", "sessions before first order", "all sessions"],
+                   [[(_duration_label(r), _duration_label(r)),
+                     (r["sessions_before_order"], f"{r['sessions_before_order']:,}"),
+                     (r["sessions"], f"{r['sessions']:,}")] for r in durations])
+    return _figure("figure-durations", title, caption, svg, table)
+
+
+def _percent_axis(value: float) -> str:
+    return f"{value * 100:.0f}%" if round(value * 100, 6) == round(value * 100) else f"{value * 100:.1f}%"
+
+
+def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
+    title = "Sessions by referrer"
+    shown = referrers[:REFERRER_ROWS]
+    caption = EXTRA_DEFINITIONS["referrer"] + (
+        f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
+        if len(referrers) > len(shown) else "")
+    if not shown:
+        svg = charts.empty_chart("chart-referrers", title, "No sessions yet.", width=1040)
+    else:
+        labels = [r["referrer"] for r in shown]
+        svg = charts.hbar_panels(
+            chart_id="chart-referrers", title=title,
+            description="Per referrer: sessions, median and 90th-percentile session duration, and the share of "
+            "sessions with an order.",
+            labels=labels,
+            panels=[
+                Panel("Sessions", [Series("sessions", [r["sessions"] for r in shown], BLUE)], "sessions", number),
+                Panel("Duration", [Series("median", [r["median_duration_minutes"] for r in shown], BLUE),
+                                   Series("90th percentile", [r["p90_duration_minutes"] for r in shown], GREY)],
+                      "minutes", number),
+                Panel("Conversion", [Series("sessions with an order", [r["order_share"] for r in shown], ORANGE)],
+                      "share of sessions with an order (%)", _percent_axis),
+            ])
+    table = _table(
+        "table-referrers",
+        ["referrer", "sessions", "median min", "p90 min", "with an order", "mean events"],
+        [[(r["referrer"], r["referrer"]), (r["sessions"], f"{r['sessions']:,}"),
+          (r["median_duration_minutes"], _fmt(r["median_duration_minutes"])),
+          (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
+          (r["order_share"], percent(r["order_share"])), (r["mean_events"], f"{r['mean_events']:.2f}")]
+         for r in referrers])
+    return _figure("figure-referrers", title, caption, svg, table, wide=True)
+
+
+def _daily_figures(daily: list[dict[str, Any]]) -> str:
+    title_counts = "Sessions and orders per day"
+    title_share = "Share of sessions with an order, per day"
+    if not daily:
+        counts_svg = charts.empty_chart("chart-daily-counts", title_counts, "No sessions yet.")
+        share_svg = charts.empty_chart("chart-daily-share", title_share, "No sessions yet.")
+        axis = "UTC day"
+    else:
+        same_year = daily[0]["day"].year == daily[-1]["day"].year
+        categories = [f"{r['day']:%m-%d}" if same_year else r["day"].isoformat() for r in daily]
+        axis = f"UTC day ({daily[0]['day'].year})" if same_year else "UTC day"
+        counts_svg = charts.line_chart(
+            chart_id="chart-daily-counts", title=title_counts,
+            description=f"Sessions started and placed_order events per UTC day, {len(daily)} days.",
+            categories=categories,
+            series=[Series("sessions", [r["sessions"] for r in daily], BLUE),
+                    Series("orders", [r["orders"] for r in daily], ORANGE)],
+            x_label=axis, y_label="per day")
+        share_svg = charts.line_chart(
+            chart_id="chart-daily-share", title=title_share,
+            description="Share of the sessions started each UTC day that hold a placed_order event.",
+            categories=categories,
+            series=[Series("sessions with an order", [r["order_share"] for r in daily], ORANGE)],
+            x_label=axis, y_label="share of sessions (%)", fmt=_percent_axis)
+    table = _table(
+        "table-daily", ["day (UTC)", "sessions", "sessions with an order", "orders", "share with an order"],
+        [[(r["day"].isoformat(), r["day"].isoformat()), (r["sessions"], f"{r['sessions']:,}"),
+          (r["sessions_with_order"], f"{r['sessions_with_order']:,}"), (r["orders"], f"{r['orders']:,}"),
+          (r["order_share"], "–" if r["order_share"] is None else percent(r["order_share"]))] for r in daily])
+    return _figure("figure-daily", "Day by day", EXTRA_DEFINITIONS["daily"],
+                   f'<div class="pair">{counts_svg}{share_svg}</div>', table, wide=True)
+
+
+def _funnel_figure(funnel: list[dict[str, Any]]) -> str:
+    title = "Funnel per session"
+    caption = EXTRA_DEFINITIONS["funnel"] + " Light bars: sessions with the step's event at all."
+    if not funnel or funnel[0]["sessions_through_step"] == 0:
+        svg = charts.empty_chart("chart-funnel", title, "No sessions yet.")
+    else:
+        last = funnel[-1]
+        svg = charts.funnel_chart(
+            chart_id="chart-funnel", title=title,
+            description=f"Of {funnel[0]['sessions_through_step']:,} sessions, {last['sessions_through_step']:,} "
+            f"went through every step to an order; {last['sessions_with_event']:,} hold an order at all.",
+            steps=[FUNNEL_LABELS.get(r["step_name"], r["step_name"]) for r in funnel],
+            reached=[r["sessions_through_step"] for r in funnel],
+            with_event=[r["sessions_with_event"] for r in funnel])
+    table = _table("table-funnel", ["step", "sessions through every step so far", "sessions with the event"],
+                   [[(r["step_name"], FUNNEL_LABELS.get(r["step_name"], r["step_name"])),
+                     (r["sessions_through_step"], f"{r['sessions_through_step']:,}"),
+                     (r["sessions_with_event"], f"{r['sessions_with_event']:,}")] for r in funnel])
+    return _figure("figure-funnel", title, caption, svg, table)
+
+
+def _definitions() -> str:
+    items = "".join(f"<dt><code>{escape(key)}</code></dt><dd>{escape(text)}</dd>"
+                    for key, text in {**DEFINITIONS, **EXTRA_DEFINITIONS}.items())
+    return f'<section class="defs" id="definitions"><h2>Definitions</h2><dl>{items}</dl></section>'

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SOURCE ?=
 ARGS ?=
 
-.PHONY: install run run-example test lint bench clean
+.PHONY: install run run-example test lint bench bench-pipeline bench-serve clean
 
 $(BIN)/xccel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ test: install
 lint: install
 	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
 
-bench: install
+## speed and memory targets (issues 5 and 3); ARGS go to the pipeline benchmark (e.g. ARGS="--x10")
+bench: bench-pipeline bench-serve
+
+bench-pipeline: install
 	$(BIN)/python bench/bench.py $(ARGS)
+
+## needs wrk (apt-get install -y wrk)
+bench-serve: install
+	$(BIN)/python bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

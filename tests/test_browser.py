@@ -128,8 +128,12 @@ def load_page(browser: Browser, url: str, width: int = 1200) -> list[str]:
     browser.page("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
     browser.page("Page.navigate", url=url)
     browser.wait_for_event("Page.loadEventFired")
-    browser.evaluate("document.fonts.ready.then(() => true)")  # layout settled
-    return [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    # layout settled, and time for late requests (a browser asks for /favicon.ico after the load event)
+    browser.page("Runtime.evaluate", awaitPromise=True,
+                 expression="document.fonts.ready.then(() => new Promise(done => setTimeout(done, 500)))")
+    requested = [e["params"]["request"]["url"] for e in browser.events
+                 if e.get("method") == "Network.requestWillBeSent"]
+    return [url for url in requested if not url.startswith("data:")]  # inline data never leaves the page
 
 
 def screenshot(browser: Browser, path: Path, width: int = 1200) -> bytes:

@@ -137,6 +137,8 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>xccel dashboard: time to first order</title>"
+        # an empty inline icon: without it browsers fetch /favicon.ico, a request that leaves the page
+        '<link rel="icon" href="data:,">'
         f"<style>{CSS}</style></head><body><main>{''.join(sections)}</main></body></html>\n"
     )
 

@@ -423,7 +423,8 @@ def serve_command(
 ) -> None:
     """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
 
-    GET /metrics/orders (also /), /metrics/referrers, /health, /openapi.json. Stop with Ctrl+C.
+    GET /metrics/orders (also / for JSON clients), /metrics/referrers, /dashboard (HTML), /health,
+    /openapi.json. Stop with Ctrl+C.
 
     Example: xccel serve --port 8000
     """
@@ -454,21 +455,9 @@ def runs_command(
     if as_json:
         _print_json([row.as_json() for row in rows])
         return
-    from rich.console import Console
-    from rich.table import Table
+    from xccel_cli.render import render_runs
 
-    table = Table(title="xccel runs (newest first)")
-    for name, justify in (("run", "right"), ("command", "left"), ("started (UTC)", "left"), ("status", "left"),
-                          ("s", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_column("error", overflow="fold")
-    for row in rows:
-        seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        table.add_row(str(row.run_id), row.command, f"{row.started_at:%m-%d %H:%M:%S}", row.status,
-                      "" if seconds is None else f"{seconds:.1f}",
-                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected)),
-                      row.error or "")
-    Console(highlight=False).print(table)
+    render_runs(rows)
 
 
 @app.command("status")

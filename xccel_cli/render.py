@@ -16,6 +16,7 @@ from xccel_cli.metrics import DEFINITIONS, Report
 from xccel_cli.pipeline import RunAllResult
 from xccel_cli.referrers import DEFINITIONS as REFERRER_DEFINITIONS
 from xccel_cli.referrers import ReferrerReport
+from xccel_cli.runs import RunRow
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -116,3 +117,18 @@ def render_referrers(result: ReferrerReport) -> None:
         notes.append(f"published {result.published_at:%Y-%m-%d %H:%M:%S %Z}")
     table.caption = "\n".join(notes)
     console.print(table)
+
+
+def render_runs(rows: list[RunRow]) -> None:
+    table = Table(title="xccel runs (newest first)")
+    for name, justify in (("run", "right"), ("command", "left"), ("started (UTC)", "left"), ("status", "left"),
+                          ("s", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
+        table.add_row(str(row.run_id), row.command, f"{row.started_at:%m-%d %H:%M:%S}", row.status,
+                      "" if seconds is None else f"{seconds:.1f}",
+                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected)),
+                      row.error or "")
+    Console(highlight=False).print(table)

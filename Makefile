@@ -37,9 +37,9 @@ bench: bench-pipeline bench-serve
 bench-pipeline: install
 	$(BIN)/python bench/bench.py $(ARGS)
 
-## needs wrk (apt-get install -y wrk)
+## needs wrk (apt-get install -y wrk); loads a real-size dump, then measures serve and the dashboard page
 bench-serve: install
-	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/serve_load.py --lines 667961
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 from tests.test_extract_paths import event_line
@@ -32,3 +35,22 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
     assert result["reload_same_report"] is True
     assert all(seconds > 0 for seconds in result["wall"] + result["floor_copy"] + result["floor_decode"])
     assert result["max_rss_mb"][0] > 10  # the xccel process's own peak RSS, not zero or the bench's
+
+
+def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: str, database_url: str) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian: apt-get install -y wrk); the serve load check needs it")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--database-url", database_url,
+         "--seconds", "1", "--warmup", "0", "--connections", "4", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed on a busy machine; 2 would be a failure
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["data"]["events"] == 1142  # the shipped example dump, loaded because nothing was published
+    serve, flask = summary["figures"]
+    assert serve["server"].startswith("xccel serve") and flask["server"].startswith("flask")
+    for figures in (serve, flask):
+        assert figures["requests"] > 0 and figures["errors"] == 0, figures
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert len(summary["dashboard_ms"]) == 5 and all(ms > 0 for ms in summary["dashboard_ms"])

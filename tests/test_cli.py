@@ -158,3 +158,20 @@ def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> 
     assert "xccel runs (newest first)" in table.stdout and "failed" in table.stdout and "succeeded" in table.stdout
     listed = json.loads(run_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [(2, "failed")]
+
+
+def test_a_hostile_schema_name_is_only_ever_an_identifier(database_url: str, dump_file: Path) -> None:
+    schema = 'Shop "x"; DROP TABLE runs; --'
+    env = {"XCCEL_SCHEMA": schema}
+    ran = run_xccel(["run-all", "--json", "--source", str(dump_file), "--database-url", database_url], env=env)
+    assert ran.exit_code == 0, ran.stderr
+    reported = json.loads(run_xccel(["report", "--json", "--database-url", database_url], env=env).stdout)
+    assert reported["events"] == json.loads(ran.stdout)["report"]["events"] > 0
+    listed = json.loads(run_xccel(["runs", "--json", "--database-url", database_url], env=env).stdout)
+    assert [run["status"] for run in listed] == ["succeeded"]
+    with psycopg.connect(database_url) as conn:
+        tables = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                              "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+    assert {name for where, name in tables if where == schema} >= {"raw_events", "rejects", "runs", "tb_events",
+                                                                    "sessions", "publications"}
+    assert [name for where, name in tables if where != schema] == []  # nothing landed anywhere else

@@ -15,8 +15,7 @@
 -- the sessions the other rules made (see session_cuts). A rule that is off costs nothing: its work
 -- sits behind a one-time filter on its setting.
 
-DROP TABLE IF EXISTS tb_events_next;
-DROP TABLE IF EXISTS sessions_next;
+DROP VIEW IF EXISTS pg_temp.session_events;
 DROP VIEW IF EXISTS pg_temp.session_flags;
 DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;
@@ -163,55 +162,22 @@ WHERE event_id IS NOT NULL;
 CREATE INDEX ON session_cuts (customer_id, "timestamp", event_id);
 ANALYZE session_cuts;
 
-CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-CREATE TABLE sessions_next (LIKE sessions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-
--- Customers without new events keep their rows (nothing to copy on a full refresh).
-INSERT INTO tb_events_next
-SELECT * FROM tb_events
-WHERE NOT (SELECT full_refresh FROM session_settings)
-  AND customer_id NOT IN (SELECT customer_id FROM rebuild_customers);
-INSERT INTO sessions_next
-SELECT * FROM sessions
-WHERE NOT (SELECT full_refresh FROM session_settings)
-  AND customer_id NOT IN (SELECT customer_id FROM rebuild_customers);
-
--- The rebuilt customers: the flags plus the cuts (each cut moves the customer's later sessions up by one).
-WITH final AS MATERIALIZED (
-    SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
-           (f.starts OR c.event_id IS NOT NULL) AS starts,
-           f.increment + CASE
-               WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
-               THEN (SELECT count(*) FROM session_cuts p
-                     WHERE p.customer_id = f.customer_id
-                       AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
-               ELSE 0 END AS increment
-    FROM session_flags f
-    LEFT JOIN session_cuts c ON c.event_id = f.event_id
-),
-new_sessions AS (
-    INSERT INTO sessions_next
-    SELECT customer_id || '_' || increment,
-           customer_id,
-           increment,
-           min("timestamp"),
-           max("timestamp"),
-           extract(epoch FROM max("timestamp") - min("timestamp"))::double precision / 60,
-           count(*),
-           bool_or(event_type = 'placed_order'),
-           min(page) FILTER (WHERE starts),
-           min(referrer) FILTER (WHERE starts)
-    FROM final
-    GROUP BY customer_id, increment
-)
-INSERT INTO tb_events_next
-SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp,
-       starts::int,
-       extract(epoch FROM "timestamp" - prev_timestamp)::double precision,
-       increment,
-       customer_id || '_' || increment
-FROM final;
-
--- Indexes after the bulk insert: one sorted build instead of 200,000 insertions.
-ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id);
-ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id);
+-- The rebuilt customers' events: the flags, plus the cuts when there is a cap (each cut moves the
+-- customer's later sessions up by one). Without a cap the second branch is switched off.
+CREATE TEMP VIEW session_events AS
+SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
+       f.starts, f.increment
+FROM session_flags f
+WHERE (SELECT cap FROM session_settings) IS NULL
+UNION ALL
+SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
+       (f.starts OR c.event_id IS NOT NULL),
+       f.increment + CASE
+           WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
+           THEN (SELECT count(*) FROM session_cuts p
+                 WHERE p.customer_id = f.customer_id
+                   AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
+           ELSE 0 END
+FROM session_flags f
+LEFT JOIN session_cuts c ON c.event_id = f.event_id
+WHERE (SELECT cap FROM session_settings) IS NOT NULL;

@@ -8,6 +8,9 @@
 --   SET xccel.max_session_hours = '';     -- e.g. 2: cut sessions at 2 hours ('' = no cap)
 --   SET xccel.full_refresh = true;        -- false: rebuild only customers with raw_events.run_id > since_run_id
 --   SET xccel.since_run_id = 0;
+-- Then run sessionize_events.sql and sessionize_sessions.sql in the same session: they build
+-- tb_events_next and sessions_next from the session_events view below. xccel runs them at the same
+-- time on two connections, each after its own run of this file (the temp objects are per session).
 --
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
@@ -49,8 +52,13 @@ WHERE customer_id IS NOT NULL
 CREATE TEMP VIEW session_flags AS
 WITH scope AS NOT MATERIALIZED (
     SELECT e.event_id, e.event_type, e.customer_id, e."timestamp",
-           nullif(e.payload -> 'event' ->> 'referrer', '') AS referrer,
-           nullif(e.payload -> 'event' ->> 'page', '') AS page
+           -- read from the payload only where needed: sessions_next takes both from each session's
+           -- first event, tb_events_next only needs referrers for the referrer rule
+           CASE WHEN (SELECT split_on_referrer FROM session_settings)
+                     OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
+                THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
+           CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)

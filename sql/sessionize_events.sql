@@ -2,6 +2,9 @@
 -- run that file first, in the same session. xccel runs this file and sessionize_sessions.sql on two
 -- connections at once (each after its own sessionize.sql); under psql, run them one after the other.
 
+-- tb_events has no landing page or referrer: do not read them from every payload (session_flags).
+SELECT set_config('xccel.carry_landing', 'false', true);
+
 DROP TABLE IF EXISTS tb_events_next;
 CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 

@@ -1,6 +1,9 @@
 -- Build sessions_next (one row per session) from the session_events view of sessionize.sql: run that
 -- file first, in the same session (see sessionize_events.sql, its twin).
 
+-- landing_page and referrer: read from the payloads (session_flags; sessionize_events.sql turns it off)
+SELECT set_config('xccel.carry_landing', 'true', true);
+
 DROP TABLE IF EXISTS sessions_next;
 CREATE TABLE sessions_next (LIKE sessions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 

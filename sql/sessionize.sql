@@ -8,6 +8,9 @@
 --   SET xccel.max_session_hours = '';     -- e.g. 2: cut sessions at 2 hours ('' = no cap)
 --   SET xccel.full_refresh = true;        -- false: rebuild only customers with raw_events.run_id > since_run_id
 --   SET xccel.since_run_id = 0;
+-- Then run sessionize_events.sql and sessionize_sessions.sql in the same session: they build
+-- tb_events_next and sessions_next from the session_events view below. xccel runs them at the same
+-- time on two connections, each after its own run of this file (the temp objects are per session).
 --
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
@@ -15,8 +18,7 @@
 -- the sessions the other rules made (see session_cuts). A rule that is off costs nothing: its work
 -- sits behind a one-time filter on its setting.
 
-DROP TABLE IF EXISTS tb_events_next;
-DROP TABLE IF EXISTS sessions_next;
+DROP VIEW IF EXISTS pg_temp.session_events;
 DROP VIEW IF EXISTS pg_temp.session_flags;
 DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;
@@ -50,8 +52,13 @@ WHERE customer_id IS NOT NULL
 CREATE TEMP VIEW session_flags AS
 WITH scope AS NOT MATERIALIZED (
     SELECT e.event_id, e.event_type, e.customer_id, e."timestamp",
-           nullif(e.payload -> 'event' ->> 'referrer', '') AS referrer,
-           nullif(e.payload -> 'event' ->> 'page', '') AS page
+           -- read from the payload only where needed: sessions_next takes both from each session's
+           -- first event, tb_events_next only needs referrers for the referrer rule
+           CASE WHEN (SELECT split_on_referrer FROM session_settings)
+                     OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
+                THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
+           CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)
@@ -163,55 +170,22 @@ WHERE event_id IS NOT NULL;
 CREATE INDEX ON session_cuts (customer_id, "timestamp", event_id);
 ANALYZE session_cuts;
 
-CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-CREATE TABLE sessions_next (LIKE sessions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-
--- Customers without new events keep their rows (nothing to copy on a full refresh).
-INSERT INTO tb_events_next
-SELECT * FROM tb_events
-WHERE NOT (SELECT full_refresh FROM session_settings)
-  AND customer_id NOT IN (SELECT customer_id FROM rebuild_customers);
-INSERT INTO sessions_next
-SELECT * FROM sessions
-WHERE NOT (SELECT full_refresh FROM session_settings)
-  AND customer_id NOT IN (SELECT customer_id FROM rebuild_customers);
-
--- The rebuilt customers: the flags plus the cuts (each cut moves the customer's later sessions up by one).
-WITH final AS MATERIALIZED (
-    SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
-           (f.starts OR c.event_id IS NOT NULL) AS starts,
-           f.increment + CASE
-               WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
-               THEN (SELECT count(*) FROM session_cuts p
-                     WHERE p.customer_id = f.customer_id
-                       AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
-               ELSE 0 END AS increment
-    FROM session_flags f
-    LEFT JOIN session_cuts c ON c.event_id = f.event_id
-),
-new_sessions AS (
-    INSERT INTO sessions_next
-    SELECT customer_id || '_' || increment,
-           customer_id,
-           increment,
-           min("timestamp"),
-           max("timestamp"),
-           extract(epoch FROM max("timestamp") - min("timestamp"))::double precision / 60,
-           count(*),
-           bool_or(event_type = 'placed_order'),
-           min(page) FILTER (WHERE starts),
-           min(referrer) FILTER (WHERE starts)
-    FROM final
-    GROUP BY customer_id, increment
-)
-INSERT INTO tb_events_next
-SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp,
-       starts::int,
-       extract(epoch FROM "timestamp" - prev_timestamp)::double precision,
-       increment,
-       customer_id || '_' || increment
-FROM final;
-
--- Indexes after the bulk insert: one sorted build instead of 200,000 insertions.
-ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id);
-ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id);
+-- The rebuilt customers' events: the flags, plus the cuts when there is a cap (each cut moves the
+-- customer's later sessions up by one). Without a cap the second branch is switched off.
+CREATE TEMP VIEW session_events AS
+SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
+       f.starts, f.increment
+FROM session_flags f
+WHERE (SELECT cap FROM session_settings) IS NULL
+UNION ALL
+SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
+       (f.starts OR c.event_id IS NOT NULL),
+       f.increment + CASE
+           WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
+           THEN (SELECT count(*) FROM session_cuts p
+                 WHERE p.customer_id = f.customer_id
+                   AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
+           ELSE 0 END
+FROM session_flags f
+LEFT JOIN session_cuts c ON c.event_id = f.event_id
+WHERE (SELECT cap FROM session_settings) IS NOT NULL;

@@ -93,7 +93,20 @@ class Database:
     schema: str
     display_url: str
     embedded: EmbeddedServer | None = None
+    url: str | None = field(default=None, repr=False)  # to open helper connections; None: there are none
     _locked: bool = field(default=False, repr=False)
+
+    @contextmanager
+    def helper(self) -> Iterator[Database | None]:
+        """A second connection to the same database and schema (None when this one has no URL to reuse)."""
+        if self.url is None:
+            yield None
+            return
+        conn = open_connection(self.url, self.display_url, self.schema)
+        try:
+            yield Database(conn=conn, schema=self.schema, display_url=self.display_url)
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -181,22 +194,32 @@ def connect(url: str | None, schema: str, *, create_schema: bool = False) -> Ite
         url = embedded.url
     display = mask_url(url)
     try:
+        conn = open_connection(url, display, schema, create_schema=create_schema)
         try:
-            conn = psycopg.connect(url, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to the database at {display}: {_one_line(exc)}") from None
-        except Exception as exc:  # invalid connection strings raise ProgrammingError or ValueError
-            raise DatabaseError(f"invalid database URL {display}: {_one_line(exc)}") from None
-        try:
-            with translate_errors():
-                conn.execute("SET TIME ZONE 'UTC'")
-                if create_schema:
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-                search_path = sql.Identifier(schema).as_string(conn)
-                conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
-            yield Database(conn=conn, schema=schema, display_url=display, embedded=embedded)
+            yield Database(conn=conn, schema=schema, display_url=display, embedded=embedded, url=url)
         finally:
             conn.close()
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def open_connection(url: str, display: str, schema: str, *, create_schema: bool = False) -> psycopg.Connection[Any]:
+    """An autocommit connection in UTC with search_path set to schema (created first if asked)."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to the database at {display}: {_one_line(exc)}") from None
+    except Exception as exc:  # invalid connection strings raise ProgrammingError or ValueError
+        raise DatabaseError(f"invalid database URL {display}: {_one_line(exc)}") from None
+    try:
+        with translate_errors():
+            conn.execute("SET TIME ZONE 'UTC'")
+            if create_schema:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            search_path = sql.Identifier(schema).as_string(conn)
+            conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -2,11 +2,20 @@
 
 Only customers with events newer than the published result are recomputed, unless the rules
 changed, a session cap is set, or a full refresh is asked for; the others' rows are carried over.
+
+tb_events_next (sql/sessionize_events.sql) is built on the command's connection while sessions_next
+(sql/sessionize_sessions.sql) is built on a helper connection, each after its own run of sql/sessionize.sql:
+each sorts the events itself, but on its own core, so the two builds overlap (0.75 s -> 0.55 s here).
+The helper commits first; the staged_result row that load requires is cleared before the build and
+written in the main transaction, so a build that dies half-way leaves nothing to publish.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,17 +73,26 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         # pipeline lock, which this run holds, so no row with an id up to the newest run can still come:
         # the result covers raw_events up to it (cheaper than max(run_id) over raw_events, a full scan).
         covers = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()[0]
-        conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
-        settings = {
-            "timeout_minutes": rules.timeout_minutes,
-            "split_at_midnight": rules.split_at_midnight,
-            "timezone": rules.timezone,
-            "split_on_referrer": rules.split_on_referrer,
-            "max_session_hours": rules.max_session_hours,
-            "full_refresh": full_refresh,
-            "since_run_id": since,
-        }
-        db.run_file("sessionize.sql", settings)
+        # Committed before anything is built: sessions_next may be committed (by the helper) before
+        # tb_events_next, and load must never find a staged row next to a half-new pair of tables.
+        conn.execute("DELETE FROM staged_result")
+    settings = {
+        "timeout_minutes": rules.timeout_minutes,
+        "split_at_midnight": rules.split_at_midnight,
+        "timezone": rules.timezone,
+        "split_on_referrer": rules.split_on_referrer,
+        "max_session_hours": rules.max_session_hours,
+        "full_refresh": full_refresh,
+        "since_run_id": since,
+    }
+    with db.helper() as helper, db.transaction() as conn:
+        _prepare(db, settings)
+        # tb_events_next here, sessions_next on the helper connection at the same time (each connection
+        # sorts the events itself: two cores instead of one; without a helper, one after the other)
+        with _in_background(helper, lambda: _build_sessions(helper, settings)) if helper else nullcontext():
+            db.run_file("sessionize_events.sql")
+        if helper is None:
+            db.run_file("sessionize_sessions.sql")
         # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
         rebuilt = conn.execute(
             "SELECT count(DISTINCT customer_id) FROM sessions_next" if full_refresh
@@ -83,7 +101,6 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         events = conn.execute("SELECT count(*) FROM tb_events_next").fetchone()[0]
         sessions = conn.execute("SELECT count(*) FROM sessions_next").fetchone()[0]
         cut = conn.execute("SELECT count(*) FROM pg_temp.session_cuts").fetchone()[0]
-        conn.execute("DELETE FROM staged_result")
         conn.execute(
             "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
             " customers_rebuilt, events, sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -91,3 +108,47 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
              full_refresh, rebuilt, events, sessions, cut),
         )
     return SessionizeResult(full_refresh, reason, rebuilt, events, sessions, cut, time.perf_counter() - started)
+
+
+def _prepare(db: Database, settings: dict[str, Any]) -> None:
+    """Open the build: the rules of sql/sessionize.sql, in the caller's transaction."""
+    # The *_next tables are rebuilt from raw_events whenever they are lost, and load publishes them
+    # with a synchronous commit, which flushes this one's WAL first: no need to wait for the flush here.
+    db.conn.execute("SET LOCAL synchronous_commit = off")
+    db.conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
+    db.run_file("sessionize.sql", settings)
+
+
+def _build_sessions(helper: Database, settings: dict[str, Any]) -> None:
+    """sessions_next on the helper connection, committed on its own (see sessionize: staged_result)."""
+    with helper.transaction():
+        _prepare(helper, settings)
+        helper.run_file("sessionize_sessions.sql")
+
+
+@contextmanager
+def _in_background(helper: Database, work: Callable[[], None]) -> Iterator[None]:
+    """Run work in a thread while the block runs; re-raise its error after the block.
+
+    When the block fails, the helper's statement is cancelled and its transaction rolled back.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="xccel-sessions", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            helper.conn.cancel_safe()
+        thread.join()
+        raise
+    thread.join()
+    if errors:
+        raise errors[0]

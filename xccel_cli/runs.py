@@ -56,13 +56,15 @@ def finish_run(
         db.conn.execute(query, params)
 
 
+INTERRUPTED = "the run ended without recording an outcome (killed, or the connection was lost)"
+
+
 def mark_interrupted_runs(db: Database) -> int:
     """Close runs left 'running' by a process that died; call only while holding the pipeline lock."""
     with translate_errors():
         cur = db.conn.execute(
             "UPDATE runs SET status = 'interrupted', finished_at = clock_timestamp(),"
-            " error = coalesce(error, 'the run ended without recording an outcome (killed, or the connection was"
-            " lost)') WHERE status = 'running'"
+            " error = coalesce(error, %s) WHERE status = 'running'", (INTERRUPTED,)
         )
     return cur.rowcount
 
@@ -116,13 +118,23 @@ _RUN_COLUMNS = ("run_id, command, source, started_at, finished_at, status, error
                 " rejected, customers_touched, stage_seconds")
 
 
+def _as_seen(rows: list[RunRow], db: Database) -> list[RunRow]:
+    """A run marked running while nobody holds the pipeline lock has died: show it as interrupted now
+    (the next run records that; readers must not call a killed run 'running' until then)."""
+    if any(row.status == "running" for row in rows) and not db.pipeline_lock_held():
+        for row in rows:
+            if row.status == "running":
+                row.status, row.error = "interrupted", row.error or INTERRUPTED
+    return rows
+
+
 def recent_runs(db: Database, limit: int = 20) -> list[RunRow]:
     """The newest runs first."""
     with translate_errors():
         rows = db.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT %s", (limit,)
         ).fetchall()
-    return [RunRow(*row) for row in rows]
+    return _as_seen([RunRow(*row) for row in rows], db)
 
 
 @dataclass
@@ -174,5 +186,6 @@ def status(db: Database) -> Status:
         ).fetchone()
         now = db.conn.execute("SELECT clock_timestamp()").fetchone()[0]
     published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
+    last_run = _as_seen([RunRow(*last)], db)[0] if last else None
     return Status(published_at, publication_id, run_id, events, sessions,
-                  RunRow(*last) if last else None, RunRow(*success) if success else None, now)
+                  last_run, RunRow(*success) if success else None, now)

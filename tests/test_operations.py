@@ -1,0 +1,52 @@
+"""Operating xccel: what `status` and `runs` say about a killed run, `load` after a newer extract,
+`--quiet` on every command."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import run_xccel
+from tests.dumps import dump, random_events
+from tests.test_faults import start_xccel, wait_for_line, wait_until
+
+RECORDS = random_events(2000, customers=40, seed=23)
+
+
+@pytest.fixture
+def days(tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "day1.json", tmp_path / "day2.json"
+    first.write_bytes(dump(RECORDS[:1200]))
+    second.write_bytes(dump(RECORDS))
+    return first, second
+
+
+def xccel_backends(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'").fetchone()[0]
+
+
+def test_status_calls_a_killed_run_interrupted_before_the_next_run(database_url: str,
+                                                                   days: tuple[Path, Path]) -> None:
+    assert run_xccel(["run-all", "--source", str(days[0]), "--database-url", database_url]).exit_code == 0
+    proc = start_xccel(["run-all", "--source", str(days[1]), "--database-url", database_url],
+                       env={"XCCEL_TEST_PAUSE_AT": "load"})
+    wait_for_line(proc, "paused at load")
+
+    alive = run_xccel(["status", "--json", "--database-url", database_url])
+    assert alive.exit_code == 0, alive.stderr  # a run in progress is not a failure
+    assert json.loads(alive.stdout)["last_run"]["status"] == "running"
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_until(lambda: xccel_backends(database_url) == 0, "the killed run's connection to close")
+    dead = run_xccel(["status", "--database-url", database_url])
+    assert dead.exit_code == 9
+    assert ": interrupted: the run ended without recording an outcome (killed, or the connection was lost)" \
+        in dead.stdout
+    runs = json.loads(run_xccel(["runs", "--json", "--database-url", database_url]).stdout)
+    assert [r["status"] for r in runs] == ["interrupted", "succeeded"]

@@ -50,3 +50,18 @@ def test_status_calls_a_killed_run_interrupted_before_the_next_run(database_url:
         in dead.stdout
     runs = json.loads(run_xccel(["runs", "--json", "--database-url", database_url]).stdout)
     assert [r["status"] for r in runs] == ["interrupted", "succeeded"]
+
+
+def test_load_refuses_a_result_older_than_the_events(database_url: str, days: tuple[Path, Path]) -> None:
+    url = ["--database-url", database_url]
+    for args in (["init-db"], ["extract", "--source", str(days[0])], ["sessionize"],
+                 ["extract", "--source", str(days[1])]):
+        assert run_xccel([*args, *url]).exit_code == 0
+    stale = run_xccel(["load", *url])
+    assert (stale.exit_code, stale.stdout) == (8, "")
+    assert stale.stderr == ("Error: the sessionized result is out of date (run 3 extracted events after it): "
+                            "run `xccel sessionize` again\n")
+    assert run_xccel(["sessionize", *url]).exit_code == 0
+    assert run_xccel(["load", *url]).exit_code == 0
+    reported = json.loads(run_xccel(["report", "--json", *url]).stdout)
+    assert reported["events"] == len({r["id"] for r in RECORDS if r["event"]["customer-id"] is not None})

@@ -40,6 +40,13 @@ def load(db: Database, run_id: int | None) -> LoadResult:
             raise StateError(
                 "the sessionized result is out of date (another load came first): run `xccel sessionize` again"
             )
+        newest = conn.execute(
+            "SELECT coalesce(max(run_id), 0) FROM raw_events WHERE customer_id IS NOT NULL").fetchone()[0]
+        if newest > covers:
+            raise StateError(
+                f"the sessionized result is out of date (run {newest} extracted events after it): "
+                "run `xccel sessionize` again"
+            )
         db.run_file("publish.sql")
         publication_id = conn.execute(
             "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"

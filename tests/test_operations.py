@@ -65,3 +65,19 @@ def test_load_refuses_a_result_older_than_the_events(database_url: str, days: tu
     assert run_xccel(["load", *url]).exit_code == 0
     reported = json.loads(run_xccel(["report", "--json", *url]).stdout)
     assert reported["events"] == len({r["id"] for r in RECORDS if r["event"]["customer-id"] is not None})
+
+
+def test_quiet_silences_every_command_that_changes_data(database_url: str, days: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    url = ["--database-url", database_url]
+    steps = [["init-db"], ["extract", "--source", str(days[0])], ["sessionize"], ["load"],
+             ["report", "--html", str(tmp_path / "page.html")]]
+    for args in steps:
+        said = run_xccel([*args, *url])
+        assert said.exit_code == 0 and (said.stdout + said.stderr).strip(), args  # each says what it did ...
+    for args in steps[:4]:
+        quiet = run_xccel(["--quiet", *args, *url])
+        assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", ""), args  # ... unless told not to
+    html = run_xccel(["--quiet", "report", "--json", "--html", str(tmp_path / "again.html"), *url])
+    assert html.stderr == "" and json.loads(html.stdout)["events"] > 0  # what was asked for is still printed
+    assert (tmp_path / "again.html").read_text().startswith("<!DOCTYPE html>")

@@ -183,6 +183,12 @@ def _retries(option: int | None) -> int:
     return option if option is not None else default_retries()
 
 
+def _say(text: str, err: bool = False) -> None:
+    """A status line: what a command did. --quiet silences it (cron wants output only on failure)."""
+    if not State.quiet:
+        typer.echo(text, err=err)
+
+
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -199,7 +205,7 @@ def init_db_command(database_url: DatabaseUrl = None) -> None:
     with _connect(database_url, create_schema=True) as db:
         result = init_db(db)
     done = ", ".join(result.applied) if result.applied else "nothing to do"
-    typer.echo(f"schema {config.schema()!r} at version {result.version} ({done})")
+    _say(f"schema {config.schema()!r} at version {result.version} ({done})")
 
 
 @app.command("extract")
@@ -221,10 +227,11 @@ def extract_command(
 
     options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
                              _retries(retries))
-    with _connect(database_url) as db, progress_reporter() as progress:
+    with _connect(database_url) as db, progress_reporter(State.quiet) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
-    render_extract(result)
+    if not State.quiet:
+        render_extract(result)
 
 
 @app.command("sessionize")
@@ -249,7 +256,7 @@ def sessionize_command(
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     with _connect(database_url) as db:
         result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
-    typer.echo(f"sessionized {result.events:,} events into {result.sessions:,} sessions "
+    _say(f"sessionized {result.events:,} events into {result.sessions:,} sessions "
                f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)")
 
 
@@ -264,7 +271,7 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
 
     with _connect(database_url) as db:
         result = run_load(db, wait=wait)
-    typer.echo(f"published {result.events:,} events and {result.sessions:,} sessions "
+    _say(f"published {result.events:,} events and {result.sessions:,} sessions "
                f"(publication {result.publication_id}; {result.seconds:.2f} s)")
 
 
@@ -313,7 +320,7 @@ def report_command(
 
             written = write_dashboard(db, html)
             result = written.report
-            typer.echo(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
+            _say(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
     if as_json:
         _print_json(result.as_json())
     else:
@@ -356,7 +363,7 @@ def run_all_command(
     else:
         from xccel_cli.render import progress_reporter
 
-        reporter = progress_reporter()
+        reporter = progress_reporter(State.quiet)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)

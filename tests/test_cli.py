@@ -120,6 +120,7 @@ def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path
     logged = log.read_text()
     assert "run 1 (run-all) started on " in logged and "run 1 (run-all) succeeded" in logged
     assert "published " in logged
+    assert " lines in " in logged and " loaded, 0 already loaded, " in logged  # the extract stage says what it did
 
     verbose = run_xccel(["-v", "run-all", "--source", str(dump_file), "--database-url", database_url])
     assert verbose.exit_code == 0

@@ -123,6 +123,9 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
             time.sleep(delay)
     record.counts.update(_extract_counts(result))
     record.stage_seconds["extract"] = result.seconds
+    log.info("extracted %d lines in %.2f s: %d loaded, %d already loaded, %d anonymous, %d duplicates, %d rejected",
+             result.lines_read, result.seconds, result.loaded, result.already_loaded, result.anonymous,
+             result.duplicates, result.rejected)
     if result.source_info is not None and result.source_info.kind != "stdin":
         record.fingerprint = result.source_info.fingerprint()
     return result

@@ -145,14 +145,34 @@ def _check_timezone(name: str) -> None:
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
 
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+MASK = "***"
+# URL userinfo: everything from the user's ':' to the last '@' before the path (a password may hold '@')
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+# password=... in a URL query (ends at '&': a literal '&' cannot be part of a query value) or in a libpq
+# keyword string (ends at white space, or is a single-quoted value with backslash escapes; an unclosed
+# quote masks the rest of the text). No word boundary in front: PGPASSWORD=, db_password= are masked too.
+_PASSWORD_KEYWORD = re.compile(
+    r"((?<=[?&])password=)([^&\s]*)"
+    r"|(password\s*=\s*)('(?:\\.|[^'\\])*'?|\"(?:\\.|[^\"\\])*\"?|\S*)",
+    re.IGNORECASE,
+)
+# what may follow a mask already in place: text masked twice (a masked URL quoted in an error message
+# that is masked again) keeps the ':' of "...password=***: reason" instead of taking it for the password
+_ALREADY_MASKED = re.compile(rf"{re.escape(MASK)}[:,;.)]?")
+
+
+def _mask_keyword(match: re.Match[str]) -> str:
+    key = match.group(1) or match.group(3)
+    value = match.group(2) if match.group(1) else match.group(4)
+    if _ALREADY_MASKED.fullmatch(value):
+        return key + value
+    return key + MASK
 
 
 def mask_password(text: str) -> str:
-    """Hide passwords in a connection string or any text that may quote one."""
-    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
-    return _PASSWORD_KEYWORD.sub(r"\1***", text)
+    """Hide passwords in a connection string or any text that may quote one (idempotent)."""
+    text = _PASSWORD_IN_URL.sub(rf"\1{MASK}@", text)
+    return _PASSWORD_KEYWORD.sub(_mask_keyword, text)
 
 
 def mask_url(url: str) -> str:
@@ -164,5 +184,5 @@ def mask_url(url: str) -> str:
         return mask_password(url)
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
-    masked = urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    masked = urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc[-1]}"))
     return mask_password(masked)

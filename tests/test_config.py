@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_xccel
+from tests.conftest import Served, run_xccel
 from xccel_cli.config import mask_password, mask_url
+from xccel_cli.db import Database
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"  # config errors must come before any connection
+
 
 # --- masking -----------------------------------------------------------------------------------------
 
@@ -47,3 +51,50 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
     assert "pw-secret" not in result.stderr + result.stdout
     assert result.stderr.startswith(
         "Error: cannot connect to the database at postgresql://nobody@127.0.0.1:9/none?password=***: ")
+
+
+# --- settings from the environment are named; from an option, described ------------------------------
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["sessionize"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},
+     "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got 'abc'"),
+    (["sessionize"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "0"},
+     "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got '0'"),
+    (["sessionize", "--timeout-minutes", "300"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},  # the option wins
+     "the session timeout must be between 1 and 240 minutes, got 300"),
+    (["run-all", "--source", "x.json"], {"XCCEL_MAX_REJECT_SHARE": "x"},
+     "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got 'x'"),
+    (["run-all", "--source", "x.json"], {"XCCEL_MAX_REJECT_SHARE": "1.5"},
+     "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got '1.5'"),
+    (["run-all", "--source", "x.json", "--max-reject-share", "1.5"], {},
+     "the maximum reject share must be between 0 and 1, got 1.5"),
+    (["sessionize"], {"XCCEL_MAX_SESSION_HOURS": "inf"},
+     "XCCEL_MAX_SESSION_HOURS must be a number of hours more than 0 and at most 744, got 'inf'"),
+    (["sessionize"], {"XCCEL_RULES": "ga5"}, "XCCEL_RULES must be one of: ga4, ga-universal, got 'ga5'"),
+    (["sessionize"], {"XCCEL_TIMEZONE": "Mars/Olympus_Mons"},
+     "XCCEL_TIMEZONE must be an IANA time zone name such as Europe/Amsterdam, got 'Mars/Olympus_Mons'"),
+    (["sessionize"], {"XCCEL_SPLIT_AT_MIDNIGHT": "2"}, "XCCEL_SPLIT_AT_MIDNIGHT must be true or false, got '2'"),
+    (["init-db"], {"XCCEL_SCHEMA": "s" * 64},
+     f"XCCEL_SCHEMA must be at most 63 characters (and no NUL), got '{'s' * 64}'"),
+    (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
+])
+def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_xccel([*args, "--database-url", UNREACHABLE], env=env)
+    assert (result.exit_code, result.stdout) == (3, ""), result.stderr
+    assert result.stderr == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize(("name", "values", "expected"), [
+    ("XCCEL_HTTP_TIMEOUT_SECONDS", ["-1", "0", "abc", "nan", "1e9"],
+     "a number of seconds more than 0 and at most 3600"),
+    ("XCCEL_RETRY_BACKOFF_SECONDS", ["-1", "abc", "inf"], "a number of seconds from 0 to 3600"),
+])
+def test_bad_http_timing_settings_are_config_errors(name: str, values: list[str], expected: str,
+                                                    db: Database, database_url: str, http_server: Served) -> None:
+    source = http_server.add("/e.json", b"")
+    for value in values:
+        # read when an HTTP source is opened, so this needs a database to get that far
+        result = run_xccel(["extract", "--source", source, "--database-url", database_url], env={name: value})
+        assert (result.exit_code, result.stderr) == (3, f"Error: {name} must be {expected}, got '{value}'\n")
+    assert http_server.requests == []  # refused before any request

@@ -18,12 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_xccel, with_database
+from tests.conftest import Served, run_xccel, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError, SourceError
 from xccel_cli.pipeline import ExtractOptions, run_extract
+from xccel_cli.source import HttpFetch, default_timeout_seconds
 
 __all__ = ["fault_server"]  # the fixture
 
@@ -158,6 +159,18 @@ def test_a_non_http_url_and_a_missing_file_exit_4(database_url: str, tmp_path: P
     missing = tmp_path / "nope.json"
     gone = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
     assert (gone.exit_code, gone.stderr) == (4, f"Error: source not found: {missing}\n")
+
+
+def test_the_http_timeouts(http_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README documents: XCCEL_HTTP_TIMEOUT_SECONDS (default 60) is the read timeout of each
+    request, its connect timeout the same capped at 10 s."""
+    url = http_server.add("/e.json", b"")
+    monkeypatch.delenv("XCCEL_HTTP_TIMEOUT_SECONDS")
+    for setting, expected in [(None, (10.0, 60.0)), ("2.5", (2.5, 2.5)), ("45", (10.0, 45.0))]:
+        if setting is not None:
+            monkeypatch.setenv("XCCEL_HTTP_TIMEOUT_SECONDS", setting)
+        with HttpFetch(url, retries=0, timeout_seconds=default_timeout_seconds(), backoff_seconds=0) as fetch:
+            assert fetch.timeout == expected
 
 
 def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(database_url: str,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +16,7 @@ DEFAULT_SOURCE = "https://storage.googleapis.com/xcc-de-assessment/events.json"
 DEFAULT_TIMEOUT_MINUTES = 30
 DEFAULT_MAX_REJECT_SHARE = 0.05
 DEFAULT_SCHEMA = "public"
+MAX_SESSION_HOURS = 24 * 31
 
 
 def env(name: str) -> str | None:
@@ -34,23 +37,36 @@ def source(option: str | None) -> str:
 def schema(option: str | None = None) -> str:
     name = option or env("XCCEL_SCHEMA") or DEFAULT_SCHEMA
     if len(name) > 63 or "\x00" in name:
-        raise ConfigError(f"invalid schema name {name!r}: at most 63 characters")
+        origin = "XCCEL_SCHEMA" if not option else "the schema name"
+        raise ConfigError(f"{origin} must be at most 63 characters (and no NUL), got {name!r}")
     return name
 
 
-def number(value: Any, name: str, kind: type = float) -> Any:
+def env_number(name: str, kind: type, valid: Callable[[Any], bool], expected: str) -> Any:
+    """The XCCEL_* setting `name` as an int or a finite float, None when unset.
+
+    Anything else, unparsable or out of range, is one ConfigError naming the variable and quoting the
+    value as written: "XCCEL_X must be <expected>, got 'abc'".
+    """
+    raw = env(name)
+    if raw is None:
+        return None
     try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not valid(value):
+        raise ConfigError(f"{name} must be {expected}, got {raw!r}")
+    return value
 
 
 def max_reject_share(option: float | None) -> float:
-    raw = option if option is not None else env("XCCEL_MAX_REJECT_SHARE")
-    share = DEFAULT_MAX_REJECT_SHARE if raw is None else number(raw, "the maximum reject share")
-    if not 0 <= share <= 1:
-        raise ConfigError(f"the maximum reject share must be between 0 and 1, got {share}")
-    return share
+    if option is None:
+        share = env_number("XCCEL_MAX_REJECT_SHARE", float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+        return DEFAULT_MAX_REJECT_SHARE if share is None else float(share)
+    if not 0 <= option <= 1:  # also refuses nan, which Click accepts as a float
+        raise ConfigError(f"the maximum reject share must be between 0 and 1, got {option}")
+    return option
 
 
 @dataclass(frozen=True)
@@ -106,42 +122,56 @@ def session_rules(
     split_on_referrer: bool | None = None,
     max_session_hours: float | None = None,
 ) -> SessionRules:
-    """A preset (default ga4), then each explicit option or XCCEL_* setting on top of it."""
-    preset = preset or env("XCCEL_RULES") or "ga4"
+    """A preset (default ga4), then each explicit option or XCCEL_* setting on top of it.
+
+    A bad value from the environment (or .env) is reported under its variable's name; one from an
+    option (already typed by Click) keeps its plain description.
+    """
+    if preset is None and (preset := env("XCCEL_RULES")) is not None and preset not in PRESETS:
+        raise ConfigError(f"XCCEL_RULES must be one of: {', '.join(PRESETS)}, got {preset!r}")
+    preset = preset or "ga4"
     if preset not in PRESETS:
         raise ConfigError(f"unknown rule set {preset!r}; choose one of: {', '.join(PRESETS)}")
     rules = PRESETS[preset]
-    minutes = timeout_minutes if timeout_minutes is not None else env("XCCEL_SESSION_TIMEOUT_MINUTES")
+    minutes = timeout_minutes
+    if minutes is None:
+        minutes = env_number("XCCEL_SESSION_TIMEOUT_MINUTES", int, lambda v: 1 <= v <= 240,
+                             "a whole number of minutes from 1 to 240")
+    elif not 1 <= minutes <= 240:
+        raise ConfigError(f"the session timeout must be between 1 and 240 minutes, got {minutes}")
     if minutes is not None:
-        minutes = number(minutes, "the session timeout (minutes)", int)
-        if not 1 <= minutes <= 240:
-            raise ConfigError(f"the session timeout must be between 1 and 240 minutes, got {minutes}")
         rules = replace(rules, timeout_minutes=minutes)
     midnight = _flag(split_at_midnight, "XCCEL_SPLIT_AT_MIDNIGHT")
     if midnight is not None:
         rules = replace(rules, split_at_midnight=midnight)
     zone = timezone or env("XCCEL_TIMEZONE")
     if zone is not None:
-        _check_timezone(zone)
+        _check_timezone(zone, "XCCEL_TIMEZONE" if not timezone else None)
         rules = replace(rules, timezone=zone)
     referrer = _flag(split_on_referrer, "XCCEL_SPLIT_ON_REFERRER")
     if referrer is not None:
         rules = replace(rules, split_on_referrer=referrer)
-    hours = max_session_hours if max_session_hours is not None else env("XCCEL_MAX_SESSION_HOURS")
+    hours = max_session_hours
+    if hours is None:
+        hours = env_number("XCCEL_MAX_SESSION_HOURS", float, lambda v: 0 < v <= MAX_SESSION_HOURS,
+                           f"a number of hours more than 0 and at most {MAX_SESSION_HOURS}")
+    elif not 0 < hours <= MAX_SESSION_HOURS:  # also refuses nan, which Click accepts as a float
+        raise ConfigError(f"the maximum session length must be more than 0 and at most {MAX_SESSION_HOURS} "
+                          f"hours, got {hours:g}")
     if hours is not None:
-        hours = number(hours, "the maximum session length (hours)")
-        if not 0 < hours <= 24 * 31:
-            raise ConfigError(f"the maximum session length must be more than 0 and at most 744 hours, got {hours:g}")
-        rules = replace(rules, max_session_hours=hours)
+        rules = replace(rules, max_session_hours=float(hours))
     return rules
 
 
-def _check_timezone(name: str) -> None:
+def _check_timezone(name: str, variable: str | None = None) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        if variable:
+            raise ConfigError(f"{variable} must be an IANA time zone name such as Europe/Amsterdam, "
+                              f"got {name!r}") from None
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
 
 

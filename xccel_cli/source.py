@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xccel_cli.config import env, mask_url, number
+from xccel_cli.config import env_number, mask_url
 from xccel_cli.errors import ConfigError, DataQualityError, SourceError
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,16 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
+MAX_BACKOFF_SECONDS = 3600.0
+MAX_TIMEOUT_SECONDS = 3600.0  # beyond that a socket timeout overflows on some platforms; and nobody waits so long
+
+
 def default_retries() -> int:
     """XCCEL_RETRIES, else 3: how often a failing HTTP source is tried again."""
-    raw = env("XCCEL_RETRIES")
-    retries = DEFAULT_RETRIES if raw is None else number(raw, "XCCEL_RETRIES", int)
+    # two messages, the first one pinned by tests/test_cli.py: "must be a whole number, got 'lots'"
+    retries = env_number("XCCEL_RETRIES", int, lambda v: True, "a whole number")
+    if retries is None:
+        return DEFAULT_RETRIES
     if not 0 <= retries <= 20:
         raise ConfigError(f"XCCEL_RETRIES must be between 0 and 20, got {retries}")
     return int(retries)
@@ -54,14 +60,18 @@ def default_retries() -> int:
 
 def default_backoff_seconds() -> float:
     """XCCEL_RETRY_BACKOFF_SECONDS, else 1: the first wait; each retry doubles it."""
-    raw = env("XCCEL_RETRY_BACKOFF_SECONDS")
-    return DEFAULT_BACKOFF_SECONDS if raw is None else float(number(raw, "XCCEL_RETRY_BACKOFF_SECONDS"))
+    backoff = env_number("XCCEL_RETRY_BACKOFF_SECONDS", float, lambda v: 0 <= v <= MAX_BACKOFF_SECONDS,
+                         f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS:g}")
+    return DEFAULT_BACKOFF_SECONDS if backoff is None else float(backoff)
 
 
 def default_timeout_seconds() -> float:
-    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the longest silence tolerated from an HTTP server."""
-    raw = env("XCCEL_HTTP_TIMEOUT_SECONDS")
-    return DEFAULT_TIMEOUT_SECONDS if raw is None else float(number(raw, "XCCEL_HTTP_TIMEOUT_SECONDS"))
+    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the read timeout of each HTTP request (the longest silence
+    tolerated from the server, before the headers or between two reads of the body); its connect timeout
+    is the same, capped at 10 s. Not a limit on the whole download."""
+    timeout = env_number("XCCEL_HTTP_TIMEOUT_SECONDS", float, lambda v: 0 < v <= MAX_TIMEOUT_SECONDS,
+                         f"a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    return DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
 
 
 class SourceInterrupted(SourceError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import Served, run_xccel
@@ -98,3 +100,39 @@ def test_bad_http_timing_settings_are_config_errors(name: str, values: list[str]
         result = run_xccel(["extract", "--source", source, "--database-url", database_url], env={name: value})
         assert (result.exit_code, result.stderr) == (3, f"Error: {name} must be {expected}, got '{value}'\n")
     assert http_server.requests == []  # refused before any request
+
+
+# --- the source ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("option", "env", "message"), [
+    (["--source", ""], {}, "the source is empty (--source ''): give an http(s) URL, a file path or '-'"),
+    (["--source", " "], {}, "the source is empty (--source ' '): give an http(s) URL, a file path or '-'"),
+    ([], {"XCCEL_SOURCE": ""}, "the source is empty (XCCEL_SOURCE is set but empty; unset it for the default "
+                               "dump): give an http(s) URL, a file path or '-'"),
+])
+def test_an_empty_source_is_an_error_not_the_default_dump(option: list[str], env: dict[str, str],
+                                                           message: str) -> None:
+    result = run_xccel(["run-all", *option, "--database-url", UNREACHABLE], env=env)
+    assert (result.exit_code, result.stderr) == (3, f"Error: {message}\n")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("https://[::1", "invalid source URL https://[::1: its host cannot be parsed"),
+    ("http://u:pw-secret@[::1/e.json", "invalid source URL http://u:***@[::1/e.json: its host cannot be parsed"),
+    ("http://", "invalid source URL http://: it has no host"),
+    ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
+    ("http://127.0.0.1:99999/x", "invalid source URL http://127.0.0.1:99999/x: the port must be a number from 1 "
+                                 "to 65535"),
+    ("http://u:pw-secret@127.0.0.1:0/x", "invalid source URL http://u:***@127.0.0.1:0/x: the port must be a "
+                                         "number from 1 to 65535"),
+    ("http://127.0.0.1:http/x", "invalid source URL http://127.0.0.1:http/x: the port must be a number from 1 "
+                                "to 65535"),
+])
+def test_a_url_that_cannot_be_valid_fails_at_once(source: str, message: str) -> None:
+    started = time.monotonic()
+    # an unreachable database: the source is checked before anything is connected or retried
+    result = run_xccel(["run-all", "--source", source, "--database-url", UNREACHABLE],
+                       env={"XCCEL_RETRY_BACKOFF_SECONDS": "2"})
+    assert time.monotonic() - started < 5
+    assert (result.exit_code, result.stderr) == (4, f"Error: {message}\n")

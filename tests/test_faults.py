@@ -161,6 +161,22 @@ def test_a_non_http_url_and_a_missing_file_exit_4(database_url: str, tmp_path: P
     assert (gone.exit_code, gone.stderr) == (4, f"Error: source not found: {missing}\n")
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://a..b/e.json", "cannot fetch http://a..b/e.json: not a valid URL"),
+    ("http://exa mple.com/e.json", "cannot fetch http://exa mple.com/e.json: not a valid URL"),
+    ("http://u:pw-secret@a..b/e.json", "cannot fetch http://u:***@a..b/e.json: not a valid URL"),
+    ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
+    ("https://[::1/e.json", "invalid source URL https://[::1/e.json: its host cannot be parsed"),
+])
+def test_a_url_that_cannot_be_fetched_is_not_retried(db: Database, url: str, message: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Through the library too (not only the CLI's check): a SourceError at once, never a ValueError."""
+    with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as caught:
+        run_extract(db, ExtractOptions(url, retries=3))
+    assert str(caught.value) == message
+    assert [r.getMessage() for r in caplog.records if "retry" in r.getMessage()] == []
+
+
 def test_the_http_timeouts(http_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the README documents: XCCEL_HTTP_TIMEOUT_SECONDS (default 60) is the read timeout of each
     request, its connect timeout the same capped at 10 s."""

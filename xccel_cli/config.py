@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from xccel_cli.errors import ConfigError
+from xccel_cli.errors import ConfigError, SourceError
 
 DEFAULT_SOURCE = "https://storage.googleapis.com/xcc-de-assessment/events.json"
 DEFAULT_TIMEOUT_MINUTES = 30
@@ -31,7 +31,42 @@ def database_url(option: str | None) -> str | None:
 
 
 def source(option: str | None) -> str:
-    return option or env("XCCEL_SOURCE") or DEFAULT_SOURCE
+    """--source, else XCCEL_SOURCE, else the public dump; checked at once (see check_source).
+
+    Unlike the other settings, an empty value is an error rather than "unset": an empty --source or
+    XCCEL_SOURCE is a mistake (an unset shell variable, a .env template), and falling back to the public
+    dump would load data nobody asked for.
+    """
+    if option is not None:
+        value, origin = option, f"--source {option!r}"
+    elif (raw := os.environ.get("XCCEL_SOURCE")) is not None:
+        value, origin = raw, "XCCEL_SOURCE is set but empty; unset it for the default dump"
+    else:
+        return DEFAULT_SOURCE
+    if not value.strip():
+        raise ConfigError(f"the source is empty ({origin}): give an http(s) URL, a file path or '-'")
+    check_source(value)
+    return value
+
+
+def check_source(source: str) -> None:
+    """A source that cannot be a valid URL fails here, before any connection: it is never retried.
+
+    The reasons are fixed texts: urllib's own messages may quote the netloc, password included.
+    """
+    shown = mask_url(source)
+    try:
+        parts = urlsplit(source)
+        port = parts.port  # parsed lazily: a port out of range or not a number raises only here
+    except ValueError as exc:
+        reason = "the port must be a number from 1 to 65535" if "Port" in str(exc) else "its host cannot be parsed"
+        raise SourceError(f"invalid source URL {shown}: {reason}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        return  # a path, or a scheme open_source refuses with its own message
+    if not parts.hostname:
+        raise SourceError(f"invalid source URL {shown}: it has no host")
+    if port == 0:
+        raise SourceError(f"invalid source URL {shown}: the port must be a number from 1 to 65535")
 
 
 def schema(option: str | None = None) -> str:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xccel_cli.config import env_number, mask_url
+from xccel_cli.config import check_source, env_number, mask_url
 from xccel_cli.errors import ConfigError, DataQualityError, SourceError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_TIMEOUT_SECONDS = 3600.0  # beyond that a socket timeout overflows on some platforms; and nobody waits so long
+# not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)
+INVALID_REQUEST = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                   requests.exceptions.MissingSchema, requests.exceptions.URLRequired,
+                   urllib3.exceptions.LocationValueError)
 
 
 def default_retries() -> int:
@@ -156,6 +160,7 @@ def _file_chunks(handle, name: str, info: SourceInfo | None = None) -> Iterator[
 
 
 def _local_path(source: str) -> Path:
+    check_source(source)  # a malformed URL is a SourceError here, not a ValueError from urlsplit
     scheme = urlsplit(source).scheme.lower()
     if scheme == "file":
         return Path(urlsplit(source).path)
@@ -165,7 +170,10 @@ def _local_path(source: str) -> Path:
 
 
 def _is_http(source: str) -> bool:
-    return urlsplit(source).scheme.lower() in ("http", "https")
+    try:
+        return urlsplit(source).scheme.lower() in ("http", "https")
+    except ValueError:  # malformed: not a URL we can fetch; check_source says why
+        return False
 
 
 @contextmanager
@@ -183,6 +191,7 @@ def open_source(
     if source == "-":
         yield OpenSource(SourceInfo("stdin", "stdin"), _maybe_gunzip(_file_chunks(sys.stdin.buffer, "stdin"), "stdin"))
         return
+    check_source(source)
     if _is_http(source):
         fetch = HttpFetch(
             source,
@@ -253,6 +262,9 @@ class HttpFetch:
         while True:
             try:
                 response = self.session.get(self.url, stream=True, timeout=self.timeout, headers=headers)
+            except INVALID_REQUEST:
+                # a fixed text: these exceptions quote the URL, password and all
+                raise SourceError(f"cannot fetch {self.shown}: not a valid URL") from None
             except requests.RequestException as exc:
                 if self.failures < self.retries:
                     log.warning("%s: %s", self.shown, _reason(exc))

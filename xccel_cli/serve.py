@@ -410,11 +410,11 @@ def create_app(service: MetricsService) -> FastAPI:
             outage.failed(exc)
             body = Health(status="unavailable", database="down", schema_ready=None, publication_id=None,
                           published_at=None, error=UNAVAILABLE)
-            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+            return JSONResponse(_health_json(body), status_code=503)
         else:
             body = Health(status="ok", database="up", schema_ready=True,
                           publication_id=key[0] if key else None, published_at=key[1] if key else None)
-        return JSONResponse(body.model_dump(mode="json"))
+        return JSONResponse(_health_json(body))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -445,6 +445,14 @@ def create_app(service: MetricsService) -> FastAPI:
     })
     app.add_middleware(HeadAsGet)  # the outermost: FastPaths and the routes only ever see GET
     return app
+
+
+def _health_json(body: Health) -> dict[str, Any]:
+    """/health as JSON, published_at written like everywhere else (datetime.isoformat: '+00:00', as in
+    `report --json` and /metrics/orders), not pydantic's 'Z'."""
+    data = body.model_dump(mode="json")
+    data["published_at"] = body.published_at.isoformat() if body.published_at else None
+    return data
 
 
 class HeadAsGet:

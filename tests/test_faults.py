@@ -18,12 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_xccel, with_database
+from tests.conftest import Served, run_xccel, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError, SourceError
 from xccel_cli.pipeline import ExtractOptions, run_extract
+from xccel_cli.source import HttpFetch, default_timeout_seconds
 
 __all__ = ["fault_server"]  # the fixture
 
@@ -158,6 +159,34 @@ def test_a_non_http_url_and_a_missing_file_exit_4(database_url: str, tmp_path: P
     missing = tmp_path / "nope.json"
     gone = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
     assert (gone.exit_code, gone.stderr) == (4, f"Error: source not found: {missing}\n")
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://a..b/e.json", "cannot fetch http://a..b/e.json: not a valid URL"),
+    ("http://exa mple.com/e.json", "cannot fetch http://exa mple.com/e.json: not a valid URL"),
+    ("http://u:pw-secret@a..b/e.json", "cannot fetch http://u:***@a..b/e.json: not a valid URL"),
+    ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
+    ("https://[::1/e.json", "invalid source URL https://[::1/e.json: its host cannot be parsed"),
+])
+def test_a_url_that_cannot_be_fetched_is_not_retried(db: Database, url: str, message: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Through the library too (not only the CLI's check): a SourceError at once, never a ValueError."""
+    with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as caught:
+        run_extract(db, ExtractOptions(url, retries=3))
+    assert str(caught.value) == message
+    assert [r.getMessage() for r in caplog.records if "retry" in r.getMessage()] == []
+
+
+def test_the_http_timeouts(http_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README documents: XCCEL_HTTP_TIMEOUT_SECONDS (default 60) is the read timeout of each
+    request, its connect timeout the same capped at 10 s."""
+    url = http_server.add("/e.json", b"")
+    monkeypatch.delenv("XCCEL_HTTP_TIMEOUT_SECONDS")
+    for setting, expected in [(None, (10.0, 60.0)), ("2.5", (2.5, 2.5)), ("45", (10.0, 45.0))]:
+        if setting is not None:
+            monkeypatch.setenv("XCCEL_HTTP_TIMEOUT_SECONDS", setting)
+        with HttpFetch(url, retries=0, timeout_seconds=default_timeout_seconds(), backoff_seconds=0) as fetch:
+            assert fetch.timeout == expected
 
 
 def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(database_url: str,

@@ -217,7 +217,9 @@ def test_health_says_the_database_answers_and_when_data_was_published(server: Se
     report = report_json(loaded_url)
     assert health["status"] == "ok" and health["database"] == "up" and health["schema_ready"] is True
     assert health["publication_id"] == report["publication_id"]
-    assert datetime.fromisoformat(health["published_at"]) == datetime.fromisoformat(report["published_at"])
+    # the same text, not only the same instant: every endpoint writes it as `report --json` does
+    assert health["published_at"] == report["published_at"] == server.get_json("/metrics/orders")["published_at"]
+    assert health["published_at"].endswith("+00:00")
     assert health["error"] is None
 
 
@@ -226,12 +228,51 @@ def test_errors_are_json_with_the_right_status(server: Server) -> None:
     assert missing.status == 404
     assert missing.json == {"error": "no such endpoint: /metrics/nope (see /openapi.json)"}
 
-    for path in ENDPOINTS:
-        wrong = server.request(path, method="POST")
-        assert wrong.status == 405, path
-        assert wrong.headers["allow"] == "GET"
-        assert wrong.json == {"error": f"method POST is not allowed on {path} (allowed: GET)"}
-    assert server.request("/metrics/orders", method="DELETE").status == 405
+    for path in (*ENDPOINTS, "/dashboard"):
+        for method in ("POST", "DELETE"):
+            wrong = server.request(path, method=method)
+            assert wrong.status == 405, path
+            assert wrong.headers["allow"] == "GET, HEAD"
+            assert wrong.json == {"error": f"method {method} is not allowed on {path} (allowed: GET, HEAD)"}
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Everything the server sends back on one connection it closes: what http.client would hide."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("path", [*ENDPOINTS, "/dashboard", "/openapi.json", "/metrics/nope"])
+def test_head_is_answered_like_get_without_a_body(server: Server, path: str) -> None:
+    """Monitors probe with HEAD: the same status and headers as GET (content-length included), no body."""
+    get = server.request(path)
+    head = server.request(path, method="HEAD")
+    assert head.text == ""
+    assert head.status == get.status == (404 if path == "/metrics/nope" else 200)
+    for name in ("content-type", "content-length"):
+        assert head.headers[name] == get.headers[name], name
+    assert int(head.headers["content-length"]) == len(get.text.encode())
+    # on the wire: the headers, then nothing (a body would corrupt the next answer on a kept-alive connection)
+    raw = raw_exchange(server.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line == f"HTTP/1.1 {get.status} ".encode() + status_line.split(b" ", 2)[2]
+    assert rest.endswith(b"\r\n\r\n") and rest.count(b"\r\n\r\n") == 1
+    # and a browser's HEAD at / is redirected like its GET
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("HEAD", "/", headers={"Accept": "text/html"})
+    browser = conn.getresponse()
+    conn.close()
+    assert (browser.status, browser.getheader("location")) == (303, "/dashboard")
+
+
+def test_openapi_documents_get_only(server: Server) -> None:
+    paths = server.get_json("/openapi.json")["paths"]
+    assert {path: list(operations) for path, operations in paths.items()} == {
+        path: ["get"] for path in (*ENDPOINTS, "/dashboard")}
 
 
 def test_openapi_describes_every_endpoint_and_field(server: Server, loaded_url: str) -> None:

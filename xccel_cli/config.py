@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from xccel_cli.errors import ConfigError
+from xccel_cli.errors import ConfigError, SourceError
 
 DEFAULT_SOURCE = "https://storage.googleapis.com/xcc-de-assessment/events.json"
 DEFAULT_TIMEOUT_MINUTES = 30
 DEFAULT_MAX_REJECT_SHARE = 0.05
 DEFAULT_SCHEMA = "public"
+MAX_SESSION_HOURS = 24 * 31
 
 
 def env(name: str) -> str | None:
@@ -28,29 +31,77 @@ def database_url(option: str | None) -> str | None:
 
 
 def source(option: str | None) -> str:
-    return option or env("XCCEL_SOURCE") or DEFAULT_SOURCE
+    """--source, else XCCEL_SOURCE, else the public dump; checked at once (see check_source).
+
+    Unlike the other settings, an empty value is an error rather than "unset": an empty --source or
+    XCCEL_SOURCE is a mistake (an unset shell variable, a .env template), and falling back to the public
+    dump would load data nobody asked for.
+    """
+    if option is not None:
+        value, origin = option, f"--source {option!r}"
+    elif (raw := os.environ.get("XCCEL_SOURCE")) is not None:
+        value, origin = raw, "XCCEL_SOURCE is set but empty; unset it for the default dump"
+    else:
+        return DEFAULT_SOURCE
+    if not value.strip():
+        raise ConfigError(f"the source is empty ({origin}): give an http(s) URL, a file path or '-'")
+    check_source(value)
+    return value
+
+
+def check_source(source: str) -> None:
+    """A source that cannot be a valid URL fails here, before any connection: it is never retried.
+
+    The reasons are fixed texts: urllib's own messages may quote the netloc, password included.
+    """
+    shown = mask_url(source)
+    try:
+        parts = urlsplit(source)
+        port = parts.port  # parsed lazily: a port out of range or not a number raises only here
+    except ValueError as exc:
+        reason = "the port must be a number from 1 to 65535" if "Port" in str(exc) else "its host cannot be parsed"
+        raise SourceError(f"invalid source URL {shown}: {reason}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        return  # a path, or a scheme open_source refuses with its own message
+    if not parts.hostname:
+        raise SourceError(f"invalid source URL {shown}: it has no host")
+    if port == 0:
+        raise SourceError(f"invalid source URL {shown}: the port must be a number from 1 to 65535")
 
 
 def schema(option: str | None = None) -> str:
     name = option or env("XCCEL_SCHEMA") or DEFAULT_SCHEMA
     if len(name) > 63 or "\x00" in name:
-        raise ConfigError(f"invalid schema name {name!r}: at most 63 characters")
+        origin = "XCCEL_SCHEMA" if not option else "the schema name"
+        raise ConfigError(f"{origin} must be at most 63 characters (and no NUL), got {name!r}")
     return name
 
 
-def number(value: Any, name: str, kind: type = float) -> Any:
+def env_number(name: str, kind: type, valid: Callable[[Any], bool], expected: str) -> Any:
+    """The XCCEL_* setting `name` as an int or a finite float, None when unset.
+
+    Anything else, unparsable or out of range, is one ConfigError naming the variable and quoting the
+    value as written: "XCCEL_X must be <expected>, got 'abc'".
+    """
+    raw = env(name)
+    if raw is None:
+        return None
     try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not valid(value):
+        raise ConfigError(f"{name} must be {expected}, got {raw!r}")
+    return value
 
 
 def max_reject_share(option: float | None) -> float:
-    raw = option if option is not None else env("XCCEL_MAX_REJECT_SHARE")
-    share = DEFAULT_MAX_REJECT_SHARE if raw is None else number(raw, "the maximum reject share")
-    if not 0 <= share <= 1:
-        raise ConfigError(f"the maximum reject share must be between 0 and 1, got {share}")
-    return share
+    if option is None:
+        share = env_number("XCCEL_MAX_REJECT_SHARE", float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+        return DEFAULT_MAX_REJECT_SHARE if share is None else float(share)
+    if not 0 <= option <= 1:  # also refuses nan, which Click accepts as a float
+        raise ConfigError(f"the maximum reject share must be between 0 and 1, got {option}")
+    return option
 
 
 @dataclass(frozen=True)
@@ -106,53 +157,87 @@ def session_rules(
     split_on_referrer: bool | None = None,
     max_session_hours: float | None = None,
 ) -> SessionRules:
-    """A preset (default ga4), then each explicit option or XCCEL_* setting on top of it."""
-    preset = preset or env("XCCEL_RULES") or "ga4"
+    """A preset (default ga4), then each explicit option or XCCEL_* setting on top of it.
+
+    A bad value from the environment (or .env) is reported under its variable's name; one from an
+    option (already typed by Click) keeps its plain description.
+    """
+    if preset is None and (preset := env("XCCEL_RULES")) is not None and preset not in PRESETS:
+        raise ConfigError(f"XCCEL_RULES must be one of: {', '.join(PRESETS)}, got {preset!r}")
+    preset = preset or "ga4"
     if preset not in PRESETS:
         raise ConfigError(f"unknown rule set {preset!r}; choose one of: {', '.join(PRESETS)}")
     rules = PRESETS[preset]
-    minutes = timeout_minutes if timeout_minutes is not None else env("XCCEL_SESSION_TIMEOUT_MINUTES")
+    minutes = timeout_minutes
+    if minutes is None:
+        minutes = env_number("XCCEL_SESSION_TIMEOUT_MINUTES", int, lambda v: 1 <= v <= 240,
+                             "a whole number of minutes from 1 to 240")
+    elif not 1 <= minutes <= 240:
+        raise ConfigError(f"the session timeout must be between 1 and 240 minutes, got {minutes}")
     if minutes is not None:
-        minutes = number(minutes, "the session timeout (minutes)", int)
-        if not 1 <= minutes <= 240:
-            raise ConfigError(f"the session timeout must be between 1 and 240 minutes, got {minutes}")
         rules = replace(rules, timeout_minutes=minutes)
     midnight = _flag(split_at_midnight, "XCCEL_SPLIT_AT_MIDNIGHT")
     if midnight is not None:
         rules = replace(rules, split_at_midnight=midnight)
     zone = timezone or env("XCCEL_TIMEZONE")
     if zone is not None:
-        _check_timezone(zone)
+        _check_timezone(zone, "XCCEL_TIMEZONE" if not timezone else None)
         rules = replace(rules, timezone=zone)
     referrer = _flag(split_on_referrer, "XCCEL_SPLIT_ON_REFERRER")
     if referrer is not None:
         rules = replace(rules, split_on_referrer=referrer)
-    hours = max_session_hours if max_session_hours is not None else env("XCCEL_MAX_SESSION_HOURS")
+    hours = max_session_hours
+    if hours is None:
+        hours = env_number("XCCEL_MAX_SESSION_HOURS", float, lambda v: 0 < v <= MAX_SESSION_HOURS,
+                           f"a number of hours more than 0 and at most {MAX_SESSION_HOURS}")
+    elif not 0 < hours <= MAX_SESSION_HOURS:  # also refuses nan, which Click accepts as a float
+        raise ConfigError(f"the maximum session length must be more than 0 and at most {MAX_SESSION_HOURS} "
+                          f"hours, got {hours:g}")
     if hours is not None:
-        hours = number(hours, "the maximum session length (hours)")
-        if not 0 < hours <= 24 * 31:
-            raise ConfigError(f"the maximum session length must be more than 0 and at most 744 hours, got {hours:g}")
-        rules = replace(rules, max_session_hours=hours)
+        rules = replace(rules, max_session_hours=float(hours))
     return rules
 
 
-def _check_timezone(name: str) -> None:
+def _check_timezone(name: str, variable: str | None = None) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        if variable:
+            raise ConfigError(f"{variable} must be an IANA time zone name such as Europe/Amsterdam, "
+                              f"got {name!r}") from None
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
 
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+MASK = "***"
+# URL userinfo: everything from the user's ':' to the last '@' before the path (a password may hold '@')
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+# password=... in a URL query (ends at '&': a literal '&' cannot be part of a query value) or in a libpq
+# keyword string (ends at white space, or is a single-quoted value with backslash escapes; an unclosed
+# quote masks the rest of the text). No word boundary in front: PGPASSWORD=, db_password= are masked too.
+_PASSWORD_KEYWORD = re.compile(
+    r"((?<=[?&])password=)([^&\s]*)"
+    r"|(password\s*=\s*)('(?:\\.|[^'\\])*'?|\"(?:\\.|[^\"\\])*\"?|\S*)",
+    re.IGNORECASE,
+)
+# what may follow a mask already in place: text masked twice (a masked URL quoted in an error message
+# that is masked again) keeps the ':' of "...password=***: reason" instead of taking it for the password
+_ALREADY_MASKED = re.compile(rf"{re.escape(MASK)}[:,;.)]?")
+
+
+def _mask_keyword(match: re.Match[str]) -> str:
+    key = match.group(1) or match.group(3)
+    value = match.group(2) if match.group(1) else match.group(4)
+    if _ALREADY_MASKED.fullmatch(value):
+        return key + value
+    return key + MASK
 
 
 def mask_password(text: str) -> str:
-    """Hide passwords in a connection string or any text that may quote one."""
-    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
-    return _PASSWORD_KEYWORD.sub(r"\1***", text)
+    """Hide passwords in a connection string or any text that may quote one (idempotent)."""
+    text = _PASSWORD_IN_URL.sub(rf"\1{MASK}@", text)
+    return _PASSWORD_KEYWORD.sub(_mask_keyword, text)
 
 
 def mask_url(url: str) -> str:
@@ -164,5 +249,5 @@ def mask_url(url: str) -> str:
         return mask_password(url)
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
-    masked = urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    masked = urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc[-1]}"))
     return mask_password(masked)

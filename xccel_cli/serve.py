@@ -410,22 +410,24 @@ def create_app(service: MetricsService) -> FastAPI:
             outage.failed(exc)
             body = Health(status="unavailable", database="down", schema_ready=None, publication_id=None,
                           published_at=None, error=UNAVAILABLE)
-            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+            return JSONResponse(_health_json(body), status_code=503)
         else:
             body = Health(status="ok", database="up", schema_ready=True,
                           publication_id=key[0] if key else None, published_at=key[1] if key else None)
-        return JSONResponse(body.model_dump(mode="json"))
+        return JSONResponse(_health_json(body))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"no such endpoint: {request.url.path} (see /openapi.json)"
         elif exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "GET")
-            message = f"method {request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+            if headers.get("Allow", "GET") == "GET":  # HeadAsGet answers HEAD wherever GET is answered
+                headers["Allow"] = "GET, HEAD"
+            message = f"method {request.method} is not allowed on {request.url.path} (allowed: {headers['Allow']})"
         else:
             message = str(exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(StateError)
     async def not_ready(request: Request, exc: StateError) -> JSONResponse:
@@ -441,7 +443,43 @@ def create_app(service: MetricsService) -> FastAPI:
         "/metrics/orders": lambda: body_of(orders_cache),
         "/metrics/referrers": lambda: body_of(referrers_cache),
     })
+    app.add_middleware(HeadAsGet)  # the outermost: FastPaths and the routes only ever see GET
     return app
+
+
+def _health_json(body: Health) -> dict[str, Any]:
+    """/health as JSON, published_at written like everywhere else (datetime.isoformat: '+00:00', as in
+    `report --json` and /metrics/orders), not pydantic's 'Z'."""
+    data = body.model_dump(mode="json")
+    data["published_at"] = body.published_at.isoformat() if body.published_at else None
+    return data
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body: the same status and headers, content-length included.
+
+    Monitors probe with HEAD. Doing it here keeps the routes GET-only, so /openapi.json documents GET
+    alone, and the fast paths need no HEAD case. uvicorn drops a HEAD response's body by itself; it is
+    dropped here as well so that the answer does not depend on the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        # a copy: the server keeps its own scope, which must still say HEAD
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class FastPaths:

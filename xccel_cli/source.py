@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xccel_cli.config import env, mask_url, number
+from xccel_cli.config import check_source, env_number, mask_url
 from xccel_cli.errors import ConfigError, DataQualityError, SourceError
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,20 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
+MAX_BACKOFF_SECONDS = 3600.0
+MAX_TIMEOUT_SECONDS = 3600.0  # beyond that a socket timeout overflows on some platforms; and nobody waits so long
+# not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)
+INVALID_REQUEST = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                   requests.exceptions.MissingSchema, requests.exceptions.URLRequired,
+                   urllib3.exceptions.LocationValueError)
+
+
 def default_retries() -> int:
     """XCCEL_RETRIES, else 3: how often a failing HTTP source is tried again."""
-    raw = env("XCCEL_RETRIES")
-    retries = DEFAULT_RETRIES if raw is None else number(raw, "XCCEL_RETRIES", int)
+    # two messages, the first one pinned by tests/test_cli.py: "must be a whole number, got 'lots'"
+    retries = env_number("XCCEL_RETRIES", int, lambda v: True, "a whole number")
+    if retries is None:
+        return DEFAULT_RETRIES
     if not 0 <= retries <= 20:
         raise ConfigError(f"XCCEL_RETRIES must be between 0 and 20, got {retries}")
     return int(retries)
@@ -54,14 +64,18 @@ def default_retries() -> int:
 
 def default_backoff_seconds() -> float:
     """XCCEL_RETRY_BACKOFF_SECONDS, else 1: the first wait; each retry doubles it."""
-    raw = env("XCCEL_RETRY_BACKOFF_SECONDS")
-    return DEFAULT_BACKOFF_SECONDS if raw is None else float(number(raw, "XCCEL_RETRY_BACKOFF_SECONDS"))
+    backoff = env_number("XCCEL_RETRY_BACKOFF_SECONDS", float, lambda v: 0 <= v <= MAX_BACKOFF_SECONDS,
+                         f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS:g}")
+    return DEFAULT_BACKOFF_SECONDS if backoff is None else float(backoff)
 
 
 def default_timeout_seconds() -> float:
-    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the longest silence tolerated from an HTTP server."""
-    raw = env("XCCEL_HTTP_TIMEOUT_SECONDS")
-    return DEFAULT_TIMEOUT_SECONDS if raw is None else float(number(raw, "XCCEL_HTTP_TIMEOUT_SECONDS"))
+    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the read timeout of each HTTP request (the longest silence
+    tolerated from the server, before the headers or between two reads of the body); its connect timeout
+    is the same, capped at 10 s. Not a limit on the whole download."""
+    timeout = env_number("XCCEL_HTTP_TIMEOUT_SECONDS", float, lambda v: 0 < v <= MAX_TIMEOUT_SECONDS,
+                         f"a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    return DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
 
 
 class SourceInterrupted(SourceError):
@@ -146,6 +160,7 @@ def _file_chunks(handle, name: str, info: SourceInfo | None = None) -> Iterator[
 
 
 def _local_path(source: str) -> Path:
+    check_source(source)  # a malformed URL is a SourceError here, not a ValueError from urlsplit
     scheme = urlsplit(source).scheme.lower()
     if scheme == "file":
         return Path(urlsplit(source).path)
@@ -155,7 +170,10 @@ def _local_path(source: str) -> Path:
 
 
 def _is_http(source: str) -> bool:
-    return urlsplit(source).scheme.lower() in ("http", "https")
+    try:
+        return urlsplit(source).scheme.lower() in ("http", "https")
+    except ValueError:  # malformed: not a URL we can fetch; check_source says why
+        return False
 
 
 @contextmanager
@@ -173,6 +191,7 @@ def open_source(
     if source == "-":
         yield OpenSource(SourceInfo("stdin", "stdin"), _maybe_gunzip(_file_chunks(sys.stdin.buffer, "stdin"), "stdin"))
         return
+    check_source(source)
     if _is_http(source):
         fetch = HttpFetch(
             source,
@@ -243,6 +262,9 @@ class HttpFetch:
         while True:
             try:
                 response = self.session.get(self.url, stream=True, timeout=self.timeout, headers=headers)
+            except INVALID_REQUEST:
+                # a fixed text: these exceptions quote the URL, password and all
+                raise SourceError(f"cannot fetch {self.shown}: not a valid URL") from None
             except requests.RequestException as exc:
                 if self.failures < self.retries:
                     log.warning("%s: %s", self.shown, _reason(exc))

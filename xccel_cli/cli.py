@@ -257,7 +257,7 @@ def sessionize_command(
     with _connect(database_url) as db:
         result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
     _say(f"sessionized {result.events:,} events into {result.sessions:,} sessions "
-               f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)")
+         f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)")
 
 
 @app.command("load")
@@ -272,7 +272,7 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     with _connect(database_url) as db:
         result = run_load(db, wait=wait)
     _say(f"published {result.events:,} events and {result.sessions:,} sessions "
-               f"(publication {result.publication_id}; {result.seconds:.2f} s)")
+         f"(publication {result.publication_id}; {result.seconds:.2f} s)")
 
 
 class ReportBy(StrEnum):

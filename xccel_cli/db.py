@@ -197,7 +197,6 @@ class Database:
                     )
         self._locked = True
 
-
     def pipeline_lock_held(self) -> bool:
         """Whether some session holds the pipeline lock (read from pg_locks: taking it would race a run)."""
         key = lock_key(self.schema)

@@ -269,6 +269,9 @@ def extract(
                 result.loaded = copied
             else:
                 result.loaded = db.conn.execute(MERGE_STAGE).rowcount
+            # committed with the rows, so runs.loaded > 0 says for certain that this run added events
+            # (load checks it: no result sessionized before them may be published)
+            db.conn.execute("UPDATE runs SET loaded = %s WHERE run_id = %s", (result.loaded, run_id))
         kept = result.logged_in + (result.anonymous if keep_anonymous else 0)
         result.already_loaded = kept - result.loaded
     result.seconds = time.perf_counter() - started

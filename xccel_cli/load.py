@@ -40,9 +40,10 @@ def load(db: Database, run_id: int | None) -> LoadResult:
             raise StateError(
                 "the sessionized result is out of date (another load came first): run `xccel sessionize` again"
             )
+        # extract records runs.loaded in its own transaction: no scan of raw_events needed
         newest = conn.execute(
-            "SELECT coalesce(max(run_id), 0) FROM raw_events WHERE customer_id IS NOT NULL").fetchone()[0]
-        if newest > covers:
+            "SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)).fetchone()[0]
+        if newest is not None:
             raise StateError(
                 f"the sessionized result is out of date (run {newest} extracted events after it): "
                 "run `xccel sessionize` again"

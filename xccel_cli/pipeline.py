@@ -45,6 +45,10 @@ def pause_point(name: str) -> None:
         time.sleep(0.05)
 
 
+# the stages of run-all, in order (stage_seconds keys; jsonb does not keep their order)
+STAGES = ("init_db", "extract", "sessionize", "load", "report")
+
+
 @dataclass
 class RunRecord:
     run_id: int

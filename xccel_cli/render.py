@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from xccel_cli.extract import ExtractResult
 from xccel_cli.metrics import DEFINITIONS, Report
-from xccel_cli.pipeline import RunAllResult
+from xccel_cli.pipeline import STAGES, RunAllResult
 from xccel_cli.referrers import DEFINITIONS as REFERRER_DEFINITIONS
 from xccel_cli.referrers import ReferrerReport
 from xccel_cli.runs import RunRow
@@ -126,23 +127,21 @@ STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow",
 
 def render_runs(rows: list[RunRow]) -> None:
     """One block per run, like `git log`: nothing is cut off on a narrow terminal or in a pipe."""
-    console = Console(highlight=False, soft_wrap=True)  # a long source or error stays one line
-    console.print("xccel runs (newest first)")
+    say = partial(console.print, soft_wrap=True)  # a long source or error stays one line
+    say("xccel runs (newest first)")
     for row in rows:
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        style = STATUS_STYLE.get(row.status, "")
-        console.print(f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
-                      f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC"
-                      + ("" if seconds is None else f"  {seconds:.1f} s"))
+        style = STATUS_STYLE.get(row.status, "default")
+        say(f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
+            f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC" + ("" if seconds is None else f"  {seconds:.1f} s"))
         counts = [f"{name} {value:,}" for name, value in (
             ("lines", row.lines_read), ("loaded", row.loaded), ("duplicates", row.duplicates),
             ("rejected", row.rejected), ("customers touched", row.customers_touched)) if value is not None]
-        order = ("init_db", "extract", "sessionize", "load", "report")  # jsonb does not keep the run's order
         ranked = sorted((row.stage_seconds or {}).items(),
-                        key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+                        key=lambda item: STAGES.index(item[0]) if item[0] in STAGES else len(STAGES))
         stages = [f"{stage} {value:.2f} s" for stage, value in ranked]
         for label, text in (("source", escape(row.source or "")), ("counts", " · ".join(counts)),
                             ("stages", " · ".join(stages)), ("error", f"[red]{escape(row.error or '')}[/red]"
                                                              if row.error else "")):
             if text:
-                console.print(f"    {label:<7} {text}")
+                say(f"    {label:<7} {text}")

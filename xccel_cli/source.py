@@ -160,7 +160,6 @@ def _file_chunks(handle, name: str, info: SourceInfo | None = None) -> Iterator[
 
 
 def _local_path(source: str) -> Path:
-    check_source(source)  # a malformed URL is a SourceError here, not a ValueError from urlsplit
     scheme = urlsplit(source).scheme.lower()
     if scheme == "file":
         return Path(urlsplit(source).path)
@@ -403,7 +402,7 @@ def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: 
     try:
         path = _local_path(source)
         stat = path.stat()
-    except (SourceError, OSError):
+    except (SourceError, OSError, ValueError):  # ValueError: a malformed URL, which open_source refuses
         return False
     if stat.st_size != previous.get("size"):
         return False

@@ -56,14 +56,19 @@ def generator() -> Path | None:
 def make_dump(lines: int, directory: Path) -> Path:
     gen = generator()
     if gen is None:
-        sys.exit(f"bench: no dump generator at {DEFAULT_GENERATOR} (or XCCEL_GEN_EVENTS): "
-                 "pass --path with an event dump (newline-delimited JSON)")
+        sys.exit(
+            f"bench: no dump generator at {DEFAULT_GENERATOR} (or XCCEL_GEN_EVENTS): "
+            "pass --path with an event dump (newline-delimited JSON)"
+        )
     out = directory / f"events-{lines}.ndjson"
     if not out.exists():
         print(f"generating {lines:,} lines into {out} ...", file=sys.stderr, flush=True)
         partial = out.with_suffix(".partial")
-        subprocess.run([sys.executable, str(gen), "--events", str(lines), "--out", str(partial)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(gen), "--events", str(lines), "--out", str(partial)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         partial.rename(out)
     return out
 
@@ -146,8 +151,13 @@ def xccel(args: list[str], parse: bool = True, extra_env: dict[str, str] | None 
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     env.update(extra_env or {})
     started = time.perf_counter()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "xccel"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "xccel"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -172,9 +182,10 @@ def copy_floor(url: str, source_url: str) -> float:
         started = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("TRUNCATE bench_floor")
-            with urllib.request.urlopen(source_url) as response, cur.copy(
-                "COPY bench_floor FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
-            ) as copy:
+            with (
+                urllib.request.urlopen(source_url) as response,
+                cur.copy("COPY bench_floor FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')") as copy,
+            ):
                 while chunk := response.read(1 << 20):
                     copy.write(chunk)
         seconds = time.perf_counter() - started
@@ -230,8 +241,11 @@ def embedded_runs(source_url: str, repeat: int) -> list[Run]:
             subprocess.run(["cp", "-a", str(base / "template"), str(data_dir)], check=True)
             env = {"XCCEL_DATA_DIR": str(data_dir)}
             runs.append(xccel(["run-all", "--source", source_url, "--json"], extra_env=env))
-            print(f"  embedded run {index + 1}/{repeat}: {runs[-1].wall:.2f} s wall, {runs[-1].max_rss_mb:.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  embedded run {index + 1}/{repeat}: {runs[-1].wall:.2f} s wall, {runs[-1].max_rss_mb:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
             shutil.rmtree(data_dir, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -254,8 +268,11 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedde
             databases.append(name)
             run = xccel(["run-all", "--source", source_url, "--json", "--database-url", with_database(admin_url, name)])
             runs.append(run)
-            print(f"  {label} run {index + 1}/{repeat}: {run.wall:.2f} s wall, {run.max_rss_mb:.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {label} run {index + 1}/{repeat}: {run.wall:.2f} s wall, {run.max_rss_mb:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
         last_url = with_database(admin_url, databases[-1])
         again = xccel(["run-all", "--source", source_url, "--json", "--database-url", last_url])
         reread = xccel(["run-all", "--source", source_url, "--json", "--full-refresh", "--database-url", last_url])
@@ -267,11 +284,13 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedde
         admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     first = runs[-1].output
+
     def figures(report: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in report.items() if k not in ("published_at", "publication_id")}
 
     same_report = all(figures(r.output) == figures(first["report"]) for r in reports) and all(
-        figures(r.output["report"]) == figures(first["report"]) for r in (again, reread) if "report" in r.output)
+        figures(r.output["report"]) == figures(first["report"]) for r in (again, reread) if "report" in r.output
+    )
     return {
         "label": label,
         "path": str(path),
@@ -303,27 +322,53 @@ def print_table(result: dict[str, Any]) -> None:
     wall = median(result["wall"])
     total = median(result["total"])
     rows = [
-        ("run-all wall (cold process)", f"{wall:.2f} s",
-         f"min {min(result['wall']):.2f}, max {max(result['wall']):.2f}"),
+        (
+            "run-all wall (cold process)",
+            f"{wall:.2f} s",
+            f"min {min(result['wall']):.2f}, max {max(result['wall']):.2f}",
+        ),
         *[(f"  stage {s}", f"{median(v):.2f} s", "") for s, v in result["stages"].items()],
         ("  start-up, connect, exit", f"{wall - total:.2f} s", "wall - run-all total_seconds"),
         ("lines/s (wall)", f"{result['lines'] / wall:,.0f}", f"{result['bytes'] / wall / 1e6:.0f} MB/s"),
         ("peak RSS of xccel", f"{max(result['max_rss_mb']):.0f} MB", "max over runs"),
-        ("floor: COPY into text table", f"{median(result['floor_copy']):.2f} s",
-         f"run-all wall = {wall / median(result['floor_copy']):.2f}x"),
+        (
+            "floor: COPY into text table",
+            f"{median(result['floor_copy']):.2f} s",
+            f"run-all wall = {wall / median(result['floor_copy']):.2f}x",
+        ),
         ("floor: msgspec decode only", f"{median(result['floor_decode']):.2f} s", ""),
-        *([("run-all, embedded server", f"{median(result['embedded_wall']):.2f} s",
-            "no --database-url: xccel starts and stops its own server")] if result["embedded_wall"] else []),
-        ("second run-all, same dump", f"{result['again_wall']:.2f} s",
-         f"{result['again_status']}, loaded {result['again_loaded']}"),
-        ("run-all --full-refresh, same dump", f"{result['reload_wall']:.2f} s",
-         f"re-read: loaded {result['reload_loaded']}, already {result['reload_already_loaded']:,}; "
-         f"same report: {result['reload_same_report']}"),
-        ("report --json wall", f"{median(result['report_wall']):.2f} s",
-         f"max {max(result['report_wall']):.2f}, {max(result['report_rss_mb']):.0f} MB"),
+        *(
+            [
+                (
+                    "run-all, embedded server",
+                    f"{median(result['embedded_wall']):.2f} s",
+                    "no --database-url: xccel starts and stops its own server",
+                )
+            ]
+            if result["embedded_wall"]
+            else []
+        ),
+        (
+            "second run-all, same dump",
+            f"{result['again_wall']:.2f} s",
+            f"{result['again_status']}, loaded {result['again_loaded']}",
+        ),
+        (
+            "run-all --full-refresh, same dump",
+            f"{result['reload_wall']:.2f} s",
+            f"re-read: loaded {result['reload_loaded']}, already {result['reload_already_loaded']:,}; "
+            f"same report: {result['reload_same_report']}",
+        ),
+        (
+            "report --json wall",
+            f"{median(result['report_wall']):.2f} s",
+            f"max {max(result['report_wall']):.2f}, {max(result['report_rss_mb']):.0f} MB",
+        ),
     ]
-    print(f"\n{result['label']}: {result['lines']:,} lines, {result['bytes'] / 1e6:.0f} MB, "
-          f"{result['loaded']:,} events loaded, median of {result['repeat']}")
+    print(
+        f"\n{result['label']}: {result['lines']:,} lines, {result['bytes'] / 1e6:.0f} MB, "
+        f"{result['loaded']:,} events loaded, median of {result['repeat']}"
+    )
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>10}  {note}")
@@ -343,19 +388,30 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES, help="generate a dump of this many lines")
     parser.add_argument("--path", type=Path, help="use this dump instead of generating one")
     parser.add_argument("--repeat", type=int, default=5, help="run-all runs per dump (median reported)")
-    parser.add_argument("--database-url", help="a PostgreSQL server to create bench databases on "
-                        "(default: a private embedded server in a temp dir)")
-    parser.add_argument("--x10", action="store_true", help="also run a 10x dump (10 x --lines, generated; "
-                        "median of up to 2 runs), for flat memory and linear time")
-    parser.add_argument("--skip-embedded", action="store_true", help="skip the runs where xccel starts its own "
-                        "embedded server")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "xccel-bench",
-                        help="where generated dumps are kept between runs (default: %(default)s)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to create bench databases on (default: a private embedded server in a temp dir)",
+    )
+    parser.add_argument(
+        "--x10",
+        action="store_true",
+        help="also run a 10x dump (10 x --lines, generated; median of up to 2 runs), for flat memory and linear time",
+    )
+    parser.add_argument(
+        "--skip-embedded", action="store_true", help="skip the runs where xccel starts its own embedded server"
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "xccel-bench",
+        help="where generated dumps are kept between runs (default: %(default)s)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
 

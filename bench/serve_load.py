@@ -194,8 +194,11 @@ def published_counts(url: str) -> dict[str, Any] | None:
             result = report(db)
     except Exception:
         return None
-    return None if result.publication_id is None else {"events": result.events, "sessions": result.sessions,
-                                                       "customers": result.customers}
+    return (
+        None
+        if result.publication_id is None
+        else {"events": result.events, "sessions": result.sessions, "customers": result.customers}
+    )
 
 
 def dashboard_render_ms(url: str, repeat: int = 5) -> list[float]:
@@ -215,17 +218,25 @@ def dashboard_render_ms(url: str, repeat: int = 5) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="default: XCCEL_DATABASE_URL, DATABASE_URL, else a temporary "
-                        "embedded PostgreSQL")
-    parser.add_argument("--source", help="a dump to load first with `xccel run-all` (default: the shipped "
-                        "example dump when nothing is published yet)")
-    parser.add_argument("--lines", type=int, help="generate a dump of this many lines (bench.py's generator) "
-                        "and load it; overrides --source")
+    parser.add_argument(
+        "--database-url", help="default: XCCEL_DATABASE_URL, DATABASE_URL, else a temporary embedded PostgreSQL"
+    )
+    parser.add_argument(
+        "--source",
+        help="a dump to load first with `xccel run-all` (default: the shipped "
+        "example dump when nothing is published yet)",
+    )
+    parser.add_argument(
+        "--lines",
+        type=int,
+        help="generate a dump of this many lines (bench.py's generator) and load it; overrides --source",
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring (0: none)")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves the other "
-                        "core to the server)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (default 1: leaves the other core to the server)"
+    )
     parser.add_argument("--skip-flask", action="store_true", help="measure xccel serve only")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     parser.add_argument("--flask-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -237,8 +248,11 @@ def main() -> int:
         flask_baseline(options.flask_baseline, configured)
         return 0
     if shutil.which("wrk") is None:
-        print("serve_load: wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
-              "`brew install wrk` (macOS), then run this again.", file=sys.stderr)
+        print(
+            "serve_load: wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
+            "`brew install wrk` (macOS), then run this again.",
+            file=sys.stderr,
+        )
         return 2
 
     if options.lines:
@@ -250,15 +264,22 @@ def main() -> int:
         source = options.source or (None if published_counts(url) else str(EXAMPLE))
         if source:
             print(f"loading {source} ...", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "xccel_cli", "run-all", "--source", source, "--database-url",
-                            url], check=True, stdout=subprocess.DEVNULL, env=env)
+            subprocess.run(
+                [sys.executable, "-m", "xccel_cli", "run-all", "--source", source, "--database-url", url],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
         counts = published_counts(url)
         if counts is None:
             print("serve_load: nothing is published in that database", file=sys.stderr)
             return 2
-        print(f"data: {counts['events']:,} events, {counts['sessions']:,} sessions, {counts['customers']:,} "
-              f"customers; GET {PATH}, {options.connections} connections, {options.seconds} s, "
-              f"wrk -t{options.threads}", file=sys.stderr)
+        print(
+            f"data: {counts['events']:,} events, {counts['sessions']:,} sessions, {counts['customers']:,} "
+            f"customers; GET {PATH}, {options.connections} connections, {options.seconds} s, "
+            f"wrk -t{options.threads}",
+            file=sys.stderr,
+        )
 
         dashboard_ms = dashboard_render_ms(url)
         figures = []
@@ -268,34 +289,54 @@ def main() -> int:
             figures.append(measure("xccel serve (uvicorn, 1 worker)", f"http://127.0.0.1:{port}{PATH}", options))
         if not options.skip_flask:
             port = free_port()
-            flask = [sys.executable, str(Path(__file__).resolve()), "--flask-baseline", str(port),
-                     "--database-url", url]
+            flask = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--flask-baseline",
+                str(port),
+                "--database-url",
+                url,
+            ]
             with running(flask, f"http://127.0.0.1:{port}{PATH}", env):
-                figures.append(measure("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}",
-                                       options))
+                figures.append(measure("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}", options))
 
     print(f"{'server':<36} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'errors':>7}")
     for f in figures:
-        print(f"{f.server:<36} {f.requests_per_second:>11,.1f} {f.p50_ms:>9,.2f} {f.p99_ms:>9,.2f} "
-              f"{f.requests:>9,} {f.errors:>7,}")
+        print(
+            f"{f.server:<36} {f.requests_per_second:>11,.1f} {f.p50_ms:>9,.2f} {f.p99_ms:>9,.2f} "
+            f"{f.requests:>9,} {f.errors:>7,}"
+        )
     serve_figures = figures[0]
     met = serve_figures.p99_ms <= TARGET_P99_MS and serve_figures.errors == 0
-    summary: dict[str, Any] = {"figures": [asdict(f) for f in figures], "data": counts,
-                               "p99_target_ms": TARGET_P99_MS, "p99_met": serve_figures.p99_ms <= TARGET_P99_MS}
-    print(f"xccel serve p99 {serve_figures.p99_ms:.2f} ms (target <= {TARGET_P99_MS:g} ms: "
-          f"{'met' if summary['p99_met'] else 'MISSED'})")
+    summary: dict[str, Any] = {
+        "figures": [asdict(f) for f in figures],
+        "data": counts,
+        "p99_target_ms": TARGET_P99_MS,
+        "p99_met": serve_figures.p99_ms <= TARGET_P99_MS,
+    }
+    print(
+        f"xccel serve p99 {serve_figures.p99_ms:.2f} ms (target <= {TARGET_P99_MS:g} ms: "
+        f"{'met' if summary['p99_met'] else 'MISSED'})"
+    )
     if len(figures) == 2:
         ratio = serve_figures.requests_per_second / max(figures[1].requests_per_second, 1e-9)
         summary.update(ratio=round(ratio, 1), ratio_target=TARGET_RATIO, ratio_met=ratio >= TARGET_RATIO)
         met = met and ratio >= TARGET_RATIO
-        print(f"throughput {ratio:,.1f}x the Flask server's (target >= {TARGET_RATIO:g}x: "
-              f"{'met' if summary['ratio_met'] else 'MISSED'})")
+        print(
+            f"throughput {ratio:,.1f}x the Flask server's (target >= {TARGET_RATIO:g}x: "
+            f"{'met' if summary['ratio_met'] else 'MISSED'})"
+        )
     dashboard_median = sorted(dashboard_ms)[len(dashboard_ms) // 2]
-    summary.update(dashboard_ms=[round(ms, 1) for ms in dashboard_ms], dashboard_target_ms=TARGET_DASHBOARD_MS,
-                   dashboard_met=dashboard_median <= TARGET_DASHBOARD_MS)
+    summary.update(
+        dashboard_ms=[round(ms, 1) for ms in dashboard_ms],
+        dashboard_target_ms=TARGET_DASHBOARD_MS,
+        dashboard_met=dashboard_median <= TARGET_DASHBOARD_MS,
+    )
     verdict = "met" if summary["dashboard_met"] else "MISSED"
-    print(f"dashboard page (queries + HTML) median {dashboard_median:.0f} ms, max {max(dashboard_ms):.0f} ms over "
-          f"{len(dashboard_ms)} (target <= {TARGET_DASHBOARD_MS:g} ms: {verdict})")
+    print(
+        f"dashboard page (queries + HTML) median {dashboard_median:.0f} ms, max {max(dashboard_ms):.0f} ms over "
+        f"{len(dashboard_ms)} (target <= {TARGET_DASHBOARD_MS:g} ms: {verdict})"
+    )
     met = met and summary["dashboard_met"]
     if options.json:
         print(json.dumps(summary))

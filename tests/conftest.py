@@ -92,7 +92,11 @@ def run_xccel(
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "xccel_cli", *args],
-        input=input, capture_output=True, env=full_env, timeout=timeout, cwd=tempfile.gettempdir(),
+        input=input,
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
     )
     return CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 

@@ -144,10 +144,11 @@ class FaultServer:
                     self.close_connection = True
                 elif fault.kind == "hold":
                     fault.release.wait(120)
-                    self.wfile.write(body[fault.after_bytes:])
+                    self.wfile.write(body[fault.after_bytes :])
 
-            def _simple(self, request: Request, status: int, body: bytes, headers: dict[str, str] | None = None
-                        ) -> None:
+            def _simple(
+                self, request: Request, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 request.status = status
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -161,8 +162,11 @@ class FaultServer:
                 if etag and self.headers.get("If-None-Match") == etag:
                     return True
                 modified = resource.headers.get("Last-Modified")
-                return bool(modified and self.headers.get("If-Modified-Since") == modified
-                            and not self.headers.get("If-None-Match"))
+                return bool(
+                    modified
+                    and self.headers.get("If-Modified-Since") == modified
+                    and not self.headers.get("If-None-Match")
+                )
 
             def _range_start(self, resource: Resource) -> int | None:
                 wanted = self.headers.get("Range", "")

@@ -83,15 +83,17 @@ def sessionize(events: Iterable[dict[str, Any]], rules: SessionRules | None = No
                 starts_by_rule = False
                 if at - previous["timestamp"] >= timeout:
                     starts_by_rule = True
-                if rules.split_at_midnight and at.astimezone(zone).date() != previous["timestamp"].astimezone(
-                    zone
-                ).date():
+                if (
+                    rules.split_at_midnight
+                    and at.astimezone(zone).date() != previous["timestamp"].astimezone(zone).date()
+                ):
                     starts_by_rule = True
                 if rules.split_on_referrer and referrer is not None and referrer != rule_session_referrer:
                     starts_by_rule = True
             # The cap comes after the other rules: it only cuts inside the sessions they made.
-            cut = (not starts_by_rule and cap is not None and piece_started_at is not None
-                   and at - piece_started_at >= cap)
+            cut = (
+                not starts_by_rule and cap is not None and piece_started_at is not None and at - piece_started_at >= cap
+            )
             if starts_by_rule:
                 rule_session_referrer = referrer
             if cut:
@@ -99,32 +101,36 @@ def sessionize(events: Iterable[dict[str, Any]], rules: SessionRules | None = No
             if starts_by_rule or cut:
                 increment += 1
                 piece_started_at = at
-                sessions.append({
-                    "session_id": f"{customer_id}_{increment}",
-                    "customer_id": customer_id,
-                    "session_number": increment,
-                    "started_at": at,
-                    "ended_at": at,
-                    "event_count": 0,
-                    "has_order": False,
-                    "landing_page": _text(event.get("page")),
-                    "referrer": referrer,
-                })
+                sessions.append(
+                    {
+                        "session_id": f"{customer_id}_{increment}",
+                        "customer_id": customer_id,
+                        "session_number": increment,
+                        "started_at": at,
+                        "ended_at": at,
+                        "event_count": 0,
+                        "has_order": False,
+                        "landing_page": _text(event.get("page")),
+                        "referrer": referrer,
+                    }
+                )
             session = sessions[-1]
             session["ended_at"] = at
             session["event_count"] += 1
             session["has_order"] = session["has_order"] or event["event_type"] == "placed_order"
-            tb_events.append({
-                "event_id": event["event_id"],
-                "event_type": event["event_type"],
-                "customer_id": customer_id,
-                "timestamp": at,
-                "prev_timestamp": previous["timestamp"] if previous else None,
-                "new_session": 1 if (starts_by_rule or cut) else 0,
-                "time": (at - previous["timestamp"]).total_seconds() if previous else None,
-                "increment": increment,
-                "session_id": f"{customer_id}_{increment}",
-            })
+            tb_events.append(
+                {
+                    "event_id": event["event_id"],
+                    "event_type": event["event_type"],
+                    "customer_id": customer_id,
+                    "timestamp": at,
+                    "prev_timestamp": previous["timestamp"] if previous else None,
+                    "new_session": 1 if (starts_by_rule or cut) else 0,
+                    "time": (at - previous["timestamp"]).total_seconds() if previous else None,
+                    "increment": increment,
+                    "session_id": f"{customer_id}_{increment}",
+                }
+            )
             previous = event
     for session in sessions:
         session["duration_minutes"] = (session["ended_at"] - session["started_at"]).total_seconds() / 60

@@ -21,9 +21,22 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
     dump.write_text("".join(line + "\n" for line in lines))
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--path", str(dump), "--repeat", "1",
-         "--database-url", pg_admin_url, "--skip-embedded", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench.py"),
+            "--path",
+            str(dump),
+            "--repeat",
+            "1",
+            "--database-url",
+            pg_admin_url,
+            "--skip-embedded",
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "run-all wall (cold process)" in proc.stdout and "floor: COPY into text table" in proc.stdout
@@ -41,9 +54,22 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (Debian: apt-get install -y wrk); the serve load check needs it")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--database-url", database_url,
-         "--seconds", "1", "--warmup", "0", "--connections", "4", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "serve_load.py"),
+            "--database-url",
+            database_url,
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--connections",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode in (0, 1), proc.stderr  # 1: a target missed on a busy machine; 2 would be a failure
     summary = json.loads(proc.stdout.splitlines()[-1])

@@ -26,9 +26,16 @@ from tests.test_serve import Server
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--remote-debugging-pipe",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
 ]
 
 
@@ -51,8 +58,11 @@ class Browser:
 
         self.process = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            preexec_fn=on_fds_3_and_4, close_fds=False, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=on_fds_3_and_4,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_browser)
         os.close(from_browser)
@@ -129,10 +139,14 @@ def load_page(browser: Browser, url: str, width: int = 1200) -> list[str]:
     browser.page("Page.navigate", url=url)
     browser.wait_for_event("Page.loadEventFired")
     # layout settled, and time for late requests (a browser asks for /favicon.ico after the load event)
-    browser.page("Runtime.evaluate", awaitPromise=True,
-                 expression="document.fonts.ready.then(() => new Promise(done => setTimeout(done, 500)))")
-    requested = [e["params"]["request"]["url"] for e in browser.events
-                 if e.get("method") == "Network.requestWillBeSent"]
+    browser.page(
+        "Runtime.evaluate",
+        awaitPromise=True,
+        expression="document.fonts.ready.then(() => new Promise(done => setTimeout(done, 500)))",
+    )
+    requested = [
+        e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"
+    ]
     return [url for url in requested if not url.startswith("data:")]  # inline data never leaves the page
 
 
@@ -200,7 +214,8 @@ def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url:
         assert box["marks"] > 3, (chart_id, box)
         assert box["title"], chart_id
     headline = browser.evaluate(
-        "document.querySelector('#headline-median_visits_before_order .value').getBoundingClientRect().height")
+        "document.querySelector('#headline-median_visits_before_order .value').getBoundingClientRect().height"
+    )
     assert headline > 30  # the headline figures are large
 
     png = screenshot(browser, ARTIFACTS / "dashboard.png")

@@ -39,9 +39,11 @@ def test_an_unreachable_database_keeps_its_password(tmp_path: Path) -> None:
     url = f"postgresql://xccel:{SECRET}@127.0.0.1:{port}/shop"
     result = run_xccel(["run-all", "--source", str(tmp_path / "x.json"), "--database-url", url])
     assert result.exit_code == 5
-    assert result.stderr == (f"Error: cannot connect to the database at postgresql://xccel:***@127.0.0.1:{port}/shop: "
-                             f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
-                             "Connection refused\n")
+    assert result.stderr == (
+        f"Error: cannot connect to the database at postgresql://xccel:***@127.0.0.1:{port}/shop: "
+        f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
+        "Connection refused\n"
+    )
     # the same through the environment, and with -v and --debug off: no password anywhere
     log = tmp_path / "xccel.log"
     env_result = run_xccel(["-v", "--log-file", str(log), "status"], env={"XCCEL_DATABASE_URL": url})
@@ -102,11 +104,15 @@ def test_help_never_shows_a_configured_password(monkeypatch: pytest.MonkeyPatch)
 def test_an_invalid_option_and_an_invalid_value() -> None:
     unknown = run_xccel(["run-all", "--bogus"])  # run as `python -m xccel_cli`, which is what usage shows
     assert unknown.exit_code == 2
-    assert unknown.stderr == ("Usage: python -m xccel_cli run-all [OPTIONS]\nTry 'python -m xccel_cli run-all "
-                              "--help' for help.\n\nError: No such option: --bogus\n")
+    assert unknown.stderr == (
+        "Usage: python -m xccel_cli run-all [OPTIONS]\nTry 'python -m xccel_cli run-all "
+        "--help' for help.\n\nError: No such option: --bogus\n"
+    )
     out_of_range = run_xccel(["run-all", "--timeout-minutes", "0"])
     assert (out_of_range.exit_code, out_of_range.stderr) == (
-        3, "Error: the session timeout must be between 1 and 240 minutes, got 0\n")
+        3,
+        "Error: the session timeout must be between 1 and 240 minutes, got 0\n",
+    )
     bad_env = run_xccel(["run-all"], env={"XCCEL_RETRIES": "lots"})
     assert (bad_env.exit_code, bad_env.stderr) == (3, "Error: XCCEL_RETRIES must be a whole number, got 'lots'\n")
 
@@ -114,8 +120,9 @@ def test_an_invalid_option_and_an_invalid_value() -> None:
 def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path: Path) -> None:
     log = tmp_path / "logs" / "xccel.log"
     log.parent.mkdir()
-    quiet = run_xccel(["--quiet", "--log-file", str(log), "run-all", "--source", str(dump_file),
-                       "--database-url", database_url])
+    quiet = run_xccel(
+        ["--quiet", "--log-file", str(log), "run-all", "--source", str(dump_file), "--database-url", database_url]
+    )
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
     logged = log.read_text()
     assert "run 1 (run-all) started on " in logged and "run 1 (run-all) succeeded" in logged
@@ -127,8 +134,9 @@ def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path
     assert "xccel: run 2 (run-all) started" in verbose.stderr
     assert "xccel: source " in verbose.stderr and "unchanged since run 1" in verbose.stderr
 
-    failed = run_xccel(["--log-file", str(log), "run-all", "--source", str(tmp_path / "gone.json"),
-                        "--database-url", database_url])
+    failed = run_xccel(
+        ["--log-file", str(log), "run-all", "--source", str(tmp_path / "gone.json"), "--database-url", database_url]
+    )
     assert failed.exit_code == 4
     assert failed.stderr == f"Error: source not found: {tmp_path / 'gone.json'}\n"  # printed once
     assert f"ERROR xccel_cli.cli: failed: source not found: {tmp_path / 'gone.json'}" in log.read_text()
@@ -145,8 +153,9 @@ def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> 
     assert lines[0].startswith("published: ") and " by run 1: " in lines[0]
     assert lines[1].startswith("last run: 1 (run-all) started ") and lines[1].endswith(": succeeded")
 
-    assert run_xccel(["run-all", "--source", str(tmp_path / "gone.json"), "--database-url",
-                      database_url]).exit_code == 4
+    assert (
+        run_xccel(["run-all", "--source", str(tmp_path / "gone.json"), "--database-url", database_url]).exit_code == 4
+    )
     failed = run_xccel(["status", "--json", "--database-url", database_url])
     assert failed.exit_code == 9
     data = json.loads(failed.stdout)
@@ -157,8 +166,10 @@ def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> 
     table = run_xccel(["runs", "--database-url", database_url])
     assert table.exit_code == 0
     assert table.stdout.startswith("xccel runs (newest first)\nrun 2  run-all  failed  started ")
-    assert f"\n    source  {tmp_path / 'gone.json'}\n    error   source not found: {tmp_path / 'gone.json'}\n" \
-        in table.stdout  # in full, in a pipe of 80 columns
+    assert (
+        f"\n    source  {tmp_path / 'gone.json'}\n    error   source not found: {tmp_path / 'gone.json'}\n"
+        in table.stdout
+    )  # in full, in a pipe of 80 columns
     assert "\nrun 1  run-all  succeeded  started " in table.stdout and "\n    stages  extract " in table.stdout
     listed = json.loads(run_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [(2, "failed")]
@@ -174,8 +185,16 @@ def test_a_hostile_schema_name_is_only_ever_an_identifier(database_url: str, dum
     listed = json.loads(run_xccel(["runs", "--json", "--database-url", database_url], env=env).stdout)
     assert [run["status"] for run in listed] == ["succeeded"]
     with psycopg.connect(database_url) as conn:
-        tables = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                              "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
-    assert {name for where, name in tables if where == schema} >= {"raw_events", "rejects", "runs", "tb_events",
-                                                                    "sessions", "publications"}
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+    assert {name for where, name in tables if where == schema} >= {
+        "raw_events",
+        "rejects",
+        "runs",
+        "tb_events",
+        "sessions",
+        "publications",
+    }
     assert [name for where, name in tables if where != schema] == []  # nothing landed anywhere else

@@ -16,21 +16,26 @@ UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"  # config errors must come 
 # --- masking -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "masked"), [
-    # URL userinfo, with a password holding '@' and ':'
-    ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
-    ("postgresql://u:se@c:ret@h/db failed", "postgresql://u:***@h/db failed"),
-    # a password in the query ends at '&' (a literal '&' cannot be in a query value); the rest stays
-    ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
-    ("postgresql://u@h/db?sslmode=require&password=se:cret&application_name=x",
-     "postgresql://u@h/db?sslmode=require&password=***&application_name=x"),
-    # libpq keyword strings: plain, spaces around '=', quoted with spaces and an escaped quote
-    ("host=h password=secret dbname=db", "host=h password=*** dbname=db"),
-    ("host=h password = secret dbname=db", "host=h password = *** dbname=db"),
-    ("host=h password='se cr\\'et' dbname=db", "host=h password=*** dbname=db"),
-    ("host=h password='never closed", "host=h password=***"),
-    ("PGPASSWORD=secret psql", "PGPASSWORD=*** psql"),
-])
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # URL userinfo, with a password holding '@' and ':'
+        ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:se@c:ret@h/db failed", "postgresql://u:***@h/db failed"),
+        # a password in the query ends at '&' (a literal '&' cannot be in a query value); the rest stays
+        ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
+        (
+            "postgresql://u@h/db?sslmode=require&password=se:cret&application_name=x",
+            "postgresql://u@h/db?sslmode=require&password=***&application_name=x",
+        ),
+        # libpq keyword strings: plain, spaces around '=', quoted with spaces and an escaped quote
+        ("host=h password=secret dbname=db", "host=h password=*** dbname=db"),
+        ("host=h password = secret dbname=db", "host=h password = *** dbname=db"),
+        ("host=h password='se cr\\'et' dbname=db", "host=h password=*** dbname=db"),
+        ("host=h password='never closed", "host=h password=***"),
+        ("PGPASSWORD=secret psql", "PGPASSWORD=*** psql"),
+    ],
+)
 def test_mask_password_hides_every_shape(text: str, masked: str) -> None:
     assert mask_password(text) == masked
     assert mask_password(masked) == masked  # masking twice changes nothing
@@ -38,8 +43,10 @@ def test_mask_password_hides_every_shape(text: str, masked: str) -> None:
 
 def test_a_masked_url_quoted_in_a_message_keeps_its_punctuation() -> None:
     """The CLI masks the whole error line again; the ':' after an already masked URL must survive."""
-    for url, shown in [("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
-                       ("postgresql://u:secret@h/db", "postgresql://u:***@h/db")]:
+    for url, shown in [
+        ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
+        ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+    ]:
         assert mask_url(url) == shown
         line = f"cannot connect to the database at {mask_url(url)}: connection failed"
         assert mask_password(line) == f"cannot connect to the database at {shown}: connection failed"
@@ -52,48 +59,86 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
     assert result.exit_code == 5
     assert "pw-secret" not in result.stderr + result.stdout
     assert result.stderr.startswith(
-        "Error: cannot connect to the database at postgresql://nobody@127.0.0.1:9/none?password=***: ")
+        "Error: cannot connect to the database at postgresql://nobody@127.0.0.1:9/none?password=***: "
+    )
 
 
 # --- settings from the environment are named; from an option, described ------------------------------
 
 
-@pytest.mark.parametrize(("args", "env", "message"), [
-    (["sessionize"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},
-     "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got 'abc'"),
-    (["sessionize"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "0"},
-     "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got '0'"),
-    (["sessionize", "--timeout-minutes", "300"], {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},  # the option wins
-     "the session timeout must be between 1 and 240 minutes, got 300"),
-    (["run-all", "--source", "x.json"], {"XCCEL_MAX_REJECT_SHARE": "x"},
-     "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got 'x'"),
-    (["run-all", "--source", "x.json"], {"XCCEL_MAX_REJECT_SHARE": "1.5"},
-     "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got '1.5'"),
-    (["run-all", "--source", "x.json", "--max-reject-share", "1.5"], {},
-     "the maximum reject share must be between 0 and 1, got 1.5"),
-    (["sessionize"], {"XCCEL_MAX_SESSION_HOURS": "inf"},
-     "XCCEL_MAX_SESSION_HOURS must be a number of hours more than 0 and at most 744, got 'inf'"),
-    (["sessionize"], {"XCCEL_RULES": "ga5"}, "XCCEL_RULES must be one of: ga4, ga-universal, got 'ga5'"),
-    (["sessionize"], {"XCCEL_TIMEZONE": "Mars/Olympus_Mons"},
-     "XCCEL_TIMEZONE must be an IANA time zone name such as Europe/Amsterdam, got 'Mars/Olympus_Mons'"),
-    (["sessionize"], {"XCCEL_SPLIT_AT_MIDNIGHT": "2"}, "XCCEL_SPLIT_AT_MIDNIGHT must be true or false, got '2'"),
-    (["init-db"], {"XCCEL_SCHEMA": "s" * 64},
-     f"XCCEL_SCHEMA must be at most 63 characters (and no NUL), got '{'s' * 64}'"),
-    (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["sessionize"],
+            {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},
+            "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got 'abc'",
+        ),
+        (
+            ["sessionize"],
+            {"XCCEL_SESSION_TIMEOUT_MINUTES": "0"},
+            "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got '0'",
+        ),
+        (
+            ["sessionize", "--timeout-minutes", "300"],
+            {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},  # the option wins
+            "the session timeout must be between 1 and 240 minutes, got 300",
+        ),
+        (
+            ["run-all", "--source", "x.json"],
+            {"XCCEL_MAX_REJECT_SHARE": "x"},
+            "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got 'x'",
+        ),
+        (
+            ["run-all", "--source", "x.json"],
+            {"XCCEL_MAX_REJECT_SHARE": "1.5"},
+            "XCCEL_MAX_REJECT_SHARE must be a number from 0 to 1, got '1.5'",
+        ),
+        (
+            ["run-all", "--source", "x.json", "--max-reject-share", "1.5"],
+            {},
+            "the maximum reject share must be between 0 and 1, got 1.5",
+        ),
+        (
+            ["sessionize"],
+            {"XCCEL_MAX_SESSION_HOURS": "inf"},
+            "XCCEL_MAX_SESSION_HOURS must be a number of hours more than 0 and at most 744, got 'inf'",
+        ),
+        (["sessionize"], {"XCCEL_RULES": "ga5"}, "XCCEL_RULES must be one of: ga4, ga-universal, got 'ga5'"),
+        (
+            ["sessionize"],
+            {"XCCEL_TIMEZONE": "Mars/Olympus_Mons"},
+            "XCCEL_TIMEZONE must be an IANA time zone name such as Europe/Amsterdam, got 'Mars/Olympus_Mons'",
+        ),
+        (["sessionize"], {"XCCEL_SPLIT_AT_MIDNIGHT": "2"}, "XCCEL_SPLIT_AT_MIDNIGHT must be true or false, got '2'"),
+        (
+            ["init-db"],
+            {"XCCEL_SCHEMA": "s" * 64},
+            f"XCCEL_SCHEMA must be at most 63 characters (and no NUL), got '{'s' * 64}'",
+        ),
+        (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
+    ],
+)
 def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], message: str) -> None:
     result = run_xccel([*args, "--database-url", UNREACHABLE], env=env)
     assert (result.exit_code, result.stdout) == (3, ""), result.stderr
     assert result.stderr == f"Error: {message}\n"
 
 
-@pytest.mark.parametrize(("name", "values", "expected"), [
-    ("XCCEL_HTTP_TIMEOUT_SECONDS", ["-1", "0", "abc", "nan", "1e9"],
-     "a number of seconds more than 0 and at most 3600"),
-    ("XCCEL_RETRY_BACKOFF_SECONDS", ["-1", "abc", "inf"], "a number of seconds from 0 to 3600"),
-])
-def test_bad_http_timing_settings_are_config_errors(name: str, values: list[str], expected: str,
-                                                    db: Database, database_url: str, http_server: Served) -> None:
+@pytest.mark.parametrize(
+    ("name", "values", "expected"),
+    [
+        (
+            "XCCEL_HTTP_TIMEOUT_SECONDS",
+            ["-1", "0", "abc", "nan", "1e9"],
+            "a number of seconds more than 0 and at most 3600",
+        ),
+        ("XCCEL_RETRY_BACKOFF_SECONDS", ["-1", "abc", "inf"], "a number of seconds from 0 to 3600"),
+    ],
+)
+def test_bad_http_timing_settings_are_config_errors(
+    name: str, values: list[str], expected: str, db: Database, database_url: str, http_server: Served
+) -> None:
     source = http_server.add("/e.json", b"")
     for value in values:
         # read when an HTTP source is opened, so this needs a database to get that far
@@ -105,34 +150,50 @@ def test_bad_http_timing_settings_are_config_errors(name: str, values: list[str]
 # --- the source ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("option", "env", "message"), [
-    (["--source", ""], {}, "the source is empty (--source ''): give an http(s) URL, a file path or '-'"),
-    (["--source", " "], {}, "the source is empty (--source ' '): give an http(s) URL, a file path or '-'"),
-    ([], {"XCCEL_SOURCE": ""}, "the source is empty (XCCEL_SOURCE is set but empty; unset it for the default "
-                               "dump): give an http(s) URL, a file path or '-'"),
-])
-def test_an_empty_source_is_an_error_not_the_default_dump(option: list[str], env: dict[str, str],
-                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "env", "message"),
+    [
+        (["--source", ""], {}, "the source is empty (--source ''): give an http(s) URL, a file path or '-'"),
+        (["--source", " "], {}, "the source is empty (--source ' '): give an http(s) URL, a file path or '-'"),
+        (
+            [],
+            {"XCCEL_SOURCE": ""},
+            "the source is empty (XCCEL_SOURCE is set but empty; unset it for the default "
+            "dump): give an http(s) URL, a file path or '-'",
+        ),
+    ],
+)
+def test_an_empty_source_is_an_error_not_the_default_dump(option: list[str], env: dict[str, str], message: str) -> None:
     result = run_xccel(["run-all", *option, "--database-url", UNREACHABLE], env=env)
     assert (result.exit_code, result.stderr) == (3, f"Error: {message}\n")
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("https://[::1", "invalid source URL https://[::1: its host cannot be parsed"),
-    ("http://u:pw-secret@[::1/e.json", "invalid source URL http://u:***@[::1/e.json: its host cannot be parsed"),
-    ("http://", "invalid source URL http://: it has no host"),
-    ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
-    ("http://127.0.0.1:99999/x", "invalid source URL http://127.0.0.1:99999/x: the port must be a number from 1 "
-                                 "to 65535"),
-    ("http://u:pw-secret@127.0.0.1:0/x", "invalid source URL http://u:***@127.0.0.1:0/x: the port must be a "
-                                         "number from 1 to 65535"),
-    ("http://127.0.0.1:http/x", "invalid source URL http://127.0.0.1:http/x: the port must be a number from 1 "
-                                "to 65535"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("https://[::1", "invalid source URL https://[::1: its host cannot be parsed"),
+        ("http://u:pw-secret@[::1/e.json", "invalid source URL http://u:***@[::1/e.json: its host cannot be parsed"),
+        ("http://", "invalid source URL http://: it has no host"),
+        ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
+        (
+            "http://127.0.0.1:99999/x",
+            "invalid source URL http://127.0.0.1:99999/x: the port must be a number from 1 to 65535",
+        ),
+        (
+            "http://u:pw-secret@127.0.0.1:0/x",
+            "invalid source URL http://u:***@127.0.0.1:0/x: the port must be a number from 1 to 65535",
+        ),
+        (
+            "http://127.0.0.1:http/x",
+            "invalid source URL http://127.0.0.1:http/x: the port must be a number from 1 to 65535",
+        ),
+    ],
+)
 def test_a_url_that_cannot_be_valid_fails_at_once(source: str, message: str) -> None:
     started = time.monotonic()
     # an unreachable database: the source is checked before anything is connected or retried
-    result = run_xccel(["run-all", "--source", source, "--database-url", UNREACHABLE],
-                       env={"XCCEL_RETRY_BACKOFF_SECONDS": "2"})
+    result = run_xccel(
+        ["run-all", "--source", source, "--database-url", UNREACHABLE], env={"XCCEL_RETRY_BACKOFF_SECONDS": "2"}
+    )
     assert time.monotonic() - started < 5
     assert (result.exit_code, result.stderr) == (4, f"Error: {message}\n")

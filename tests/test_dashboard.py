@@ -27,8 +27,13 @@ from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
 
 REFERRERS = ["https://www.google.com", "https://bing.com", "https://news.example.org"]
-EVENT_TYPES = ["page_view"] * 2 + ["visit_related_product", "visit_personal_recommendation", "search",
-                                   "add_product_to_cart", "remove_product_from_cart"]
+EVENT_TYPES = ["page_view"] * 2 + [
+    "visit_related_product",
+    "visit_personal_recommendation",
+    "search",
+    "add_product_to_cart",
+    "remove_product_from_cart",
+]
 DURATION_LOWER_BOUNDS = [0, 5, 10, 15, 20, 30, 45, 60, 90, 120]
 
 __all__ = ["CHART_IDS", "write_dump"]
@@ -51,8 +56,11 @@ def write_dump(path: Path, seed: int = 7, customers: int = 40, referrers: list[s
                 kind = "page_view" if position == 0 and rng.random() < 0.7 else rng.choice(EVENT_TYPES)
                 if buyer and position > 0 and rng.random() < 0.15:
                     kind = "placed_order"
-                event: dict[str, Any] = {"customer-id": customer, "timestamp": moment.isoformat(),
-                                         "page": f"https://xcc-webshop.com/p/{rng.randrange(50)}"}
+                event: dict[str, Any] = {
+                    "customer-id": customer,
+                    "timestamp": moment.isoformat(),
+                    "page": f"https://xcc-webshop.com/p/{rng.randrange(50)}",
+                }
                 if position == 0 and referrer:
                     event["referrer"] = referrer
                 event_id += 1
@@ -61,8 +69,13 @@ def write_dump(path: Path, seed: int = 7, customers: int = 40, referrers: list[s
             moment += timedelta(minutes=rng.randrange(31, 900))
     for _ in range(25):
         event_id += 1
-        lines.append({"id": event_id, "type": "page_view",
-                      "event": {"customer-id": None, "timestamp": (start + timedelta(hours=3)).isoformat()}})
+        lines.append(
+            {
+                "id": event_id,
+                "type": "page_view",
+                "event": {"customer-id": None, "timestamp": (start + timedelta(hours=3)).isoformat()},
+            }
+        )
     rng.shuffle(lines)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
@@ -140,12 +153,21 @@ def assert_self_contained(parsed: PageParser) -> None:
 
 def published_rows(db: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     with db.conn.cursor() as cur:
-        cur.execute("SELECT session_id, event_type, \"timestamp\" FROM tb_events")
+        cur.execute('SELECT session_id, event_type, "timestamp" FROM tb_events')
         events = [dict(zip(["session_id", "event_type", "timestamp"], row, strict=True)) for row in cur.fetchall()]
-        cur.execute("SELECT customer_id, session_number, started_at, duration_minutes, event_count, has_order,"
-                    " referrer FROM sessions")
-        names = ["customer_id", "session_number", "started_at", "duration_minutes", "event_count", "has_order",
-                 "referrer"]
+        cur.execute(
+            "SELECT customer_id, session_number, started_at, duration_minutes, event_count, has_order,"
+            " referrer FROM sessions"
+        )
+        names = [
+            "customer_id",
+            "session_number",
+            "started_at",
+            "duration_minutes",
+            "event_count",
+            "has_order",
+            "referrer",
+        ]
         sessions = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     return events, sessions
 
@@ -196,9 +218,16 @@ def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for name, group in groups.items():
         durations = [s["duration_minutes"] for s in group]
-        rows.append([name, len(group), statistics.median(durations),
-                     percentile(durations, 0.9), sum(s["has_order"] for s in group) / len(group),
-                     statistics.fmean(s["event_count"] for s in group)])
+        rows.append(
+            [
+                name,
+                len(group),
+                statistics.median(durations),
+                percentile(durations, 0.9),
+                sum(s["has_order"] for s in group) / len(group),
+                statistics.fmean(s["event_count"] for s in group),
+            ]
+        )
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 
@@ -237,8 +266,7 @@ def expected_funnel(events: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 @pytest.mark.parametrize(("seed", "customers"), [(7, 40), (3, 1), (19, 150)])
-def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path, seed: int,
-                                                    customers: int) -> None:
+def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path, seed: int, customers: int) -> None:
     load_dump(db, write_dump(tmp_path / "events.ndjson", seed=seed, customers=customers))
     page = render_dashboard(db)
     parsed = parse(page)
@@ -256,8 +284,11 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
 
     expected = report(db)
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
-    for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
-                "median_total_minutes_before_order"):
+    for key in (
+        "median_visits_before_order",
+        "median_session_duration_minutes_before_order",
+        "median_total_minutes_before_order",
+    ):
         value = getattr(expected, key)
         assert headlines[key] == ("null" if value is None else repr(value)), key
         shown = re.search(rf'id="headline-{key}".*?<span class="value">([^<]*)</span>', page)
@@ -300,8 +331,10 @@ def test_empty_database_renders_every_chart_frame(db: Database) -> None:
 
 
 def test_hostile_referrers_stay_text(db: Database, tmp_path: Path) -> None:
-    hostile = ['"><script>alert(1)</script><img src="https://evil.example/x.png">',
-               "</title><style>body{background:url(https://evil.example/bg.png)}</style>"]
+    hostile = [
+        '"><script>alert(1)</script><img src="https://evil.example/x.png">',
+        "</title><style>body{background:url(https://evil.example/bg.png)}</style>",
+    ]
     load_dump(db, write_dump(tmp_path / "events.ndjson", seed=11, referrers=hostile))
     page = render_dashboard(db)
     parsed = parse(page)

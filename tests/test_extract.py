@@ -76,8 +76,10 @@ def test_extract_from_stdin_through_the_command(db: Database, database_url: str)
 BAD_LINES: list[tuple[bytes, str]] = [
     (b'{"id": 1, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1', "invalid_json"),
     (b"<html><body>Service unavailable</body></html>", "invalid_json"),
-    (b'{"id": 2, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "page": "caf\xe9"}}',
-     "invalid_utf8"),
+    (
+        b'{"id": 2, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "page": "caf\xe9"}}',
+        "invalid_utf8",
+    ),
     (b'{"type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}}', "missing_field"),
     (b'{"id": 3, "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}}', "missing_field"),
     (b'{"id": 4, "type": "page_view"}', "missing_field"),
@@ -85,16 +87,25 @@ BAD_LINES: list[tuple[bytes, str]] = [
     (b'{"id": 6, "type": "page_view", "event": {"timestamp": "yesterday", "customer-id": 1}}', "bad_timestamp"),
     (b'{"id": "7", "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}}', "bad_id"),
     (b'{"id": 8.5, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}}', "bad_id"),
-    (b'{"id": 9, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": "x1"}}',
-     "bad_customer_id"),
-    (b'{"id": 10, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1.5}}',
-     "bad_customer_id"),
-    (b'{"id": 11, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "page": "a\\u0000b"}}',
-     "nul_character"),
+    (
+        b'{"id": 9, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": "x1"}}',
+        "bad_customer_id",
+    ),
+    (
+        b'{"id": 10, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1.5}}',
+        "bad_customer_id",
+    ),
+    (
+        b'{"id": 11, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "page": "a\\u0000b"}}',
+        "nul_character",
+    ),
     (b"", "empty_line"),
     (b'{"id": 99999999999999999999, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00"}}', "bad_id"),
-    (b'{"id": 12, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": '
-     b'-99999999999999999999}}', "bad_customer_id"),
+    (
+        b'{"id": 12, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": '
+        b"-99999999999999999999}}",
+        "bad_customer_id",
+    ),
 ]
 
 
@@ -148,8 +159,9 @@ def test_duplicates_are_counted_and_the_first_line_wins(db: Database, tmp_path: 
     assert counts == (5, 2, 2, 1)
 
 
-def test_an_html_page_served_with_200_fails_and_publishes_nothing(database_url: str, http_server: Served,
-                                                                    tmp_path: Path) -> None:
+def test_an_html_page_served_with_200_fails_and_publishes_nothing(
+    database_url: str, http_server: Served, tmp_path: Path
+) -> None:
     good = tmp_path / "good.json"
     good.write_bytes(GOOD_DUMP)
     first = run_xccel(["run-all", "--source", str(good), "--json", "--database-url", database_url])

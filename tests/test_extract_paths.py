@@ -43,8 +43,15 @@ def primary_key(db: Database) -> str | None:
 
 
 def counts(result: ExtractResult) -> tuple[int, ...]:
-    return (result.lines_read, result.loaded, result.logged_in, result.anonymous, result.duplicates,
-            result.already_loaded, result.rejected)
+    return (
+        result.lines_read,
+        result.loaded,
+        result.logged_in,
+        result.anonymous,
+        result.duplicates,
+        result.already_loaded,
+        result.rejected,
+    )
 
 
 DUMP = [
@@ -108,7 +115,8 @@ def test_bulk_path_over_http_with_anonymous_kept(db: Database, http_server: Any,
 
 lines_strategy = st.lists(
     st.tuples(st.integers(1, 40), st.one_of(st.none(), st.integers(1, 5)), st.sampled_from("abc")),
-    min_size=1, max_size=40,
+    min_size=1,
+    max_size=40,
 )
 
 
@@ -142,8 +150,11 @@ def test_bulk_and_merge_paths_give_the_same_raw_events(
     db.conn.execute("TRUNCATE raw_events")
     cut = min(cut, len(lines))
     first = extract(db, write_dump(tmp_path / "first.ndjson", lines[:cut]), 1, keep_anonymous=True)
-    second = (extract(db, write_dump(tmp_path / "second.ndjson", lines[cut:]), 2, keep_anonymous=True)
-              if cut < len(lines) else None)
+    second = (
+        extract(db, write_dump(tmp_path / "second.ndjson", lines[cut:]), 2, keep_anonymous=True)
+        if cut < len(lines)
+        else None
+    )
     assert raw_events(db) == bulk_kept
     assert first.loaded + (second.loaded if second else 0) == once_kept.loaded
     assert primary_key(db) == "PRIMARY KEY (event_id)"
@@ -170,9 +181,12 @@ def test_queued_writer_sends_every_batch_in_order(db: Database) -> None:
 def test_queued_writer_hands_a_server_error_to_the_caller(db: Database) -> None:
     """A COPY the server refuses part-way ends in an error in the main thread, not a hang or a lost error."""
     db.conn.execute("CREATE TEMP TABLE small (n int CHECK (n < 1000))")
-    with pytest.raises(psycopg.Error), db.conn.transaction(), db.conn.cursor() as cur, cur.copy(
-        "COPY small FROM STDIN", writer=BoundedQueuedWriter(cur, max_queued=1)
-    ) as copy:
+    with (
+        pytest.raises(psycopg.Error),
+        db.conn.transaction(),
+        db.conn.cursor() as cur,
+        cur.copy("COPY small FROM STDIN", writer=BoundedQueuedWriter(cur, max_queued=1)) as copy,
+    ):
         for start in range(0, 200_000, 1000):
             copy.write("".join(f"{n}\n" for n in range(start, start + 1000)).encode())
     assert db.conn.execute("SELECT count(*) FROM small").fetchone()[0] == 0

@@ -92,8 +92,7 @@ def test_without_range_support_the_extract_starts_over(db: Database, fault_serve
     assert "Range" not in requests[1].headers
 
 
-def test_a_body_shorter_than_content_length_fails_when_retries_run_out(db: Database,
-                                                                        fault_server: FaultServer) -> None:
+def test_a_body_shorter_than_content_length_fails_when_retries_run_out(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("short", after_bytes=100_000)] * 3)
     with pytest.raises(SourceError, match=r"broke off: body shorter than announced; got 100,000 of [\d,]+ bytes"):
         run_extract(db, ExtractOptions(url, retries=2))
@@ -135,16 +134,17 @@ def test_connection_refused_is_retried_until_the_server_answers(db: Database) ->
 
 def test_connection_refused_for_good_is_one_line_exit_4(database_url: str) -> None:
     url = f"http://127.0.0.1:{free_port()}/e.json"
-    result = run_xccel(["run-all", "--source", url, "--retries", "2", "--database-url", database_url],
-                       env={"XCCEL_RETRY_BACKOFF_SECONDS": "0.01"})
+    result = run_xccel(
+        ["run-all", "--source", url, "--retries", "2", "--database-url", database_url],
+        env={"XCCEL_RETRY_BACKOFF_SECONDS": "0.01"},
+    )
     assert result.exit_code == 4
     assert result.stderr.splitlines()[-1] == f"Error: cannot fetch {url}: connection refused (after 3 attempts)"
     assert result.stderr.count("retry ") == 2  # the retries are logged as warnings
 
 
 @pytest.mark.parametrize("status, reason", [(404, "Not Found"), (403, "Forbidden")])
-def test_client_errors_are_not_retried(database_url: str, fault_server: FaultServer, status: int,
-                                       reason: str) -> None:
+def test_client_errors_are_not_retried(database_url: str, fault_server: FaultServer, status: int, reason: str) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("status", status)])
     result = run_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert result.exit_code == 4
@@ -155,21 +155,27 @@ def test_client_errors_are_not_retried(database_url: str, fault_server: FaultSer
 def test_a_non_http_url_and_a_missing_file_exit_4(database_url: str, tmp_path: Path) -> None:
     ftp = run_xccel(["run-all", "--source", "ftp://example.com/e.json", "--database-url", database_url])
     assert (ftp.exit_code, ftp.stderr) == (
-        4, "Error: unsupported source ftp://example.com/e.json: use an http(s) URL, a file path or '-'\n")
+        4,
+        "Error: unsupported source ftp://example.com/e.json: use an http(s) URL, a file path or '-'\n",
+    )
     missing = tmp_path / "nope.json"
     gone = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
     assert (gone.exit_code, gone.stderr) == (4, f"Error: source not found: {missing}\n")
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("http://a..b/e.json", "cannot fetch http://a..b/e.json: not a valid URL"),
-    ("http://exa mple.com/e.json", "cannot fetch http://exa mple.com/e.json: not a valid URL"),
-    ("http://u:pw-secret@a..b/e.json", "cannot fetch http://u:***@a..b/e.json: not a valid URL"),
-    ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
-    ("https://[::1/e.json", "invalid source URL https://[::1/e.json: its host cannot be parsed"),
-])
-def test_a_url_that_cannot_be_fetched_is_not_retried(db: Database, url: str, message: str,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://a..b/e.json", "cannot fetch http://a..b/e.json: not a valid URL"),
+        ("http://exa mple.com/e.json", "cannot fetch http://exa mple.com/e.json: not a valid URL"),
+        ("http://u:pw-secret@a..b/e.json", "cannot fetch http://u:***@a..b/e.json: not a valid URL"),
+        ("https:///e.json", "invalid source URL https:///e.json: it has no host"),
+        ("https://[::1/e.json", "invalid source URL https://[::1/e.json: its host cannot be parsed"),
+    ],
+)
+def test_a_url_that_cannot_be_fetched_is_not_retried(
+    db: Database, url: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Through the library too (not only the CLI's check): a SourceError at once, never a ValueError."""
     with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as caught:
         run_extract(db, ExtractOptions(url, retries=3))
@@ -189,10 +195,11 @@ def test_the_http_timeouts(http_server: Served, monkeypatch: pytest.MonkeyPatch)
             assert fetch.timeout == expected
 
 
-def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(database_url: str,
-                                                                         fault_server: FaultServer) -> None:
+def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(
+    database_url: str, fault_server: FaultServer
+) -> None:
     packed = bytearray(gzip.compress(BODY))
-    packed[len(packed) // 2: len(packed) // 2 + 64] = bytes(64)
+    packed[len(packed) // 2 : len(packed) // 2 + 64] = bytes(64)
     url = fault_server.add("/e.json.gz", bytes(packed))
     result = run_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert result.exit_code == 6
@@ -208,9 +215,16 @@ def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(database_
 RUN_RECORDS = random_events(12_000, customers=300, seed=5)  # about 1.5 MB: more than one chunk
 RUN_BODY = dump(RUN_RECORDS)
 
-METRIC_KEYS = ("median_visits_before_order", "median_session_duration_minutes_before_order",
-               "median_total_minutes_before_order", "customers", "customers_with_orders", "sessions", "events",
-               "rules")
+METRIC_KEYS = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+    "customers",
+    "customers_with_orders",
+    "sessions",
+    "events",
+    "rules",
+)
 
 
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -221,8 +235,13 @@ def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_xccel(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "xccel_cli", *args], env=xccel_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
+    return subprocess.Popen(
+        [sys.executable, "-m", "xccel_cli", *args],
+        env=xccel_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 def wait_for_line(proc: subprocess.Popen[bytes], text: str) -> None:
@@ -244,9 +263,14 @@ def wait_until(check, what: str, timeout: float = 60) -> None:  # type: ignore[n
 
 def backend_waiting_on(url: str, lock_type: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND wait_event_type = 'Lock'"
-            " AND wait_event = %s", (lock_type,)).fetchone()[0] > 0
+        return (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND wait_event_type = 'Lock'"
+                " AND wait_event = %s",
+                (lock_type,),
+            ).fetchone()[0]
+            > 0
+        )
 
 
 def published(url: str) -> tuple[list[tuple], list[tuple], int]:
@@ -296,8 +320,9 @@ def first_day(url: str, batches: tuple[Path, Path]) -> tuple[list, list, int]:
     return published(url)
 
 
-def assert_recovers(url: str, batches: tuple[Path, Path], before: tuple[list, list, int],
-                    reference: tuple[dict, list, list]) -> None:
+def assert_recovers(
+    url: str, batches: tuple[Path, Path], before: tuple[list, list, int], reference: tuple[dict, list, list]
+) -> None:
     """After a killed run: the previous result is intact, and the next run-all catches up exactly."""
     assert published(url) == before
     again = run_xccel(["run-all", "--source", str(batches[1]), "--wait", "--database-url", url])
@@ -311,8 +336,9 @@ def assert_recovers(url: str, batches: tuple[Path, Path], before: tuple[list, li
     assert [r["status"] for r in runs] == ["succeeded", "interrupted", "succeeded"]
 
 
-def test_kill_during_extract(database_url: str, fault_server: FaultServer, batches: tuple[Path, Path],
-                             reference: tuple[dict, list, list]) -> None:
+def test_kill_during_extract(
+    database_url: str, fault_server: FaultServer, batches: tuple[Path, Path], reference: tuple[dict, list, list]
+) -> None:
     before = first_day(database_url, batches)
     hold = Fault("hold", after_bytes=len(RUN_BODY) - 100_000)
     url = fault_server.add("/day2.json", RUN_BODY, faults=[hold])
@@ -321,8 +347,12 @@ def test_kill_during_extract(database_url: str, fault_server: FaultServer, batch
 
     def copying() -> bool:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'"
-                                " AND query LIKE 'COPY %'").fetchone()[0] > 0
+            return (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND query LIKE 'COPY %'"
+                ).fetchone()[0]
+                > 0
+            )
 
     wait_until(copying, "the run to be copying rows")
     proc.kill()
@@ -333,8 +363,9 @@ def test_kill_during_extract(database_url: str, fault_server: FaultServer, batch
 
 
 @pytest.mark.parametrize("where", ["sessionize", "load"])
-def test_kill_in_the_middle_of_a_stage(database_url: str, batches: tuple[Path, Path],
-                                       reference: tuple[dict, list, list], where: str) -> None:
+def test_kill_in_the_middle_of_a_stage(
+    database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list], where: str
+) -> None:
     """A reader's lock holds the run inside the stage's transaction (sessionize: building the *_next
     tables; load: between the two renames of publish.sql), where it is killed."""
     before = first_day(database_url, batches)
@@ -346,8 +377,9 @@ def test_kill_in_the_middle_of_a_stage(database_url: str, batches: tuple[Path, P
         proc = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url])
         wait_until(lambda: backend_waiting_on(database_url, "relation"), f"the run to block inside {where}")
         with psycopg.connect(database_url, autocommit=True) as conn:
-            query = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = 'xccel'"
-                                 " AND wait_event_type = 'Lock'").fetchone()[0]
+            query = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE application_name = 'xccel' AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
         assert ("tb_events_next" if where == "sessionize" else "RENAME") in query
         proc.kill()
         proc.wait()
@@ -355,19 +387,22 @@ def test_kill_in_the_middle_of_a_stage(database_url: str, batches: tuple[Path, P
     assert_recovers(database_url, batches, before, reference)
 
 
-def test_kill_between_sessionize_and_load(database_url: str, batches: tuple[Path, Path],
-                                          reference: tuple[dict, list, list]) -> None:
+def test_kill_between_sessionize_and_load(
+    database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list]
+) -> None:
     before = first_day(database_url, batches)
-    proc = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url],
-                       env={"XCCEL_TEST_PAUSE_AT": "load"})
+    proc = start_xccel(
+        ["run-all", "--source", str(batches[1]), "--database-url", database_url], env={"XCCEL_TEST_PAUSE_AT": "load"}
+    )
     wait_for_line(proc, "paused at load")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert_recovers(database_url, batches, before, reference)
 
 
-def test_the_database_going_away_mid_run(database_url: str, batches: tuple[Path, Path],
-                                         reference: tuple[dict, list, list]) -> None:
+def test_the_database_going_away_mid_run(
+    database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list]
+) -> None:
     before = first_day(database_url, batches)
     with psycopg.connect(database_url) as blocker:
         blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
@@ -386,22 +421,24 @@ def test_the_database_going_away_mid_run(database_url: str, batches: tuple[Path,
 def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
     before = first_day(database_url, batches)
     resume = tmp_path / "resume"
-    first = start_xccel(["run-all", "--source", str(batches[1]), "--database-url", database_url],
-                        env={"XCCEL_TEST_PAUSE_AT": "sessionize", "XCCEL_TEST_RESUME_FILE": str(resume)})
+    first = start_xccel(
+        ["run-all", "--source", str(batches[1]), "--database-url", database_url],
+        env={"XCCEL_TEST_PAUSE_AT": "sessionize", "XCCEL_TEST_RESUME_FILE": str(resume)},
+    )
     wait_for_line(first, "paused at sessionize")
 
     busy = run_xccel(["run-all", "--source", str(batches[1]), "--no-wait", "--database-url", database_url])
     assert busy.exit_code == 7
-    assert busy.stderr == ("Error: another xccel run is in progress on this database; try again later or pass "
-                           "--wait to queue behind it\n")
+    assert busy.stderr == (
+        "Error: another xccel run is in progress on this database; try again later or pass --wait to queue behind it\n"
+    )
 
     # readers are not blocked by the run, and still see the previous result
     assert report_of(database_url)["events"] == len(before[0])
     status = json.loads(run_xccel(["status", "--json", "--database-url", database_url]).stdout)
     assert status["last_run"]["status"] == "running"
 
-    waiting = start_xccel(["run-all", "--source", str(batches[1]), "--wait", "--json", "--database-url",
-                           database_url])
+    waiting = start_xccel(["run-all", "--source", str(batches[1]), "--wait", "--json", "--database-url", database_url])
     wait_until(lambda: backend_waiting_on(database_url, "advisory"), "the second run to queue")
     assert waiting.poll() is None
     resume.touch()

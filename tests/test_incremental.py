@@ -31,8 +31,10 @@ RULES = SessionRules()
 @pytest.fixture
 def two_schemas(database_url: str) -> Iterator[tuple[Database, Database]]:
     """One database, two xccel schemas: 'full' gets everything at once, 'batched' gets batches."""
-    with connect(database_url, "full", create_schema=True) as full, \
-            connect(database_url, "batched", create_schema=True) as batched:
+    with (
+        connect(database_url, "full", create_schema=True) as full,
+        connect(database_url, "batched", create_schema=True) as batched,
+    ):
         yield full, batched
 
 
@@ -66,16 +68,23 @@ def load_batches(db: Database, folder: Path, batches: list[bytes], full_refresh:
 
 minute_offsets = st.sampled_from([0, 1, 29, 30, 31, 59, 60, 61, 120, 24 * 60, 24 * 60 + 29, 365 * 24 * 60])
 events_strategy = st.lists(
-    st.tuples(st.integers(0, 9), st.integers(0, 6), minute_offsets, st.integers(0, 3),
-              st.sampled_from(["page_view", "page_view", "placed_order"])),
-    min_size=4, max_size=60,
+    st.tuples(
+        st.integers(0, 9),
+        st.integers(0, 6),
+        minute_offsets,
+        st.integers(0, 3),
+        st.sampled_from(["page_view", "page_view", "placed_order"]),
+    ),
+    min_size=4,
+    max_size=60,
 )
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=events_strategy, cuts=st.lists(st.integers(1, 59), min_size=1, max_size=4))
-def test_batches_give_the_same_result_as_one_full_run(two_schemas: tuple[Database, Database], tmp_path: Path,
-                                                      raw: list, cuts: list[int]) -> None:
+def test_batches_give_the_same_result_as_one_full_run(
+    two_schemas: tuple[Database, Database], tmp_path: Path, raw: list, cuts: list[int]
+) -> None:
     full, batched = two_schemas
     reset(full)
     reset(batched)
@@ -105,8 +114,9 @@ def test_batches_give_the_same_result_as_one_full_run(two_schemas: tuple[Databas
         assert result.sessionize.customers_rebuilt <= len(customers)
 
 
-def test_full_refresh_rebuilds_everyone_with_the_same_result(two_schemas: tuple[Database, Database],
-                                                              tmp_path: Path) -> None:
+def test_full_refresh_rebuilds_everyone_with_the_same_result(
+    two_schemas: tuple[Database, Database], tmp_path: Path
+) -> None:
     full, batched = two_schemas
     records = random_events(400, customers=25, seed=2)
     load_batches(full, tmp_path, [dump(records)])
@@ -118,8 +128,7 @@ def test_full_refresh_rebuilds_everyone_with_the_same_result(two_schemas: tuple[
     assert published(batched) == published(full)
 
 
-def test_outlier_timestamps_do_not_upset_later_runs(two_schemas: tuple[Database, Database],
-                                                     tmp_path: Path) -> None:
+def test_outlier_timestamps_do_not_upset_later_runs(two_schemas: tuple[Database, Database], tmp_path: Path) -> None:
     full, batched = two_schemas
     day = [event(1, 1, START), event(2, 1, START + timedelta(minutes=10), "placed_order"), event(3, 2, START)]
     future = [event(4, 1, START + timedelta(days=366))]  # a clock a year ahead
@@ -158,28 +167,46 @@ def test_an_unchanged_file_is_recognised_without_reading_it(database_url: str, t
 
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # touched, same bytes: the checksum says unchanged
     touched = run_xccel(["run-all", "--source", str(path), "--json", "--database-url", database_url])
-    assert json.loads(touched.stdout)["run"] == {"run_id": 3, "status": "unchanged", "source": str(path),
-                                                 "unchanged_since_run_id": 2,
-                                                 "total_seconds": json.loads(touched.stdout)["run"]["total_seconds"]}
+    assert json.loads(touched.stdout)["run"] == {
+        "run_id": 3,
+        "status": "unchanged",
+        "source": str(path),
+        "unchanged_since_run_id": 2,
+        "total_seconds": json.loads(touched.stdout)["run"]["total_seconds"],
+    }
 
-    other_rules = run_xccel(["run-all", "--source", str(path), "--timeout-minutes", "20", "--json",
-                             "--database-url", database_url])
+    other_rules = run_xccel(
+        ["run-all", "--source", str(path), "--timeout-minutes", "20", "--json", "--database-url", database_url]
+    )
     assert json.loads(other_rules.stdout)["run"]["lines_read"] == 500  # new rules: everything is redone
 
     with path.open("ab") as handle:
         handle.write(dump([event(10_000, 1, START)]))
-    grown = run_xccel(["run-all", "--source", str(path), "--timeout-minutes", "20", "--json",
-                       "--database-url", database_url])
+    grown = run_xccel(
+        ["run-all", "--source", str(path), "--timeout-minutes", "20", "--json", "--database-url", database_url]
+    )
     run = json.loads(grown.stdout)["run"]
     assert (run["loaded"], run["already_loaded"], run["customers_rebuilt"]) == (1, run["already_loaded"], 1)
 
-    forced = run_xccel(["run-all", "--source", str(path), "--timeout-minutes", "20", "--full-refresh", "--json",
-                        "--database-url", database_url])
+    forced = run_xccel(
+        [
+            "run-all",
+            "--source",
+            str(path),
+            "--timeout-minutes",
+            "20",
+            "--full-refresh",
+            "--json",
+            "--database-url",
+            database_url,
+        ]
+    )
     assert json.loads(forced.stdout)["run"]["lines_read"] == 501
 
 
-def test_an_unchanged_http_source_is_recognised_with_a_conditional_get(database_url: str,
-                                                                       fault_server: FaultServer) -> None:
+def test_an_unchanged_http_source_is_recognised_with_a_conditional_get(
+    database_url: str, fault_server: FaultServer
+) -> None:
     body = dump(random_events(500, seed=4))
     url = fault_server.add("/events.json", body)
     assert run_xccel(["run-all", "--source", url, "--database-url", database_url]).exit_code == 0

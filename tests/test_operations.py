@@ -31,11 +31,11 @@ def xccel_backends(url: str) -> int:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'").fetchone()[0]
 
 
-def test_status_calls_a_killed_run_interrupted_before_the_next_run(database_url: str,
-                                                                   days: tuple[Path, Path]) -> None:
+def test_status_calls_a_killed_run_interrupted_before_the_next_run(database_url: str, days: tuple[Path, Path]) -> None:
     assert run_xccel(["run-all", "--source", str(days[0]), "--database-url", database_url]).exit_code == 0
-    proc = start_xccel(["run-all", "--source", str(days[1]), "--database-url", database_url],
-                       env={"XCCEL_TEST_PAUSE_AT": "load"})
+    proc = start_xccel(
+        ["run-all", "--source", str(days[1]), "--database-url", database_url], env={"XCCEL_TEST_PAUSE_AT": "load"}
+    )
     wait_for_line(proc, "paused at load")
 
     alive = run_xccel(["status", "--json", "--database-url", database_url])
@@ -47,32 +47,44 @@ def test_status_calls_a_killed_run_interrupted_before_the_next_run(database_url:
     wait_until(lambda: xccel_backends(database_url) == 0, "the killed run's connection to close")
     dead = run_xccel(["status", "--database-url", database_url])
     assert dead.exit_code == 9
-    assert ": interrupted: the run ended without recording an outcome (killed, or the connection was lost)" \
-        in dead.stdout
+    assert (
+        ": interrupted: the run ended without recording an outcome (killed, or the connection was lost)" in dead.stdout
+    )
     runs = json.loads(run_xccel(["runs", "--json", "--database-url", database_url]).stdout)
     assert [r["status"] for r in runs] == ["interrupted", "succeeded"]
 
 
 def test_load_refuses_a_result_older_than_the_events(database_url: str, days: tuple[Path, Path]) -> None:
     url = ["--database-url", database_url]
-    for args in (["init-db"], ["extract", "--source", str(days[0])], ["sessionize"],
-                 ["extract", "--source", str(days[1])]):
+    for args in (
+        ["init-db"],
+        ["extract", "--source", str(days[0])],
+        ["sessionize"],
+        ["extract", "--source", str(days[1])],
+    ):
         assert run_xccel([*args, *url]).exit_code == 0
     stale = run_xccel(["load", *url])
     assert (stale.exit_code, stale.stdout) == (8, "")
-    assert stale.stderr == ("Error: the sessionized result is out of date (run 3 extracted events after it): "
-                            "run `xccel sessionize` again\n")
+    assert stale.stderr == (
+        "Error: the sessionized result is out of date (run 3 extracted events after it): run `xccel sessionize` again\n"
+    )
     assert run_xccel(["sessionize", *url]).exit_code == 0
     assert run_xccel(["load", *url]).exit_code == 0
     reported = json.loads(run_xccel(["report", "--json", *url]).stdout)
     assert reported["events"] == len({r["id"] for r in RECORDS if r["event"]["customer-id"] is not None})
 
 
-def test_quiet_silences_every_command_that_changes_data(database_url: str, days: tuple[Path, Path],
-                                                        tmp_path: Path) -> None:
+def test_quiet_silences_every_command_that_changes_data(
+    database_url: str, days: tuple[Path, Path], tmp_path: Path
+) -> None:
     url = ["--database-url", database_url]
-    steps = [["init-db"], ["extract", "--source", str(days[0])], ["sessionize"], ["load"],
-             ["report", "--html", str(tmp_path / "page.html")]]
+    steps = [
+        ["init-db"],
+        ["extract", "--source", str(days[0])],
+        ["sessionize"],
+        ["load"],
+        ["report", "--html", str(tmp_path / "page.html")],
+    ]
     for args in steps:
         said = run_xccel([*args, *url])
         assert said.exit_code == 0 and (said.stdout + said.stderr).strip(), args  # each says what it did ...

@@ -29,8 +29,9 @@ START = datetime(2022, 4, 22, 21, 0, tzinfo=UTC)  # near midnight in UTC and in 
 # Steps between a customer's consecutive events, in seconds: ties, both sides of the 30-minute and
 # 1-minute timeouts, and long gaps; plus the odd microsecond.
 STEPS = st.sampled_from([0, 0, 1, 59, 60, 61, 300, 900, 1199, 1799, 1800, 1801, 2700, 3600, 7200, 30000])
-OFFSETS = st.sampled_from([None, UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)),
-                           timezone(timedelta(hours=5, minutes=30))])
+OFFSETS = st.sampled_from(
+    [None, UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
+)
 REFERRERS = st.sampled_from([None, None, "", "https://google.com", "https://google.com", "https://facebook.com"])
 PAGES = st.sampled_from([None, "", "/", "/cart"])
 TYPES = st.sampled_from(["page_view", "page_view", "search", "placed_order"])
@@ -57,15 +58,27 @@ def dumps(draw: st.DrawFn, max_events: int = 40) -> tuple[list[str], list[dict[s
     for event_id in ids:
         customer = draw(CUSTOMERS)
         clocks[customer] = clocks.get(customer, START) + timedelta(
-            seconds=draw(STEPS), microseconds=draw(st.sampled_from([0] * 8 + [1, 500000])))
-        events.append({"event_id": event_id, "event_type": draw(TYPES), "customer_id": customer,
-                       "timestamp": clocks[customer], "referrer": draw(REFERRERS), "page": draw(PAGES)})
+            seconds=draw(STEPS), microseconds=draw(st.sampled_from([0] * 8 + [1, 500000]))
+        )
+        events.append(
+            {
+                "event_id": event_id,
+                "event_type": draw(TYPES),
+                "customer_id": customer,
+                "timestamp": clocks[customer],
+                "referrer": draw(REFERRERS),
+                "page": draw(PAGES),
+            }
+        )
     events = draw(st.permutations(events))
     lines = []
     for e in events:
         offset = draw(OFFSETS)
-        stamp = (e["timestamp"].replace(tzinfo=None).isoformat() if offset is None
-                 else e["timestamp"].astimezone(offset).isoformat())
+        stamp = (
+            e["timestamp"].replace(tzinfo=None).isoformat()
+            if offset is None
+            else e["timestamp"].astimezone(offset).isoformat()
+        )
         lines.append(line(e, stamp=stamp))
     for _ in range(draw(st.integers(0, 3))):  # duplicated event ids, same or other content
         original = draw(st.sampled_from(events))
@@ -103,9 +116,9 @@ COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, He
 
 @settings(COMMON, max_examples=60)
 @given(dump=dumps(), rules=RULES)
-def test_published_result_equals_the_oracle(shared_db: Database, dump_dir: Path,
-                                            dump: tuple[list[str], list[dict[str, Any]]],
-                                            rules: SessionRules) -> None:
+def test_published_result_equals_the_oracle(
+    shared_db: Database, dump_dir: Path, dump: tuple[list[str], list[dict[str, Any]]], rules: SessionRules
+) -> None:
     lines, events = dump
     reset(shared_db)
     publish(shared_db, lines, rules, directory=dump_dir)
@@ -115,14 +128,20 @@ def test_published_result_equals_the_oracle(shared_db: Database, dump_dir: Path,
 @settings(COMMON, max_examples=30)
 @given(first=dumps(max_events=25), second=dumps(max_events=15), rules=RULES, shift=st.integers(0, 2))
 def test_incremental_equals_full_refresh_and_the_oracle(
-    shared_db: Database, dump_dir: Path, first: tuple[list[str], list[dict[str, Any]]],
-    second: tuple[list[str], list[dict[str, Any]]], rules: SessionRules, shift: int,
+    shared_db: Database,
+    dump_dir: Path,
+    first: tuple[list[str], list[dict[str, Any]]],
+    second: tuple[list[str], list[dict[str, Any]]],
+    rules: SessionRules,
+    shift: int,
 ) -> None:
     """A second batch of late and new events (ids that may repeat the first batch's: already loaded)
     lands between, before and after the first batch's events: sessions merge and split."""
     lines_1, events_1 = first
-    late = [{**e, "event_id": e["event_id"] + 1000, "timestamp": e["timestamp"] - timedelta(minutes=40 * shift)}
-            for e in second[1]]
+    late = [
+        {**e, "event_id": e["event_id"] + 1000, "timestamp": e["timestamp"] - timedelta(minutes=40 * shift)}
+        for e in second[1]
+    ]
     late.append(events_1[0])  # a line the first batch already loaded
     lines_2 = [line(e) for e in late]
     reset(shared_db)
@@ -130,8 +149,11 @@ def test_incremental_equals_full_refresh_and_the_oracle(
     incremental = publish(shared_db, lines_2, rules, directory=dump_dir)
     if rules.max_session_hours is None:
         assert not incremental.full_refresh
-        touched = {e["customer_id"] for e in oracle.dedupe(events_1 + late) if isinstance(e["customer_id"], int)
-                   and e["event_id"] not in {x["event_id"] for x in events_1}}
+        touched = {
+            e["customer_id"]
+            for e in oracle.dedupe(events_1 + late)
+            if isinstance(e["customer_id"], int) and e["event_id"] not in {x["event_id"] for x in events_1}
+        }
         assert incremental.customers_rebuilt == len(touched)
     expected = assert_matches_oracle(shared_db, events_1 + late, rules)
 

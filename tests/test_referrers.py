@@ -17,8 +17,15 @@ from xccel_cli.db import Database
 from xccel_cli.referrers import DIRECT, referrer_report
 
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
-FIELDS = ["referrer", "sessions", "customers", "median_duration_minutes", "p90_duration_minutes",
-          "share_with_order", "mean_events_per_session"]
+FIELDS = [
+    "referrer",
+    "sessions",
+    "customers",
+    "median_duration_minutes",
+    "p90_duration_minutes",
+    "share_with_order",
+    "mean_events_per_session",
+]
 
 
 # --- the oracle: obviously-correct Python over sessions rows --------------------------------------
@@ -39,15 +46,17 @@ def expected_by_referrer(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]
     rows = []
     for referrer, members in groups.items():
         durations = [s["duration_minutes"] for s in members]
-        rows.append({
-            "referrer": referrer,
-            "sessions": len(members),
-            "customers": len({s["customer_id"] for s in members}),
-            "median_duration_minutes": percentile_cont(durations, 0.5),
-            "p90_duration_minutes": percentile_cont(durations, 0.9),
-            "share_with_order": sum(1 for s in members if s["has_order"]) / len(members),
-            "mean_events_per_session": sum(s["event_count"] for s in members) / len(members),
-        })
+        rows.append(
+            {
+                "referrer": referrer,
+                "sessions": len(members),
+                "customers": len({s["customer_id"] for s in members}),
+                "median_duration_minutes": percentile_cont(durations, 0.5),
+                "p90_duration_minutes": percentile_cont(durations, 0.9),
+                "share_with_order": sum(1 for s in members if s["has_order"]) / len(members),
+                "mean_events_per_session": sum(s["event_count"] for s in members) / len(members),
+            }
+        )
     return sorted(rows, key=lambda row: (-row["sessions"], row["referrer"]))
 
 
@@ -79,37 +88,75 @@ def insert_sessions(db: Database, sessions: list[dict[str, Any]]) -> None:
                 "INSERT INTO sessions (session_id, customer_id, session_number, started_at, ended_at,"
                 " duration_minutes, event_count, has_order, landing_page, referrer)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (f"{s['customer_id']}_{number}", s["customer_id"], number, started,
-                 started + timedelta(minutes=s["duration_minutes"]), s["duration_minutes"], s["event_count"],
-                 s["has_order"], None, s["referrer"]),
+                (
+                    f"{s['customer_id']}_{number}",
+                    s["customer_id"],
+                    number,
+                    started,
+                    started + timedelta(minutes=s["duration_minutes"]),
+                    s["duration_minutes"],
+                    s["event_count"],
+                    s["has_order"],
+                    None,
+                    s["referrer"],
+                ),
             )
 
 
 def session(customer: int, referrer: str | None, minutes: float, events: int, order: bool) -> dict[str, Any]:
-    return {"customer_id": customer, "referrer": referrer, "duration_minutes": minutes, "event_count": events,
-            "has_order": order}
+    return {
+        "customer_id": customer,
+        "referrer": referrer,
+        "duration_minutes": minutes,
+        "event_count": events,
+        "has_order": order,
+    }
 
 
 def test_hand_computed_case(db: Database) -> None:
-    insert_sessions(db, [
-        session(1, "https://google.com", 0, 1, False),
-        session(1, "https://google.com", 10, 3, True),
-        session(2, "https://google.com", 20, 5, False),
-        session(2, None, 4, 2, False),
-        session(3, None, 8, 4, True),
-        session(3, "https://bing.com", 30, 6, True),
-    ])
+    insert_sessions(
+        db,
+        [
+            session(1, "https://google.com", 0, 1, False),
+            session(1, "https://google.com", 10, 3, True),
+            session(2, "https://google.com", 20, 5, False),
+            session(2, None, 4, 2, False),
+            session(3, None, 8, 4, True),
+            session(3, "https://bing.com", 30, 6, True),
+        ],
+    )
     result = referrer_report(db)
     assert result.publication_id is None  # rows inserted by hand: nothing was published
     assert result.as_json() == [
         # 3 sessions of 2 customers; durations 0, 10, 20: median 10, p90 at rank 1.8 = 10 + 0.8 * 10
-        {"referrer": "https://google.com", "sessions": 3, "customers": 2, "median_duration_minutes": 10.0,
-         "p90_duration_minutes": 18.0, "share_with_order": 1 / 3, "mean_events_per_session": 3.0},
+        {
+            "referrer": "https://google.com",
+            "sessions": 3,
+            "customers": 2,
+            "median_duration_minutes": 10.0,
+            "p90_duration_minutes": 18.0,
+            "share_with_order": 1 / 3,
+            "mean_events_per_session": 3.0,
+        },
         # no referrer: durations 4, 8: median 6, p90 at rank 0.9 = 4 + 0.9 * 4
-        {"referrer": "(direct)", "sessions": 2, "customers": 2, "median_duration_minutes": 6.0,
-         "p90_duration_minutes": pytest.approx(7.6), "share_with_order": 0.5, "mean_events_per_session": 3.0},
-        {"referrer": "https://bing.com", "sessions": 1, "customers": 1, "median_duration_minutes": 30.0,
-         "p90_duration_minutes": 30.0, "share_with_order": 1.0, "mean_events_per_session": 6.0},
+        {
+            "referrer": "(direct)",
+            "sessions": 2,
+            "customers": 2,
+            "median_duration_minutes": 6.0,
+            "p90_duration_minutes": pytest.approx(7.6),
+            "share_with_order": 0.5,
+            "mean_events_per_session": 3.0,
+        },
+        {
+            "referrer": "https://bing.com",
+            "sessions": 1,
+            "customers": 1,
+            "median_duration_minutes": 30.0,
+            "p90_duration_minutes": 30.0,
+            "share_with_order": 1.0,
+            "mean_events_per_session": 6.0,
+        },
     ]
 
 

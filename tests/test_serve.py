@@ -62,8 +62,9 @@ class Server:
         if database_url is not None:
             args += ["--database-url", database_url]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                         cwd=tempfile.gettempdir())
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tempfile.gettempdir()
+            )
         self.wait_until_listening()
 
     def wait_until_listening(self, timeout: float = 60) -> None:
@@ -83,8 +84,7 @@ class Server:
         try:
             conn.request(method, path)
             response = conn.getresponse()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                         response.read().decode())
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode())
         finally:
             conn.close()
 
@@ -272,7 +272,8 @@ def test_head_is_answered_like_get_without_a_body(server: Server, path: str) -> 
 def test_openapi_documents_get_only(server: Server) -> None:
     paths = server.get_json("/openapi.json")["paths"]
     assert {path: list(operations) for path, operations in paths.items()} == {
-        path: ["get"] for path in (*ENDPOINTS, "/dashboard")}
+        path: ["get"] for path in (*ENDPOINTS, "/dashboard")
+    }
 
 
 def test_openapi_describes_every_endpoint_and_field(server: Server, loaded_url: str) -> None:
@@ -307,8 +308,10 @@ def test_the_connection_pool_stays_small_under_concurrent_requests(server: Serve
         statuses = list(pool.map(lambda i: server.request(ENDPOINTS[i % 4]).status, range(400)))
     assert statuses == [200] * 400
     with psycopg.connect(loaded_url) as conn:
-        count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel-serve'"
-                             " AND datname = current_database()").fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel-serve'"
+            " AND datname = current_database()"
+        ).fetchone()
     assert count is not None and 1 <= count[0] <= CHECK_LANES + POOL_MAX_SIZE
 
 
@@ -322,8 +325,12 @@ def dump(first_id: int, customers: range, when: datetime, referrer: str) -> byte
     for customer in customers:
         kinds = ["page_view", "placed_order"] if customer % 2 == 0 else ["page_view", "search"]
         for step, kind in enumerate(kinds):
-            event = {"customer-id": customer, "timestamp": (when + timedelta(minutes=10 * step)).isoformat(),
-                     "page": "https://xcc-webshop.com/cart", "referrer": referrer}
+            event = {
+                "customer-id": customer,
+                "timestamp": (when + timedelta(minutes=10 * step)).isoformat(),
+                "page": "https://xcc-webshop.com/cart",
+                "referrer": referrer,
+            }
             lines.append(json.dumps({"id": event_id, "type": kind, "event": event}))
             event_id += 1
     return ("\n".join(lines) + "\n").encode()
@@ -421,8 +428,12 @@ class RestartablePostgres:
         self.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user, timeout=60)
 
     def start(self) -> None:
-        self.pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log"), "start"],
-                    pgdata=self.pgdata, user=self.server.system_user, timeout=60)
+        self.pg_ctl(
+            ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log"), "start"],
+            pgdata=self.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
 
     def running(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists()
@@ -494,8 +505,10 @@ def test_with_no_database_url_the_embedded_server_runs_while_serving(serve: Any,
 
 def test_an_unreachable_database_at_startup_is_one_line_and_exit_code_5() -> None:
     port = free_port()  # nothing listens there
-    result = run_xccel(["serve", "--port", str(free_port()),
-                        "--database-url", f"postgresql://me:pw-secret@127.0.0.1:{port}/shop"], timeout=60)
+    result = run_xccel(
+        ["serve", "--port", str(free_port()), "--database-url", f"postgresql://me:pw-secret@127.0.0.1:{port}/shop"],
+        timeout=60,
+    )
     assert result.exit_code == 5
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot connect to the database at ")

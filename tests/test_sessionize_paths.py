@@ -43,8 +43,10 @@ def test_both_ways_give_the_oracle_result(db: Database, rules: SessionRules, hel
 
 def test_incremental_runs_one_connection(db: Database) -> None:
     single = without_helper(db)
-    first = [event(1, 1, "2022-04-22 10:00:00", referrer="https://a.example", page="/"),
-             event(2, 2, "2022-04-22 10:00:00")]
+    first = [
+        event(1, 1, "2022-04-22 10:00:00", referrer="https://a.example", page="/"),
+        event(2, 2, "2022-04-22 10:00:00"),
+    ]
     later = [event(3, 1, "2022-04-22 10:10:00"), event(4, 3, "2022-04-22 11:00:00", page="/x")]
     publish(single, first)
     result = publish(single, later)

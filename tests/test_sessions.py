@@ -23,11 +23,15 @@ C1 = [
     event(13, 1, "2022-04-22 11:05:00", page="/checkout"),
 ]
 C2 = [event(20, 2, "2022-04-22 09:00:00")]  # never orders
-C3 = [event(30, 3, "2022-04-22 12:00:00", "placed_order"),  # orders in the first session ...
-      event(31, 3, "2022-04-22 15:00:00", "placed_order")]  # ... and again later
-C4 = [event(40, 4, "2022-04-22 23:50:00"),  # one session across midnight (UTC), order after it
-      event(41, 4, "2022-04-23 00:10:00"),
-      event(42, 4, "2022-04-23 00:15:00", "placed_order")]
+C3 = [
+    event(30, 3, "2022-04-22 12:00:00", "placed_order"),  # orders in the first session ...
+    event(31, 3, "2022-04-22 15:00:00", "placed_order"),
+]  # ... and again later
+C4 = [
+    event(40, 4, "2022-04-22 23:50:00"),  # one session across midnight (UTC), order after it
+    event(41, 4, "2022-04-23 00:10:00"),
+    event(42, 4, "2022-04-23 00:15:00", "placed_order"),
+]
 ANONYMOUS = event(50, None, "2022-04-22 10:00:01")
 
 
@@ -56,21 +60,39 @@ EXPECTED_TB_EVENTS = [
     (41, "page_view", 4, at("2022-04-23 00:10:00"), at("2022-04-22 23:50:00"), 0, 1200.0, 1, "4_1"),
     (42, "placed_order", 4, at("2022-04-23 00:15:00"), at("2022-04-23 00:10:00"), 0, 300.0, 1, "4_1"),
 ]
-TB_COLUMNS = ("event_id", "event_type", "customer_id", "timestamp", "prev_timestamp", "new_session", "time",
-              "increment", "session_id")
+TB_COLUMNS = (
+    "event_id",
+    "event_type",
+    "customer_id",
+    "timestamp",
+    "prev_timestamp",
+    "new_session",
+    "time",
+    "increment",
+    "session_id",
+)
 
 EXPECTED_SESSIONS = [
     # session_id, customer, number, started, ended, minutes, events, has_order, landing_page, referrer
-    ("1_1", 1, 1, at("2022-04-22 10:00:00"), at("2022-04-22 10:29:59"), 1799 / 60, 2, False, "/",
-     "https://google.com"),
+    ("1_1", 1, 1, at("2022-04-22 10:00:00"), at("2022-04-22 10:29:59"), 1799 / 60, 2, False, "/", "https://google.com"),
     ("1_2", 1, 2, at("2022-04-22 10:59:59"), at("2022-04-22 11:05:00"), 301 / 60, 3, True, None, None),
     ("2_1", 2, 1, at("2022-04-22 09:00:00"), at("2022-04-22 09:00:00"), 0.0, 1, False, None, None),
     ("3_1", 3, 1, at("2022-04-22 12:00:00"), at("2022-04-22 12:00:00"), 0.0, 1, True, None, None),
     ("3_2", 3, 2, at("2022-04-22 15:00:00"), at("2022-04-22 15:00:00"), 0.0, 1, True, None, None),
     ("4_1", 4, 1, at("2022-04-22 23:50:00"), at("2022-04-23 00:15:00"), 25.0, 3, True, None, None),
 ]
-SESSION_COLUMNS = ("session_id", "customer_id", "session_number", "started_at", "ended_at", "duration_minutes",
-                   "event_count", "has_order", "landing_page", "referrer")
+SESSION_COLUMNS = (
+    "session_id",
+    "customer_id",
+    "session_number",
+    "started_at",
+    "ended_at",
+    "duration_minutes",
+    "event_count",
+    "has_order",
+    "landing_page",
+    "referrer",
+)
 
 EXPECTED_METRICS = {
     # first order sessions: customer 1 -> 2, customer 3 -> 1, customer 4 -> 1; customer 2 never orders
@@ -114,8 +136,11 @@ def test_offsets_are_converted_to_utc(db: Database) -> None:
         line(event(3, 7, "2022-04-22 10:49:59"), stamp="2022-04-22T12:49:59+02:00"),
     ]
     publish(db, lines)
-    events = [event(1, 7, datetime(2022, 4, 22, 12, tzinfo=plus_two)), event(2, 7, "2022-04-22 10:20:00"),
-              event(3, 7, datetime(2022, 4, 22, 12, 49, 59, tzinfo=plus_two))]
+    events = [
+        event(1, 7, datetime(2022, 4, 22, 12, tzinfo=plus_two)),
+        event(2, 7, "2022-04-22 10:20:00"),
+        event(3, 7, datetime(2022, 4, 22, 12, 49, 59, tzinfo=plus_two)),
+    ]
     expected = assert_matches_oracle(db, events)
     assert [row["new_session"] for row in expected.tb_events] == [1, 0, 0]
 

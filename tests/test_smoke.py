@@ -20,8 +20,12 @@ def test_run_all_on_the_example_dump(database_url: str) -> None:
     assert run["lines_read"] == run["rejected"] + run["duplicates"] + run["loaded"] + run["anonymous"]
     assert report["events"] == run["loaded"]
     assert report["customers"] > 0 and report["sessions"] >= report["customers"]
-    for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
-                "median_total_minutes_before_order", "customers_with_orders"):
+    for key in (
+        "median_visits_before_order",
+        "median_session_duration_minutes_before_order",
+        "median_total_minutes_before_order",
+        "customers_with_orders",
+    ):
         assert key in report
 
     again = run_xccel(["report", "--json", "--database-url", database_url])

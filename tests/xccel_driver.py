@@ -22,8 +22,13 @@ from xccel_cli.metrics import Report, report
 from xccel_cli.pipeline import ExtractOptions, run_extract, run_load, run_sessionize
 
 METRIC_KEYS = (
-    "median_visits_before_order", "median_session_duration_minutes_before_order",
-    "median_total_minutes_before_order", "customers", "customers_with_orders", "sessions", "events",
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+    "customers",
+    "customers_with_orders",
+    "sessions",
+    "events",
 )
 _dumps = itertools.count(1)
 TABLES = ("raw_events", "rejects", "tb_events", "sessions", "publications", "staged_result", "runs")
@@ -34,10 +39,22 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def event(event_id: int, customer_id: int | None, at: datetime | str, event_type: str = "page_view",
-          referrer: str | None = None, page: str | None = None) -> dict[str, Any]:
-    return {"event_id": event_id, "event_type": event_type, "customer_id": customer_id,
-            "timestamp": utc(at) if isinstance(at, str) else at, "referrer": referrer, "page": page}
+def event(
+    event_id: int,
+    customer_id: int | None,
+    at: datetime | str,
+    event_type: str = "page_view",
+    referrer: str | None = None,
+    page: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "customer_id": customer_id,
+        "timestamp": utc(at) if isinstance(at, str) else at,
+        "referrer": referrer,
+        "page": page,
+    }
 
 
 def line(e: dict[str, Any], *, stamp: str | None = None) -> str:
@@ -56,8 +73,14 @@ def write_dump(lines: Iterable[str], directory: Path | None = None) -> Path:
     return path
 
 
-def publish(db: Database, events_or_lines: Iterable[dict[str, Any] | str], rules: SessionRules | None = None,
-            *, full_refresh: bool = False, directory: Path | None = None) -> Any:
+def publish(
+    db: Database,
+    events_or_lines: Iterable[dict[str, Any] | str],
+    rules: SessionRules | None = None,
+    *,
+    full_refresh: bool = False,
+    directory: Path | None = None,
+) -> Any:
     """Extract the events (as dump lines), sessionize with the rules and publish; the SessionizeResult."""
     lines = [item if isinstance(item, str) else line(item) for item in events_or_lines]
     path = write_dump(lines, directory)
@@ -83,10 +106,12 @@ def published(db: Database) -> Published:
     with db.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         tb_events = cur.execute(
             'SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp, new_session, "time",'
-            " increment, session_id FROM tb_events ORDER BY event_id").fetchall()
+            " increment, session_id FROM tb_events ORDER BY event_id"
+        ).fetchall()
         sessions = cur.execute(
             "SELECT session_id, customer_id, session_number, started_at, ended_at, duration_minutes, event_count,"
-            " has_order, landing_page, referrer FROM sessions ORDER BY customer_id, session_number").fetchall()
+            " has_order, landing_page, referrer FROM sessions ORDER BY customer_id, session_number"
+        ).fetchall()
         cut = cur.execute("SELECT cut_sessions FROM publications ORDER BY publication_id DESC LIMIT 1").fetchone()
     return Published(tb_events, sessions, report(db), cut["cut_sessions"] if cut else 0)
 
@@ -106,8 +131,9 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any]) -> None:
             assert got == want, (key, got, want)
 
 
-def assert_matches_oracle(db: Database, events: list[dict[str, Any]], rules: SessionRules | None = None) -> \
-        oracle.Expected:
+def assert_matches_oracle(
+    db: Database, events: list[dict[str, Any]], rules: SessionRules | None = None
+) -> oracle.Expected:
     """The published tables, the metrics and the cut count equal the oracle's, row for row."""
     expected = oracle.sessionize(events, rules)
     got = published(db)

@@ -64,18 +64,31 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _text(x: float, y: float, content: str, *, anchor: str = "start", size: int = FONT, color: str = MUTED,
-          weight: str = "normal", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" fill="{color}"'
-            f' font-weight="{weight}"{extra}>{escape(content)}</text>')
+def _text(
+    x: float,
+    y: float,
+    content: str,
+    *,
+    anchor: str = "start",
+    size: int = FONT,
+    color: str = MUTED,
+    weight: str = "normal",
+    extra: str = "",
+) -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" fill="{color}"'
+        f' font-weight="{weight}"{extra}>{escape(content)}</text>'
+    )
 
 
 def _open(chart_id: str, title: str, description: str, width: int, height: int) -> str:
-    return (f'<svg id="{escape(chart_id)}" class="chart" role="img" aria-labelledby="{escape(chart_id)}-title '
-            f'{escape(chart_id)}-desc" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            f'preserveAspectRatio="xMinYMin meet">'
-            f'<title id="{escape(chart_id)}-title">{escape(title)}</title>'
-            f'<desc id="{escape(chart_id)}-desc">{escape(description)}</desc>')
+    return (
+        f'<svg id="{escape(chart_id)}" class="chart" role="img" aria-labelledby="{escape(chart_id)}-title '
+        f'{escape(chart_id)}-desc" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'preserveAspectRatio="xMinYMin meet">'
+        f'<title id="{escape(chart_id)}-title">{escape(title)}</title>'
+        f'<desc id="{escape(chart_id)}-desc">{escape(description)}</desc>'
+    )
 
 
 def _legend(series: Sequence[Series], x: float, y: float) -> str:
@@ -93,16 +106,27 @@ def truncate(label: str, limit: int) -> str:
 
 def empty_chart(chart_id: str, title: str, message: str, width: int = 520, height: int = 120) -> str:
     """The frame of a chart with nothing to draw, saying why."""
-    return (_open(chart_id, title, message, width, height)
-            + f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="#f7f9fc" stroke="{GRID}"/>'
-            + _text(width / 2, height / 2 + 4, message, anchor="middle", size=13)
-            + "</svg>")
+    return (
+        _open(chart_id, title, message, width, height)
+        + f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="#f7f9fc" stroke="{GRID}"/>'
+        + _text(width / 2, height / 2 + 4, message, anchor="middle", size=13)
+        + "</svg>"
+    )
 
 
 def bar_chart(
-    *, chart_id: str, title: str, description: str, categories: Sequence[str], series: Sequence[Series],
-    x_label: str, y_label: str, fmt: Formatter = number, marker: tuple[float, str] | None = None,
-    width: int = 520, height: int = 300,
+    *,
+    chart_id: str,
+    title: str,
+    description: str,
+    categories: Sequence[str],
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    fmt: Formatter = number,
+    marker: tuple[float, str] | None = None,
+    width: int = 520,
+    height: int = 300,
 ) -> str:
     """Vertical bars per category (grouped when several series); marker = (category position, label)
     draws a dashed line, e.g. at the median (position 2.5 = halfway between categories 2 and 3)."""
@@ -126,21 +150,33 @@ def bar_chart(
             if value is None:
                 continue
             h = value * scale
-            out.append(f'<rect x="{x0 + j * bar_w:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" '
-                       f'height="{h:.1f}" fill="{item.color}"><title>{escape(item.name)}, {escape(category)}: '
-                       f'{escape(fmt(value))}</title></rect>')
+            out.append(
+                f'<rect x="{x0 + j * bar_w:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" '
+                f'height="{h:.1f}" fill="{item.color}"><title>{escape(item.name)}, {escape(category)}: '
+                f"{escape(fmt(value))}</title></rect>"
+            )
         if i % every == 0:
             out.append(_text(left + (i + 0.5) * slot, top + plot_h + 15, category, anchor="middle", size=11))
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{MUTED}"/>')
     if marker is not None:
         position, label = marker
         x = left + (position + 0.5) * slot
-        out.append(f'<line class="marker" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" '
-                   f'stroke="{INK}" stroke-width="1.5" stroke-dasharray="5 3"/>')
+        out.append(
+            f'<line class="marker" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" '
+            f'stroke="{INK}" stroke-width="1.5" stroke-dasharray="5 3"/>'
+        )
         out.append(_text(x + 4, top + 8, label, color=INK, weight="bold"))
     out.append(_text(left + plot_w / 2, height - 22, x_label, anchor="middle", color=INK))
-    out.append(_text(14, top + plot_h / 2, y_label, anchor="middle", color=INK,
-                     extra=f' transform="rotate(-90 14 {top + plot_h / 2:.1f})"'))
+    out.append(
+        _text(
+            14,
+            top + plot_h / 2,
+            y_label,
+            anchor="middle",
+            color=INK,
+            extra=f' transform="rotate(-90 14 {top + plot_h / 2:.1f})"',
+        )
+    )
     if len(series) > 1:
         out.append(_legend(series, left, height - 4))
     out.append("</svg>")
@@ -148,8 +184,15 @@ def bar_chart(
 
 
 def hbar_panels(
-    *, chart_id: str, title: str, description: str, labels: Sequence[str], panels: Sequence[Panel],
-    width: int = 1040, label_width: int = 190, row_height: int = 30,
+    *,
+    chart_id: str,
+    title: str,
+    description: str,
+    labels: Sequence[str],
+    panels: Sequence[Panel],
+    width: int = 1040,
+    label_width: int = 190,
+    row_height: int = 30,
 ) -> str:
     """Horizontal bars, one row per label, in side-by-side panels that each have their own x axis."""
     top, bottom, gap = 40, 58, 26
@@ -158,8 +201,16 @@ def hbar_panels(
     out = [_open(chart_id, title, description, width, height)]
     for row, label in enumerate(labels):
         y = top + row * row_height + row_height / 2 + 4
-        out.append(_text(label_width - 8, y, truncate(label, 26), anchor="end", color=INK,
-                         extra="" if len(label) <= 26 else f' data-full="{escape(label)}"'))
+        out.append(
+            _text(
+                label_width - 8,
+                y,
+                truncate(label, 26),
+                anchor="end",
+                color=INK,
+                extra="" if len(label) <= 26 else f' data-full="{escape(label)}"',
+            )
+        )
     plot_h = row_height * len(labels)
     for p, panel in enumerate(panels):
         x0 = label_width + p * (panel_w + gap) + 6
@@ -180,9 +231,11 @@ def hbar_panels(
                     continue
                 y = top + row * row_height + row_height * 0.15 + j * bar_h
                 w = value * scale
-                out.append(f'<rect x="{x0:.1f}" y="{y:.1f}" width="{w:.1f}" height="{bar_h:.1f}" '
-                           f'fill="{item.color}"><title>{escape(label)}, {escape(item.name)}: '
-                           f'{escape(panel.fmt(value))}</title></rect>')
+                out.append(
+                    f'<rect x="{x0:.1f}" y="{y:.1f}" width="{w:.1f}" height="{bar_h:.1f}" '
+                    f'fill="{item.color}"><title>{escape(label)}, {escape(item.name)}: '
+                    f"{escape(panel.fmt(value))}</title></rect>"
+                )
                 out.append(_text(x0 + w + 4, y + bar_h / 2 + 4, panel.fmt(value), size=10, color=INK))
         out.append(f'<line x1="{x0:.1f}" x2="{x0:.1f}" y1="{top}" y2="{top + plot_h}" stroke="{MUTED}"/>')
         out.append(_text(x0 + plot_w / 2, top + plot_h + 34, panel.x_label, anchor="middle", color=INK))
@@ -193,8 +246,17 @@ def hbar_panels(
 
 
 def line_chart(
-    *, chart_id: str, title: str, description: str, categories: Sequence[str], series: Sequence[Series],
-    x_label: str, y_label: str, fmt: Formatter = number, width: int = 520, height: int = 300,
+    *,
+    chart_id: str,
+    title: str,
+    description: str,
+    categories: Sequence[str],
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    fmt: Formatter = number,
+    width: int = 520,
+    height: int = 300,
 ) -> str:
     """Lines over ordered categories (days), with a dot per value when there are few."""
     left, right, top, bottom = 62, 16, 34, 58
@@ -233,20 +295,37 @@ def line_chart(
             for i, value in enumerate(item.values):
                 if value is not None:
                     x, y = point(i, value)
-                    out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{item.color}"><title>'
-                               f'{escape(item.name)}, {escape(categories[i])}: {escape(fmt(value))}</title></circle>')
+                    out.append(
+                        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{item.color}"><title>'
+                        f"{escape(item.name)}, {escape(categories[i])}: {escape(fmt(value))}</title></circle>"
+                    )
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{MUTED}"/>')
     out.append(_text(left + plot_w / 2, height - 22, x_label, anchor="middle", color=INK))
-    out.append(_text(14, top + plot_h / 2, y_label, anchor="middle", color=INK,
-                     extra=f' transform="rotate(-90 14 {top + plot_h / 2:.1f})"'))
+    out.append(
+        _text(
+            14,
+            top + plot_h / 2,
+            y_label,
+            anchor="middle",
+            color=INK,
+            extra=f' transform="rotate(-90 14 {top + plot_h / 2:.1f})"',
+        )
+    )
     out.append(_legend(series, left, height - 4))
     out.append("</svg>")
     return "".join(out)
 
 
 def funnel_chart(
-    *, chart_id: str, title: str, description: str, steps: Sequence[str], reached: Sequence[int],
-    with_event: Sequence[int], width: int = 520, height: int = 300,
+    *,
+    chart_id: str,
+    title: str,
+    description: str,
+    steps: Sequence[str],
+    reached: Sequence[int],
+    with_event: Sequence[int],
+    width: int = 520,
+    height: int = 300,
 ) -> str:
     """One bar per step: dark = sessions that reached it through every earlier step, light behind it =
     sessions holding the step's event at all. Percentages are of the first step."""
@@ -265,16 +344,30 @@ def funnel_chart(
         y = top + i * row_h + row_h * 0.15
         bar_h = row_h * 0.7
         out.append(_text(left - 8, y + bar_h / 2 + 4, step, anchor="end", color=INK))
-        out.append(f'<rect x="{left}" y="{y:.1f}" width="{with_event[i] * scale:.1f}" height="{bar_h:.1f}" '
-                   f'fill="{LIGHT}"><title>{escape(step)}: {with_event[i]:,} sessions hold this event</title></rect>')
-        out.append(f'<rect x="{left}" y="{y:.1f}" width="{reached[i] * scale:.1f}" height="{bar_h:.1f}" '
-                   f'fill="{BLUE}"><title>{escape(step)}: {reached[i]:,} sessions reached this step</title></rect>')
-        out.append(_text(left + max(reached[i], with_event[i]) * scale + 4, y + bar_h / 2 + 4,
-                         f"{reached[i]:,} ({percent(reached[i] / base)})"
-                         + ("" if with_event[i] == reached[i] else f" · any: {with_event[i]:,}"), size=11, color=INK))
+        out.append(
+            f'<rect x="{left}" y="{y:.1f}" width="{with_event[i] * scale:.1f}" height="{bar_h:.1f}" '
+            f'fill="{LIGHT}"><title>{escape(step)}: {with_event[i]:,} sessions hold this event</title></rect>'
+        )
+        out.append(
+            f'<rect x="{left}" y="{y:.1f}" width="{reached[i] * scale:.1f}" height="{bar_h:.1f}" '
+            f'fill="{BLUE}"><title>{escape(step)}: {reached[i]:,} sessions reached this step</title></rect>'
+        )
+        out.append(
+            _text(
+                left + max(reached[i], with_event[i]) * scale + 4,
+                y + bar_h / 2 + 4,
+                f"{reached[i]:,} ({percent(reached[i] / base)})"
+                + ("" if with_event[i] == reached[i] else f" · any: {with_event[i]:,}"),
+                size=11,
+                color=INK,
+            )
+        )
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="{MUTED}"/>')
     out.append(_text(left + plot_w / 2, height - 22, "sessions", anchor="middle", color=INK))
-    out.append(_legend([Series("through every earlier step", [], BLUE), Series("with the event at all", [], LIGHT)],
-                       10, height - 4))
+    out.append(
+        _legend(
+            [Series("through every earlier step", [], BLUE), Series("with the event at all", [], LIGHT)], 10, height - 4
+        )
+    )
     out.append("</svg>")
     return "".join(out)

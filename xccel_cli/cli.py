@@ -41,36 +41,92 @@ DatabaseUrl = Annotated[
 ]
 Source = Annotated[
     str | None,
-    typer.Option("--source", help="http(s) URL, file path or '-' for stdin (.gz works). "
-                 f"Default: XCCEL_SOURCE, else {config.DEFAULT_SOURCE}", show_default=False),
+    typer.Option(
+        "--source",
+        help="http(s) URL, file path or '-' for stdin (.gz works). "
+        f"Default: XCCEL_SOURCE, else {config.DEFAULT_SOURCE}",
+        show_default=False,
+    ),
 ]
-Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="If another run holds the lock: queue behind "
-                                    "it, or exit at once with code 7.")]
-TimeoutMinutes = Annotated[int | None, typer.Option("--timeout-minutes", help="Inactivity gap that starts a new "
-                                                    "session, 1-240. Default: XCCEL_SESSION_TIMEOUT_MINUTES, else 30.",
-                                                    show_default=False)]
-Rules = Annotated[str | None, typer.Option("--rules", help="Rule preset: ga4 (30 min gap only, the default) or "
-                                          "ga-universal (30 min, midnight, referrer change).", show_default=False)]
-SplitAtMidnight = Annotated[bool | None, typer.Option("--split-at-midnight/--no-split-at-midnight",
-                                                      help="A change of calendar date (in --timezone) starts a "
-                                                      "new session.", show_default=False)]
-Timezone = Annotated[str | None, typer.Option("--timezone", help="IANA time zone for --split-at-midnight "
-                                              "(default UTC).", show_default=False)]
-SplitOnReferrer = Annotated[bool | None, typer.Option("--split-on-referrer/--no-split-on-referrer",
-                                                      help="An event arriving from a different referrer starts "
-                                                      "a new session.", show_default=False)]
-MaxSessionHours = Annotated[float | None, typer.Option("--max-session-hours", help="Cut sessions that reach this "
-                                                       "many hours (off by default).", show_default=False)]
-FullRefresh = Annotated[bool, typer.Option("--full-refresh", help="Re-sessionize every customer, not only those "
-                                           "with new events.")]
-KeepAnonymous = Annotated[bool, typer.Option("--keep-anonymous", help="Also keep events without a customer-id "
-                                             "in raw_events (they are never sessionized).")]
-MaxRejectShare = Annotated[float | None, typer.Option("--max-reject-share", help="Fail, loading nothing, when more "
-                                                      "than this share of lines is refused. Default: "
-                                                      "XCCEL_MAX_REJECT_SHARE, else 0.05.", show_default=False)]
-Retries = Annotated[int | None, typer.Option("--retries", help="Retries for a failing HTTP source (backoff "
-                                             "doubling from XCCEL_RETRY_BACKOFF_SECONDS, else 1 s). Default: "
-                                             "XCCEL_RETRIES, else 3.", min=0, max=20, show_default=False)]
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait", help="If another run holds the lock: queue behind it, or exit at once with code 7."
+    ),
+]
+TimeoutMinutes = Annotated[
+    int | None,
+    typer.Option(
+        "--timeout-minutes",
+        help="Inactivity gap that starts a new session, 1-240. Default: XCCEL_SESSION_TIMEOUT_MINUTES, else 30.",
+        show_default=False,
+    ),
+]
+Rules = Annotated[
+    str | None,
+    typer.Option(
+        "--rules",
+        help="Rule preset: ga4 (30 min gap only, the default) or ga-universal (30 min, midnight, referrer change).",
+        show_default=False,
+    ),
+]
+SplitAtMidnight = Annotated[
+    bool | None,
+    typer.Option(
+        "--split-at-midnight/--no-split-at-midnight",
+        help="A change of calendar date (in --timezone) starts a new session.",
+        show_default=False,
+    ),
+]
+Timezone = Annotated[
+    str | None,
+    typer.Option("--timezone", help="IANA time zone for --split-at-midnight (default UTC).", show_default=False),
+]
+SplitOnReferrer = Annotated[
+    bool | None,
+    typer.Option(
+        "--split-on-referrer/--no-split-on-referrer",
+        help="An event arriving from a different referrer starts a new session.",
+        show_default=False,
+    ),
+]
+MaxSessionHours = Annotated[
+    float | None,
+    typer.Option(
+        "--max-session-hours", help="Cut sessions that reach this many hours (off by default).", show_default=False
+    ),
+]
+FullRefresh = Annotated[
+    bool, typer.Option("--full-refresh", help="Re-sessionize every customer, not only those with new events.")
+]
+KeepAnonymous = Annotated[
+    bool,
+    typer.Option(
+        "--keep-anonymous", help="Also keep events without a customer-id in raw_events (they are never sessionized)."
+    ),
+]
+MaxRejectShare = Annotated[
+    float | None,
+    typer.Option(
+        "--max-reject-share",
+        help="Fail, loading nothing, when more "
+        "than this share of lines is refused. Default: "
+        "XCCEL_MAX_REJECT_SHARE, else 0.05.",
+        show_default=False,
+    ),
+]
+Retries = Annotated[
+    int | None,
+    typer.Option(
+        "--retries",
+        help="Retries for a failing HTTP source (backoff "
+        "doubling from XCCEL_RETRY_BACKOFF_SECONDS, else 1 s). Default: "
+        "XCCEL_RETRIES, else 3.",
+        min=0,
+        max=20,
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 
 
@@ -102,8 +158,9 @@ def handle_errors(func: F) -> F:
             if State.debug:
                 raise
             message = config.mask_password(str(exc).splitlines()[0] if str(exc) else "")
-            typer.echo(f"Error: internal error ({type(exc).__name__}: {message}); rerun with --debug "
-                       "for a traceback", err=True)
+            typer.echo(
+                f"Error: internal error ({type(exc).__name__}: {message}); rerun with --debug for a traceback", err=True
+            )
             raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -112,13 +169,28 @@ def handle_errors(func: F) -> F:
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress to stderr "
-                                         "(-v: each stage and retry, -vv: debug).", show_default=False)] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (errors still go "
-                                        "to stderr); for cron.")] = False,
-    log_file: Annotated[str | None, typer.Option("--log-file", metavar="FILE", help="Append a timestamped log "
-                                                 "to this file. Default: XCCEL_LOG_FILE, else none.",
-                                                 show_default=False)] = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log progress to stderr (-v: each stage and retry, -vv: debug).",
+            show_default=False,
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing on success (errors still go to stderr); for cron.")
+    ] = False,
+    log_file: Annotated[
+        str | None,
+        typer.Option(
+            "--log-file",
+            metavar="FILE",
+            help="Append a timestamped log to this file. Default: XCCEL_LOG_FILE, else none.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     State.debug = debug or os.environ.get("XCCEL_DEBUG") == "1"
     State.quiet = quiet
@@ -162,8 +234,9 @@ def _configure_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
 
 def _log_failure(exc: BaseException) -> None:
     """The one-line error also goes to the log file (stderr gets it from handle_errors)."""
-    logging.getLogger("xccel_cli.cli").error("failed: %s", str(exc).splitlines()[0] if str(exc) else
-                                             type(exc).__name__, extra={"file_only": True})
+    logging.getLogger("xccel_cli.cli").error(
+        "failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__, extra={"file_only": True}
+    )
 
 
 def _connect(database_url: str | None, create_schema: bool = False):  # type: ignore[no-untyped-def]
@@ -172,8 +245,14 @@ def _connect(database_url: str | None, create_schema: bool = False):  # type: ig
     return connect(config.database_url(database_url), config.schema(), create_schema=create_schema)
 
 
-def _rules(preset: str | None, timeout: int | None, midnight: bool | None, zone: str | None,
-           referrer: bool | None, hours: float | None) -> config.SessionRules:
+def _rules(
+    preset: str | None,
+    timeout: int | None,
+    midnight: bool | None,
+    zone: str | None,
+    referrer: bool | None,
+    hours: float | None,
+) -> config.SessionRules:
     return config.session_rules(preset, timeout, midnight, zone, referrer, hours)
 
 
@@ -225,8 +304,9 @@ def extract_command(
     from xccel_cli.pipeline import ExtractOptions, run_extract
     from xccel_cli.render import progress_reporter, render_extract
 
-    options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             _retries(retries))
+    options = ExtractOptions(
+        config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
+    )
     with _connect(database_url) as db, progress_reporter(State.quiet) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
@@ -256,8 +336,10 @@ def sessionize_command(
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     with _connect(database_url) as db:
         result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
-    _say(f"sessionized {result.events:,} events into {result.sessions:,} sessions "
-         f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)")
+    _say(
+        f"sessionized {result.events:,} events into {result.sessions:,} sessions "
+        f"({result.customers_rebuilt:,} customers rebuilt: {result.reason}; {result.seconds:.2f} s)"
+    )
 
 
 @app.command("load")
@@ -271,8 +353,10 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
 
     with _connect(database_url) as db:
         result = run_load(db, wait=wait)
-    _say(f"published {result.events:,} events and {result.sessions:,} sessions "
-         f"(publication {result.publication_id}; {result.seconds:.2f} s)")
+    _say(
+        f"published {result.events:,} events and {result.sessions:,} sessions "
+        f"(publication {result.publication_id}; {result.seconds:.2f} s)"
+    )
 
 
 class ReportBy(StrEnum):
@@ -283,13 +367,25 @@ class ReportBy(StrEnum):
 @handle_errors
 def report_command(
     as_json: AsJson = False,
-    by: Annotated[ReportBy | None, typer.Option("--by", help="Break sessions down instead: 'referrer' gives, per "
-                                                "session referrer, sessions, customers, median and p90 duration, "
-                                                "share with an order and mean events (--json: a list).",
-                                                show_default=False)] = None,
-    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
-                                              help="Also write the dashboard, one self-contained HTML page, "
-                                              "to this file.")] = None,
+    by: Annotated[
+        ReportBy | None,
+        typer.Option(
+            "--by",
+            help="Break sessions down instead: 'referrer' gives, per "
+            "session referrer, sessions, customers, median and p90 duration, "
+            "share with an order and mean events (--json: a list).",
+            show_default=False,
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            show_default=False,
+            help="Also write the dashboard, one self-contained HTML page, to this file.",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard;
@@ -356,8 +452,9 @@ def run_all_command(
     from xccel_cli.pipeline import ExtractOptions, UnchangedResult, run_all
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    options = ExtractOptions(config.source(source), keep_anonymous, config.max_reject_share(max_reject_share),
-                             _retries(retries))
+    options = ExtractOptions(
+        config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
+    )
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:
@@ -371,8 +468,10 @@ def run_all_command(
         if as_json:
             _print_json({"run": result.summary()})
         elif not State.quiet:
-            typer.echo(f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
-                       "--full-refresh rebuilds anyway)")
+            typer.echo(
+                f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
+                "--full-refresh rebuilds anyway)"
+            )
     elif as_json:
         _print_json({"run": result.summary(), "report": result.report.as_json()})
     elif not State.quiet:
@@ -384,8 +483,9 @@ def run_all_command(
 @app.command("db")
 @handle_errors
 def db_command(
-    psql: Annotated[bool, typer.Option("--psql", help="Open psql on the database (the embedded server "
-                                       "stays up until psql exits).")] = False,
+    psql: Annotated[
+        bool, typer.Option("--psql", help="Open psql on the database (the embedded server stays up until psql exits).")
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Say where the data lives and how to connect to it with psql.
@@ -416,8 +516,7 @@ def db_command(
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
-                                             help="Log one line per request.")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
@@ -479,17 +578,23 @@ def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) ->
         if result.published_at is None:
             typer.echo("published: nothing yet (run `xccel run-all`)")
         else:
-            typer.echo(f"published: {result.published_at:%Y-%m-%d %H:%M:%S} UTC ({_age(result.age_seconds)} ago) "
-                       f"by run {result.published_by_run_id}: {result.events:,} events, {result.sessions:,} sessions")
+            typer.echo(
+                f"published: {result.published_at:%Y-%m-%d %H:%M:%S} UTC ({_age(result.age_seconds)} ago) "
+                f"by run {result.published_by_run_id}: {result.events:,} events, {result.sessions:,} sessions"
+            )
         last = result.last_run
         if last is None:
             typer.echo("last run: none")
         else:
-            typer.echo(f"last run: {last.run_id} ({last.command}) started {last.started_at:%Y-%m-%d %H:%M:%S} UTC: "
-                       f"{last.status}{': ' + last.error if last.error else ''}")
+            typer.echo(
+                f"last run: {last.run_id} ({last.command}) started {last.started_at:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{last.status}{': ' + last.error if last.error else ''}"
+            )
             if result.last_success and result.last_success.run_id != last.run_id:
-                typer.echo(f"last successful run: {result.last_success.run_id} "
-                           f"({result.last_success.started_at:%Y-%m-%d %H:%M:%S} UTC)")
+                typer.echo(
+                    f"last successful run: {result.last_success.run_id} "
+                    f"({result.last_success.started_at:%Y-%m-%d %H:%M:%S} UTC)"
+                )
     if result.last_run_failed:
         raise typer.Exit(int(ExitCode.LAST_RUN_FAILED))
 

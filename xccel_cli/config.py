@@ -170,8 +170,9 @@ def session_rules(
     rules = PRESETS[preset]
     minutes = timeout_minutes
     if minutes is None:
-        minutes = env_number("XCCEL_SESSION_TIMEOUT_MINUTES", int, lambda v: 1 <= v <= 240,
-                             "a whole number of minutes from 1 to 240")
+        minutes = env_number(
+            "XCCEL_SESSION_TIMEOUT_MINUTES", int, lambda v: 1 <= v <= 240, "a whole number of minutes from 1 to 240"
+        )
     elif not 1 <= minutes <= 240:
         raise ConfigError(f"the session timeout must be between 1 and 240 minutes, got {minutes}")
     if minutes is not None:
@@ -188,11 +189,16 @@ def session_rules(
         rules = replace(rules, split_on_referrer=referrer)
     hours = max_session_hours
     if hours is None:
-        hours = env_number("XCCEL_MAX_SESSION_HOURS", float, lambda v: 0 < v <= MAX_SESSION_HOURS,
-                           f"a number of hours more than 0 and at most {MAX_SESSION_HOURS}")
+        hours = env_number(
+            "XCCEL_MAX_SESSION_HOURS",
+            float,
+            lambda v: 0 < v <= MAX_SESSION_HOURS,
+            f"a number of hours more than 0 and at most {MAX_SESSION_HOURS}",
+        )
     elif not 0 < hours <= MAX_SESSION_HOURS:  # also refuses nan, which Click accepts as a float
-        raise ConfigError(f"the maximum session length must be more than 0 and at most {MAX_SESSION_HOURS} "
-                          f"hours, got {hours:g}")
+        raise ConfigError(
+            f"the maximum session length must be more than 0 and at most {MAX_SESSION_HOURS} hours, got {hours:g}"
+        )
     if hours is not None:
         rules = replace(rules, max_session_hours=float(hours))
     return rules
@@ -205,8 +211,9 @@ def _check_timezone(name: str, variable: str | None = None) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         if variable:
-            raise ConfigError(f"{variable} must be an IANA time zone name such as Europe/Amsterdam, "
-                              f"got {name!r}") from None
+            raise ConfigError(
+                f"{variable} must be an IANA time zone name such as Europe/Amsterdam, got {name!r}"
+            ) from None
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
 
 

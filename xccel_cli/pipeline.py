@@ -67,8 +67,7 @@ def recorded_run(
     db.lock_pipeline(wait)
     # holding the lock, any run still marked running died without saying so (kill -9, lost connection)
     mark_interrupted_runs(db)
-    record = RunRecord(start_run(db, command, mask_url(source) if source else None,
-                                 rules.as_dict() if rules else None))
+    record = RunRecord(start_run(db, command, mask_url(source) if source else None, rules.as_dict() if rules else None))
     log.info("run %d (%s) started%s", record.run_id, command, f" on {mask_url(source)}" if source else "")
     try:
         yield record
@@ -76,18 +75,34 @@ def recorded_run(
         message = str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}"
         log.error("run %d (%s) failed: %s", record.run_id, command, message, extra={"file_only": True})
         with suppress(Exception):  # the connection itself may be what failed
-            finish_run(db, record.run_id, "failed", error=message[:2000], counts=record.counts,
-                       stage_seconds=record.stage_seconds)
+            finish_run(
+                db,
+                record.run_id,
+                "failed",
+                error=message[:2000],
+                counts=record.counts,
+                stage_seconds=record.stage_seconds,
+            )
         raise
-    finish_run(db, record.run_id, record.status, counts=record.counts, stage_seconds=record.stage_seconds,
-               fingerprint=record.fingerprint)
+    finish_run(
+        db,
+        record.run_id,
+        record.status,
+        counts=record.counts,
+        stage_seconds=record.stage_seconds,
+        fingerprint=record.fingerprint,
+    )
     log.info("run %d (%s) %s", record.run_id, command, record.status)
 
 
 def _extract_counts(result: ExtractResult) -> dict[str, int | None]:
     return {
-        "lines_read": result.lines_read, "loaded": result.loaded, "anonymous": result.anonymous,
-        "duplicates": result.duplicates, "already_loaded": result.already_loaded, "rejected": result.rejected,
+        "lines_read": result.lines_read,
+        "loaded": result.loaded,
+        "anonymous": result.anonymous,
+        "duplicates": result.duplicates,
+        "already_loaded": result.already_loaded,
+        "rejected": result.rejected,
     }
 
 
@@ -114,8 +129,13 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
     while True:
         try:
             result = extract(
-                db, options.source, record.run_id, keep_anonymous=options.keep_anonymous,
-                max_reject_share=options.max_reject_share, progress=options.progress, retries=retries - restarts,
+                db,
+                options.source,
+                record.run_id,
+                keep_anonymous=options.keep_anonymous,
+                max_reject_share=options.max_reject_share,
+                progress=options.progress,
+                retries=retries - restarts,
             )
             break
         except SourceInterrupted as exc:
@@ -127,9 +147,16 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
             time.sleep(delay)
     record.counts.update(_extract_counts(result))
     record.stage_seconds["extract"] = result.seconds
-    log.info("extracted %d lines in %.2f s: %d loaded, %d already loaded, %d anonymous, %d duplicates, %d rejected",
-             result.lines_read, result.seconds, result.loaded, result.already_loaded, result.anonymous,
-             result.duplicates, result.rejected)
+    log.info(
+        "extracted %d lines in %.2f s: %d loaded, %d already loaded, %d anonymous, %d duplicates, %d rejected",
+        result.lines_read,
+        result.seconds,
+        result.loaded,
+        result.already_loaded,
+        result.anonymous,
+        result.duplicates,
+        result.rejected,
+    )
     if result.source_info is not None and result.source_info.kind != "stdin":
         record.fingerprint = result.source_info.fingerprint()
     return result
@@ -140,8 +167,13 @@ def _sessionize_stage(db: Database, rules: SessionRules, record: RunRecord, full
     result = sessionize(db, rules, record.run_id, full_refresh)
     record.counts["customers_touched"] = result.customers_rebuilt
     record.stage_seconds["sessionize"] = result.seconds
-    log.info("sessionized %d events into %d sessions (%d customers rebuilt: %s)", result.events,
-             result.sessions, result.customers_rebuilt, result.reason)
+    log.info(
+        "sessionized %d events into %d sessions (%d customers rebuilt: %s)",
+        result.events,
+        result.sessions,
+        result.customers_rebuilt,
+        result.reason,
+    )
     return result
 
 
@@ -149,8 +181,9 @@ def _load_stage(db: Database, record: RunRecord) -> LoadResult:
     pause_point("load")
     result = load(db, record.run_id)
     record.stage_seconds["load"] = result.seconds
-    log.info("published %d events and %d sessions (publication %d)", result.events, result.sessions,
-             result.publication_id)
+    log.info(
+        "published %d events and %d sessions (publication %d)", result.events, result.sessions, result.publication_id
+    )
     return result
 
 
@@ -210,8 +243,13 @@ class UnchangedResult:
     seconds: float
 
     def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "status": "unchanged", "source": self.source,
-                "unchanged_since_run_id": self.since_run_id, "total_seconds": round(self.seconds, 3)}
+        return {
+            "run_id": self.run_id,
+            "status": "unchanged",
+            "source": self.source,
+            "unchanged_since_run_id": self.since_run_id,
+            "total_seconds": round(self.seconds, 3),
+        }
 
 
 def run_all(
@@ -230,15 +268,17 @@ def run_all(
     with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules) as record:
         if not full_refresh:
             previous = last_fingerprint(db, mask_url(options.source))
-            if (previous is not None and publication_is_current(db, rules.as_dict())
-                    and source_unchanged(options.source, previous[1])):
+            if (
+                previous is not None
+                and publication_is_current(db, rules.as_dict())
+                and source_unchanged(options.source, previous[1])
+            ):
                 record.status = "unchanged"
                 record.fingerprint = previous[1]
                 log.info("source %s unchanged since run %d", mask_url(options.source), previous[0])
         if record.status == "unchanged":
             assert previous is not None
-            return UnchangedResult(record.run_id, mask_url(options.source), previous[0],
-                                   time.perf_counter() - started)
+            return UnchangedResult(record.run_id, mask_url(options.source), previous[0], time.perf_counter() - started)
         extracted = _extract_stage(db, options, record)
         stages["extract"] = extracted.seconds
         sessionized = _sessionize_stage(db, rules, record, full_refresh)
@@ -249,5 +289,6 @@ def run_all(
     t = time.perf_counter()
     metrics = report(db)
     stages["report"] = time.perf_counter() - t
-    return RunAllResult(record.run_id, init, extracted, sessionized, loaded, metrics, stages,
-                        time.perf_counter() - started)
+    return RunAllResult(
+        record.run_id, init, extracted, sessionized, loaded, metrics, stages, time.perf_counter() - started
+    )

@@ -30,8 +30,14 @@ def progress_reporter(quiet: bool = False) -> Iterator[Callable[[int, int], None
     if quiet or not sys.stderr.isatty():
         yield None
         return
-    columns = (SpinnerColumn(), TextColumn("extract"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TextColumn("{task.fields[lines]:,} lines"))
+    columns = (
+        SpinnerColumn(),
+        TextColumn("extract"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[lines]:,} lines"),
+    )
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("extract", total=None, lines=0)
 
@@ -55,8 +61,15 @@ def render_report(report: Report) -> None:
     table = Table(title="xccel report", show_lines=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("median_visits_before_order", "median_session_duration_minutes_before_order",
-                "median_total_minutes_before_order", "customers", "customers_with_orders", "sessions", "events"):
+    for key in (
+        "median_visits_before_order",
+        "median_session_duration_minutes_before_order",
+        "median_total_minutes_before_order",
+        "customers",
+        "customers_with_orders",
+        "sessions",
+        "events",
+    ):
         table.add_row(f"{key}\n[dim]{DEFINITIONS[key]}[/dim]", _fmt(getattr(report, key)))
     if report.published_at is None:
         table.caption = "nothing published yet: run `xccel run-all`"
@@ -87,8 +100,19 @@ def render_run_all(result: RunAllResult) -> None:
     table = Table(title=f"xccel run {result.run_id}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key in ("source", "lines_read", "loaded", "already_loaded", "anonymous", "duplicates", "rejected",
-                "customers", "customers_rebuilt", "sessions", "events"):
+    for key in (
+        "source",
+        "lines_read",
+        "loaded",
+        "already_loaded",
+        "anonymous",
+        "duplicates",
+        "rejected",
+        "customers",
+        "customers_rebuilt",
+        "sessions",
+        "events",
+    ):
         table.add_row(key, _fmt(summary[key]))
     for stage, seconds in summary["stage_seconds"].items():
         table.add_row(f"time: {stage}", f"{seconds:.3f} s")
@@ -99,8 +123,15 @@ def render_run_all(result: RunAllResult) -> None:
 
 def render_referrers(result: ReferrerReport) -> None:
     table = Table(title="xccel report by referrer", caption_justify="left")
-    columns = ("referrer", "sessions", "customers", "median_duration_minutes", "p90_duration_minutes",
-               "share_with_order", "mean_events_per_session")
+    columns = (
+        "referrer",
+        "sessions",
+        "customers",
+        "median_duration_minutes",
+        "p90_duration_minutes",
+        "share_with_order",
+        "mean_events_per_session",
+    )
     headers = ("referrer", "sessions", "custo-\nmers", "median\nmin", "p90\nmin", "with\norder", "mean\nevents")
     for column, header in zip(columns, headers, strict=True):
         if column == "referrer":
@@ -108,11 +139,19 @@ def render_referrers(result: ReferrerReport) -> None:
         else:
             table.add_column(header, justify="right", no_wrap=True)
     for row in result.rows:
-        table.add_row(row.referrer, _fmt(row.sessions), _fmt(row.customers), _fmt(row.median_duration_minutes),
-                      _fmt(row.p90_duration_minutes), f"{row.share_with_order:.1%}",
-                      _fmt(row.mean_events_per_session))
-    notes = [f"{header.replace('-' + chr(10), '').replace(chr(10), ' ')}: {REFERRER_DEFINITIONS[column]}"
-             for column, header in zip(columns, headers, strict=True)]
+        table.add_row(
+            row.referrer,
+            _fmt(row.sessions),
+            _fmt(row.customers),
+            _fmt(row.median_duration_minutes),
+            _fmt(row.p90_duration_minutes),
+            f"{row.share_with_order:.1%}",
+            _fmt(row.mean_events_per_session),
+        )
+    notes = [
+        f"{header.replace('-' + chr(10), '').replace(chr(10), ' ')}: {REFERRER_DEFINITIONS[column]}"
+        for column, header in zip(columns, headers, strict=True)
+    ]
     if result.published_at is None:
         notes.append("nothing published yet: run `xccel run-all`")
     else:
@@ -121,8 +160,7 @@ def render_referrers(result: ReferrerReport) -> None:
     console.print(table)
 
 
-STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow", "failed": "red",
-                "interrupted": "red"}
+STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow", "failed": "red", "interrupted": "red"}
 
 
 def render_runs(rows: list[RunRow]) -> None:
@@ -132,16 +170,31 @@ def render_runs(rows: list[RunRow]) -> None:
     for row in rows:
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
         style = STATUS_STYLE.get(row.status, "default")
-        say(f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
-            f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC" + ("" if seconds is None else f"  {seconds:.1f} s"))
-        counts = [f"{name} {value:,}" for name, value in (
-            ("lines", row.lines_read), ("loaded", row.loaded), ("duplicates", row.duplicates),
-            ("rejected", row.rejected), ("customers touched", row.customers_touched)) if value is not None]
-        ranked = sorted((row.stage_seconds or {}).items(),
-                        key=lambda item: STAGES.index(item[0]) if item[0] in STAGES else len(STAGES))
+        say(
+            f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
+            f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC" + ("" if seconds is None else f"  {seconds:.1f} s")
+        )
+        counts = [
+            f"{name} {value:,}"
+            for name, value in (
+                ("lines", row.lines_read),
+                ("loaded", row.loaded),
+                ("duplicates", row.duplicates),
+                ("rejected", row.rejected),
+                ("customers touched", row.customers_touched),
+            )
+            if value is not None
+        ]
+        ranked = sorted(
+            (row.stage_seconds or {}).items(),
+            key=lambda item: STAGES.index(item[0]) if item[0] in STAGES else len(STAGES),
+        )
         stages = [f"{stage} {value:.2f} s" for stage, value in ranked]
-        for label, text in (("source", escape(row.source or "")), ("counts", " · ".join(counts)),
-                            ("stages", " · ".join(stages)), ("error", f"[red]{escape(row.error or '')}[/red]"
-                                                             if row.error else "")):
+        for label, text in (
+            ("source", escape(row.source or "")),
+            ("counts", " · ".join(counts)),
+            ("stages", " · ".join(stages)),
+            ("error", f"[red]{escape(row.error or '')}[/red]" if row.error else ""),
+        ):
             if text:
                 say(f"    {label:<7} {text}")

@@ -12,7 +12,13 @@ from psycopg import sql
 from xccel_cli.db import Database, translate_errors
 
 COUNT_COLUMNS = (
-    "lines_read", "loaded", "anonymous", "duplicates", "already_loaded", "rejected", "customers_touched",
+    "lines_read",
+    "loaded",
+    "anonymous",
+    "duplicates",
+    "already_loaded",
+    "rejected",
+    "customers_touched",
 )
 
 
@@ -64,7 +70,8 @@ def mark_interrupted_runs(db: Database) -> int:
     with translate_errors():
         cur = db.conn.execute(
             "UPDATE runs SET status = 'interrupted', finished_at = clock_timestamp(),"
-            " error = coalesce(error, %s) WHERE status = 'running'", (INTERRUPTED,)
+            " error = coalesce(error, %s) WHERE status = 'running'",
+            (INTERRUPTED,),
         )
     return cur.rowcount
 
@@ -114,8 +121,10 @@ class RunRow:
         return data
 
 
-_RUN_COLUMNS = ("run_id, command, source, started_at, finished_at, status, error, lines_read, loaded, duplicates,"
-                " rejected, customers_touched, stage_seconds")
+_RUN_COLUMNS = (
+    "run_id, command, source, started_at, finished_at, status, error, lines_read, loaded, duplicates,"
+    " rejected, customers_touched, stage_seconds"
+)
 
 
 def _as_seen(rows: list[RunRow], db: Database) -> list[RunRow]:
@@ -131,9 +140,7 @@ def _as_seen(rows: list[RunRow], db: Database) -> list[RunRow]:
 def recent_runs(db: Database, limit: int = 20) -> list[RunRow]:
     """The newest runs first."""
     with translate_errors():
-        rows = db.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT %s", (limit,)
-        ).fetchall()
+        rows = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT %s", (limit,)).fetchall()
     return _as_seen([RunRow(*row) for row in rows], db)
 
 
@@ -181,11 +188,11 @@ def status(db: Database) -> Status:
         ).fetchone()
         last = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
         success = db.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged')"
-            " ORDER BY run_id DESC LIMIT 1"
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged') ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         now = db.conn.execute("SELECT clock_timestamp()").fetchone()[0]
     published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
     last_run = _as_seen([RunRow(*last)], db)[0] if last else None
-    return Status(published_at, publication_id, run_id, events, sessions,
-                  last_run, RunRow(*success) if success else None, now)
+    return Status(
+        published_at, publication_id, run_id, events, sessions, last_run, RunRow(*success) if success else None, now
+    )

@@ -61,7 +61,9 @@ CONNECT_TIMEOUT_SECONDS = 3
 RECONNECT_TIMEOUT_SECONDS = 30.0  # after that the pool stops retrying in the background; requests retry
 STATEMENT_TIMEOUT = "60s"
 CONNECT_OPTIONS: dict[str, Any] = {
-    "autocommit": True, "application_name": APPLICATION_NAME, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "autocommit": True,
+    "application_name": APPLICATION_NAME,
+    "connect_timeout": CONNECT_TIMEOUT_SECONDS,
 }
 LATEST_PUBLICATION = "SELECT publication_id, published_at FROM publications ORDER BY publication_id DESC LIMIT 1"
 OUTAGE_LOG_SECONDS = 10.0
@@ -311,10 +313,18 @@ ORDERS_DESCRIPTIONS = {
     "publication_id": "Which publication the figures come from (null when nothing is published yet).",
     "definitions": "A one-line definition of each figure.",
 }
-OrdersReport = _model_of(metrics.Report, "OrdersReport", ORDERS_DESCRIPTIONS,
-                         "The figures of `xccel report --json`: visits and time before the first order.")
-ReferrerRow = _model_of(referrers.ReferrerRow, "ReferrerRow", referrers.DEFINITIONS,
-                        "Sessions with one referrer (that of their first event); largest groups first.")
+OrdersReport = _model_of(
+    metrics.Report,
+    "OrdersReport",
+    ORDERS_DESCRIPTIONS,
+    "The figures of `xccel report --json`: visits and time before the first order.",
+)
+ReferrerRow = _model_of(
+    referrers.ReferrerRow,
+    "ReferrerRow",
+    referrers.DEFINITIONS,
+    "Sessions with one referrer (that of their first event); largest groups first.",
+)
 
 
 class ErrorBody(BaseModel):
@@ -328,8 +338,10 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"] = Field(description="ok (HTTP 200) or unavailable (HTTP 503).")
     database: Literal["up", "down"] = Field(description="Whether the database answered just now.")
-    schema_ready: bool | None = Field(description="Whether the xccel schema exists (else: run `xccel init-db`); "
-                                      "null when the database does not answer.")
+    schema_ready: bool | None = Field(
+        description="Whether the xccel schema exists (else: run `xccel init-db`); "
+        "null when the database does not answer."
+    )
     publication_id: int | None = Field(description="The latest publication (null: nothing published yet).")
     published_at: datetime | None = Field(description="When it was published (null: nothing published yet).")
     error: str | None = Field(default=None, description="Why the database is unavailable, when it is.")
@@ -375,32 +387,50 @@ def create_app(service: MetricsService) -> FastAPI:
     async def answer(cache: AnswerCache) -> Response:
         return Response(await body_of(cache), media_type="application/json")
 
-    @app.get("/metrics/orders", response_model=OrdersReport, responses=UNAVAILABLE_RESPONSE,
-             summary="Visits and time before the first order (the object of `xccel report --json`)")
+    @app.get(
+        "/metrics/orders",
+        response_model=OrdersReport,
+        responses=UNAVAILABLE_RESPONSE,
+        summary="Visits and time before the first order (the object of `xccel report --json`)",
+    )
     async def orders() -> Response:
         return await answer(orders_cache)
 
-    @app.get("/", response_model=OrdersReport, responses={**UNAVAILABLE_RESPONSE, 303: {"description":
-             "A browser (Accept: text/html) is sent to /dashboard"}},
-             summary="The same as /metrics/orders (the old script's address); browsers go to /dashboard")
+    @app.get(
+        "/",
+        response_model=OrdersReport,
+        responses={**UNAVAILABLE_RESPONSE, 303: {"description": "A browser (Accept: text/html) is sent to /dashboard"}},
+        summary="The same as /metrics/orders (the old script's address); browsers go to /dashboard",
+    )
     async def root(request: Request) -> Response:
         if _wants_html(request.headers.get("accept", "")):
             return RedirectResponse("/dashboard", status_code=303)
         return await answer(orders_cache)
 
-    @app.get("/dashboard", response_class=HTMLResponse, responses=UNAVAILABLE_RESPONSE,
-             summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`)")
+    @app.get(
+        "/dashboard",
+        response_class=HTMLResponse,
+        responses=UNAVAILABLE_RESPONSE,
+        summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`)",
+    )
     async def dashboard_page() -> Response:
         return HTMLResponse(await body_of(dashboard_cache))
 
-    @app.get("/metrics/referrers", response_model=list[ReferrerRow],  # type: ignore[valid-type]
-             responses=UNAVAILABLE_RESPONSE,
-             summary="Sessions by referrer: duration and share with an order (`xccel report --by referrer`)")
+    @app.get(
+        "/metrics/referrers",
+        response_model=list[ReferrerRow],  # type: ignore[valid-type]
+        responses=UNAVAILABLE_RESPONSE,
+        summary="Sessions by referrer: duration and share with an order (`xccel report --by referrer`)",
+    )
     async def by_referrer() -> Response:
         return await answer(referrers_cache)
 
-    @app.get("/health", response_model=Health, responses={503: {"model": Health}},
-             summary="Whether the database answers (200) or not (503), and when data was last published")
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health}},
+        summary="Whether the database answers (200) or not (503), and when data was last published",
+    )
     async def health() -> JSONResponse:
         try:
             key = await latest()
@@ -408,12 +438,23 @@ def create_app(service: MetricsService) -> FastAPI:
             body = Health(status="ok", database="up", schema_ready=False, publication_id=None, published_at=None)
         except XccelError as exc:
             outage.failed(exc)
-            body = Health(status="unavailable", database="down", schema_ready=None, publication_id=None,
-                          published_at=None, error=UNAVAILABLE)
+            body = Health(
+                status="unavailable",
+                database="down",
+                schema_ready=None,
+                publication_id=None,
+                published_at=None,
+                error=UNAVAILABLE,
+            )
             return JSONResponse(_health_json(body), status_code=503)
         else:
-            body = Health(status="ok", database="up", schema_ready=True,
-                          publication_id=key[0] if key else None, published_at=key[1] if key else None)
+            body = Health(
+                status="ok",
+                database="up",
+                schema_ready=True,
+                publication_id=key[0] if key else None,
+                published_at=key[1] if key else None,
+            )
         return JSONResponse(_health_json(body))
 
     @app.exception_handler(StarletteHTTPException)
@@ -439,10 +480,13 @@ def create_app(service: MetricsService) -> FastAPI:
         return JSONResponse({"error": UNAVAILABLE}, status_code=503)
 
     app.add_middleware(InternalErrorsAsJson)
-    app.add_middleware(FastPaths, answers={
-        "/metrics/orders": lambda: body_of(orders_cache),
-        "/metrics/referrers": lambda: body_of(referrers_cache),
-    })
+    app.add_middleware(
+        FastPaths,
+        answers={
+            "/metrics/orders": lambda: body_of(orders_cache),
+            "/metrics/referrers": lambda: body_of(referrers_cache),
+        },
+    )
     app.add_middleware(HeadAsGet)  # the outermost: FastPaths and the routes only ever see GET
     return app
 
@@ -589,8 +633,9 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"one_line": {"()": f"{__name__}.OneLineFormatter",
-                                    "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "formatters": {
+            "one_line": {"()": f"{__name__}.OneLineFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        },
         "handlers": {"stderr": handler},
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -649,8 +694,15 @@ def serve(db: Database, url: str, host: str, port: int, *, access_log: bool = Fa
     address = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
     service = MetricsService(url, db.schema, db.display_url)
     try:
-        config = uvicorn.Config(create_app(service), workers=1, lifespan="on", log_config=log_config(),
-                                access_log=access_log, server_header=False, proxy_headers=False)
+        config = uvicorn.Config(
+            create_app(service),
+            workers=1,
+            lifespan="on",
+            log_config=log_config(),
+            access_log=access_log,
+            server_header=False,
+            proxy_headers=False,
+        )
         try:
             require_schema(db)
         except StateError as exc:

@@ -48,8 +48,14 @@ def latest_publication(db: Database) -> dict[str, Any] | None:
         row = cur.fetchone()
     if row is None:
         return None
-    return {"publication_id": row[0], "rules": row[1], "covers_run_id": row[2], "published_at": row[3],
-            "run_id": row[4], "cut_sessions": row[5]}
+    return {
+        "publication_id": row[0],
+        "rules": row[1],
+        "covers_run_id": row[2],
+        "published_at": row[3],
+        "run_id": row[4],
+        "cut_sessions": row[5],
+    }
 
 
 def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refresh: bool = False) -> SessionizeResult:
@@ -95,7 +101,8 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             db.run_file("sessionize_sessions.sql")
         # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
         rebuilt = conn.execute(
-            "SELECT count(DISTINCT customer_id) FROM sessions_next" if full_refresh
+            "SELECT count(DISTINCT customer_id) FROM sessions_next"
+            if full_refresh
             else "SELECT count(*) FROM pg_temp.rebuild_customers"
         ).fetchone()[0]
         events = conn.execute("SELECT count(*) FROM tb_events_next").fetchone()[0]
@@ -104,8 +111,17 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         conn.execute(
             "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
             " customers_rebuilt, events, sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (run_id, Jsonb(rules.as_dict()), covers, published["publication_id"] if published else None,
-             full_refresh, rebuilt, events, sessions, cut),
+            (
+                run_id,
+                Jsonb(rules.as_dict()),
+                covers,
+                published["publication_id"] if published else None,
+                full_refresh,
+                rebuilt,
+                events,
+                sessions,
+                cut,
+            ),
         )
     return SessionizeResult(full_refresh, reason, rebuilt, events, sessions, cut, time.perf_counter() - started)
 

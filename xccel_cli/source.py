@@ -46,9 +46,13 @@ RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_TIMEOUT_SECONDS = 3600.0  # beyond that a socket timeout overflows on some platforms; and nobody waits so long
 # not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)
-INVALID_REQUEST = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                   requests.exceptions.MissingSchema, requests.exceptions.URLRequired,
-                   urllib3.exceptions.LocationValueError)
+INVALID_REQUEST = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.URLRequired,
+    urllib3.exceptions.LocationValueError,
+)
 
 
 def default_retries() -> int:
@@ -64,8 +68,12 @@ def default_retries() -> int:
 
 def default_backoff_seconds() -> float:
     """XCCEL_RETRY_BACKOFF_SECONDS, else 1: the first wait; each retry doubles it."""
-    backoff = env_number("XCCEL_RETRY_BACKOFF_SECONDS", float, lambda v: 0 <= v <= MAX_BACKOFF_SECONDS,
-                         f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS:g}")
+    backoff = env_number(
+        "XCCEL_RETRY_BACKOFF_SECONDS",
+        float,
+        lambda v: 0 <= v <= MAX_BACKOFF_SECONDS,
+        f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS:g}",
+    )
     return DEFAULT_BACKOFF_SECONDS if backoff is None else float(backoff)
 
 
@@ -73,8 +81,12 @@ def default_timeout_seconds() -> float:
     """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the read timeout of each HTTP request (the longest silence
     tolerated from the server, before the headers or between two reads of the body); its connect timeout
     is the same, capped at 10 s. Not a limit on the whole download."""
-    timeout = env_number("XCCEL_HTTP_TIMEOUT_SECONDS", float, lambda v: 0 < v <= MAX_TIMEOUT_SECONDS,
-                         f"a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    timeout = env_number(
+        "XCCEL_HTTP_TIMEOUT_SECONDS",
+        float,
+        lambda v: 0 < v <= MAX_TIMEOUT_SECONDS,
+        f"a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS:g}",
+    )
     return DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
 
 
@@ -94,8 +106,14 @@ class SourceInfo:
     extra: dict[str, str] = field(default_factory=dict)  # sha256 of a file, once read to the end
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "size": self.size, "etag": self.etag,
-                "last_modified": self.last_modified, **self.extra}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            **self.extra,
+        }
 
 
 @dataclass
@@ -240,8 +258,9 @@ class HttpFetch:
             raise SourceError(f"cannot read {self.shown}: unsupported Content-Encoding {self.encoding!r}")
         self.validator = headers.get("ETag") or headers.get("Last-Modified")
         self.ranges = headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-        self.info = SourceInfo(self.shown, "http", size=self.total, etag=headers.get("ETag"),
-                               last_modified=headers.get("Last-Modified"))
+        self.info = SourceInfo(
+            self.shown, "http", size=self.total, etag=headers.get("ETag"), last_modified=headers.get("Last-Modified")
+        )
 
     def __enter__(self) -> HttpFetch:
         return self
@@ -322,11 +341,13 @@ class HttpFetch:
             if self.total is not None:
                 problem = f"{problem}; got {delivered:,} of {self.total:,} bytes"
             if self.failures >= self.retries:
-                raise SourceError(f"the download of {self.shown} broke off: {problem}{self._tries()}; "
-                                  "nothing was loaded")
+                raise SourceError(
+                    f"the download of {self.shown} broke off: {problem}{self._tries()}; nothing was loaded"
+                )
             if not (self.ranges and self.validator):
-                raise SourceInterrupted(f"the download of {self.shown} broke off ({problem}) and the server "
-                                        "cannot resume it")
+                raise SourceInterrupted(
+                    f"the download of {self.shown} broke off ({problem}) and the server cannot resume it"
+                )
             log.warning("%s: %s; resuming at byte %d", self.shown, problem, delivered)
             self._wait()
             response = self._resume(delivered)
@@ -339,8 +360,9 @@ class HttpFetch:
         if response.status_code != 206 or start != offset:
             response.close()
             # a 200 answers If-Range when the resource changed: the bytes so far belong to another version
-            raise SourceInterrupted(f"{self.shown} changed while it was being downloaded (HTTP "
-                                    f"{response.status_code} to a resume request)")
+            raise SourceInterrupted(
+                f"{self.shown} changed while it was being downloaded (HTTP {response.status_code} to a resume request)"
+            )
         return response
 
 
@@ -368,11 +390,18 @@ def _retry_after(header: str | None, default: float) -> float:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "Connection reset",
-                   "IncompleteRead", "Connection broken"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "Connection reset",
+        "IncompleteRead",
+        "Connection broken",
+    ):
         if marker in text:
             return {"IncompleteRead": "body shorter than announced", "timed out": "read timed out"}.get(
-                marker, marker.lower())
+                marker, marker.lower()
+            )
     first = text.splitlines()[0] if text else type(exc).__name__
     return first[:200]
 

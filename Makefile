@@ -1,11 +1,16 @@
-# Two commands matter on a fresh machine with only Python: `make run` and `make test`.
+# Two commands matter on a fresh machine with only Python: `make run` and `make test`. `make help` lists the rest.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCE ?=
 ARGS ?=
+CHECKED := xccel_cli tests $(wildcard bench)
 
-.PHONY: install run run-example test lint bench bench-pipeline bench-serve clean
+.DEFAULT_GOAL := help
+.PHONY: help install run run-example test test-fast lint format bench bench-pipeline bench-serve clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/xccel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,33 +18,35 @@ $(BIN)/xccel: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(BIN)/xccel
+install: $(BIN)/xccel ## create .venv and install xccel with its test tools
 
-## run the main job: the configured source (XCCEL_SOURCE, else the public dump) into the configured
-## database (XCCEL_DATABASE_URL, else the embedded one)
-run: install
+run: install ## the main job: XCCEL_SOURCE (else the public dump) into XCCEL_DATABASE_URL (else the embedded server)
 	$(BIN)/xccel run-all $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
 
-## the same on the example dump shipped in the repository (no network needed)
-run-example: install
+run-example: install ## the same on the example dump shipped in the repository (no network needed)
 	$(BIN)/xccel run-all --source examples/events.ndjson.gz $(ARGS)
 
-test: install
-	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
+test: lint ## the gates (lint) and the whole test suite; ARGS go to pytest
 	$(BIN)/pytest $(ARGS)
 
-lint: install
-	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
+test-fast: install ## the in-process tier only: no real xccel processes, serve, psql or browser
+	$(BIN)/pytest -m "not integration" $(ARGS)
 
-## speed and memory targets (issues 5 and 3); ARGS go to the pipeline benchmark (e.g. ARGS="--x10")
-bench: bench-pipeline bench-serve
+lint: install ## ruff check, ruff format --check and mypy
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/mypy xccel_cli
 
-bench-pipeline: install
+format: install ## rewrite the code in the project's format (ruff format)
+	$(BIN)/ruff format $(CHECKED)
+
+bench: bench-pipeline bench-serve ## both benchmarks (speed and memory targets)
+
+bench-pipeline: install ## the pipeline benchmark; ARGS go to bench/bench.py (e.g. ARGS="--x10")
 	$(BIN)/python bench/bench.py $(ARGS)
 
-## needs wrk (apt-get install -y wrk); loads a real-size dump, then measures serve and the dashboard page
-bench-serve: install
+bench-serve: install ## serve under load (needs wrk: apt-get install -y wrk)
 	$(BIN)/python bench/serve_load.py --lines 667961
 
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+clean: ## remove .venv and the tools' caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

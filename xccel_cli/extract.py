@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import LibpqWriter
 
-from xccel_cli.db import Database, translate_errors
+from xccel_cli.db import Database, one_row, translate_errors
 from xccel_cli.errors import DataQualityError
 from xccel_cli.source import SourceInfo, open_source
 
@@ -306,10 +306,12 @@ def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
     """
     conn = db.conn
     # only the table's owner may truncate it and drop its key
-    owner, filled = conn.execute(
-        "SELECT pg_has_role(relowner, 'USAGE'), EXISTS (SELECT FROM raw_events) FROM pg_class"
-        " WHERE oid = 'raw_events'::regclass"
-    ).fetchone()
+    owner, filled = one_row(
+        conn.execute(
+            "SELECT pg_has_role(relowner, 'USAGE'), EXISTS (SELECT FROM raw_events) FROM pg_class"
+            " WHERE oid = 'raw_events'::regclass"
+        )
+    )
     if filled or not owner:
         return None
     try:
@@ -317,7 +319,7 @@ def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
             conn.execute("LOCK TABLE raw_events IN ACCESS EXCLUSIVE MODE NOWAIT")
     except psycopg.errors.LockNotAvailable:
         return None
-    if conn.execute("SELECT EXISTS (SELECT FROM raw_events)").fetchone()[0]:  # filled before we got the lock
+    if one_row(conn.execute("SELECT EXISTS (SELECT FROM raw_events)"))[0]:  # filled before we got the lock
         return None
     key = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
@@ -398,9 +400,9 @@ def _stream(
                     rejects.add(line_number, reason, detail, line)
                 continue
             if escape and b"\\u" in line:
-                reason = bad_string(msgspec.json.decode(line))
-                if reason:
-                    rejects.add(line_number, reason, "PostgreSQL's jsonb cannot store this string", line)
+                bad = bad_string(msgspec.json.decode(line))
+                if bad:
+                    rejects.add(line_number, bad, "PostgreSQL's jsonb cannot store this string", line)
                     continue
             event_id = record.id
             if 0 <= event_id < bitmap_limit:  # SeenIds.add inlined: this runs once per line

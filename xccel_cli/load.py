@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg.types.json import Jsonb
 
-from xccel_cli.db import Database
+from xccel_cli.db import Database, one_row
 from xccel_cli.errors import StateError
 from xccel_cli.sessionize import latest_publication
 
@@ -41,17 +41,19 @@ def load(db: Database, run_id: int | None) -> LoadResult:
                 "the sessionized result is out of date (another load came first): run `xccel sessionize` again"
             )
         # extract records runs.loaded in its own transaction: no scan of raw_events needed
-        newest = conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)).fetchone()[0]
+        newest = one_row(conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)))[0]
         if newest is not None:
             raise StateError(
                 f"the sessionized result is out of date (run {newest} extracted events after it): "
                 "run `xccel sessionize` again"
             )
         db.run_file("publish.sql")
-        publication_id = conn.execute(
-            "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING publication_id",
-            (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut),
-        ).fetchone()[0]
+        publication_id = one_row(
+            conn.execute(
+                "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
+                " sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING publication_id",
+                (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut),
+            )
+        )[0]
         conn.execute("DELETE FROM staged_result")
     return LoadResult(publication_id, events, sessions, rebuilt, full, time.perf_counter() - started)

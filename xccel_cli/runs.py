@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import sql
 
-from xccel_cli.db import Database, translate_errors
+from xccel_cli.db import Database, one_row, translate_errors
 
 COUNT_COLUMNS = (
     "lines_read",
@@ -190,7 +190,7 @@ def status(db: Database) -> Status:
         success = db.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged') ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
-        now = db.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        now = one_row(db.conn.execute("SELECT clock_timestamp()"))[0]
     published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
     last_run = _as_seen([RunRow(*last)], db)[0] if last else None
     return Status(

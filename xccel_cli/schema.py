@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from xccel_cli.db import Database, sql_dir, translate_errors
+from xccel_cli.db import Database, one_row, sql_dir, translate_errors
 from xccel_cli.errors import StateError
 
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -56,7 +56,7 @@ def require_schema(db: Database) -> None:
         latest = max([v for v, _ in migrations()] + [0])
         current = 0
         if row and row[0]:
-            current = db.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            current = one_row(db.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
     if current == 0:
         raise StateError(f"the database has no xccel schema in {db.schema!r} yet: run `xccel init-db` first")
     if current < latest:

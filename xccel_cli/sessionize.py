@@ -22,7 +22,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from xccel_cli.config import SessionRules
-from xccel_cli.db import Database
+from xccel_cli.db import Database, one_row
 
 # Enough for the sort of every logged-in event of a full dump (~20 MB) to stay in memory.
 SORT_MEMORY = "128MB"
@@ -78,7 +78,7 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         # Every raw_events row carries the id of the run that loaded it. Runs take their id after the
         # pipeline lock, which this run holds, so no row with an id up to the newest run can still come:
         # the result covers raw_events up to it (cheaper than max(run_id) over raw_events, a full scan).
-        covers = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()[0]
+        covers = one_row(conn.execute("SELECT coalesce(max(run_id), 0) FROM runs"))[0]
         # Committed before anything is built: sessions_next may be committed (by the helper) before
         # tb_events_next, and load must never find a staged row next to a half-new pair of tables.
         conn.execute("DELETE FROM staged_result")
@@ -100,14 +100,16 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         if helper is None:
             db.run_file("sessionize_sessions.sql")
         # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
-        rebuilt = conn.execute(
-            "SELECT count(DISTINCT customer_id) FROM sessions_next"
-            if full_refresh
-            else "SELECT count(*) FROM pg_temp.rebuild_customers"
-        ).fetchone()[0]
-        events = conn.execute("SELECT count(*) FROM tb_events_next").fetchone()[0]
-        sessions = conn.execute("SELECT count(*) FROM sessions_next").fetchone()[0]
-        cut = conn.execute("SELECT count(*) FROM pg_temp.session_cuts").fetchone()[0]
+        rebuilt = one_row(
+            conn.execute(
+                "SELECT count(DISTINCT customer_id) FROM sessions_next"
+                if full_refresh
+                else "SELECT count(*) FROM pg_temp.rebuild_customers"
+            )
+        )[0]
+        events = one_row(conn.execute("SELECT count(*) FROM tb_events_next"))[0]
+        sessions = one_row(conn.execute("SELECT count(*) FROM sessions_next"))[0]
+        cut = one_row(conn.execute("SELECT count(*) FROM pg_temp.session_cuts"))[0]
         conn.execute(
             "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
             " customers_rebuilt, events, sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -163,7 +163,7 @@ def _maybe_gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
     return rest()
 
 
-def _file_chunks(handle, name: str, info: SourceInfo | None = None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _file_chunks(handle: BinaryIO, name: str, info: SourceInfo | None = None) -> Iterator[bytes]:
     """Read a file in chunks; with info, record its sha256 once the end is reached (for `unchanged`)."""
     digest = hashlib.sha256() if info is not None else None
     try:

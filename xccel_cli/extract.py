@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -201,7 +202,7 @@ class Rejects:
         self.count = 0
         self.reasons: dict[str, int] = {}
         self.samples: list[str] = []
-        self.spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed after the COPY)
+        self.spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed by close())
 
     def add(self, line_number: int, reason: str, detail: str, line: bytes) -> None:
         self.count += 1
@@ -225,6 +226,9 @@ class Rejects:
         ):
             while block := self.spool.read(1 << 20):
                 copy.write(block)
+        self.close()
+
+    def close(self) -> None:
         self.spool.close()
 
 
@@ -247,9 +251,9 @@ def extract(
     (bulk path); otherwise into a temp stage, merged with an anti-join so already-loaded ids stay.
     """
     started = time.perf_counter()
-    with db.transaction(), open_source(source, retries=retries) as opened:
+    # closing(): a failed run must not leave the spool file open (it may have rolled over to disk)
+    with db.transaction(), open_source(source, retries=retries) as opened, closing(Rejects(run_id)) as rejects:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
-        rejects = Rejects(run_id)
         with translate_errors():
             # a crash right after commit may lose this run, never corrupt it; the next run reloads it
             db.conn.execute("SET LOCAL synchronous_commit = off")

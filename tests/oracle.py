@@ -140,7 +140,7 @@ def sessionize(events: Iterable[dict[str, Any]], rules: SessionRules | None = No
 
 
 def metrics(sessions: list[dict[str, Any]], events: int) -> dict[str, Any]:
-    """Every figure of `xccel report`, straight from the definitions in issue 2."""
+    """Every figure of `xccel report`, straight from the README's definitions."""
     per_customer: dict[int, list[dict[str, Any]]] = {}
     for session in sessions:
         per_customer.setdefault(session["customer_id"], []).append(session)

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_extract_paths import event_line
 
+pytestmark = pytest.mark.integration  # real processes: the subject of these tests
+
 
 def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path: Path) -> None:
     lines = [event_line(i, i % 7 if i % 3 else None, minute=i % 60) for i in range(1, 301)]

@@ -24,6 +24,8 @@ from tests.conftest import ROOT, run_xccel
 from tests.test_dashboard import CHART_IDS, write_dump
 from tests.test_serve import Server
 
+pytestmark = pytest.mark.integration  # real processes: the subject of these tests
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",

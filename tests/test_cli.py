@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from tests.conftest import run_xccel
+from tests.conftest import invoke_xccel
 from tests.dumps import dump, random_events
 from tests.fault_server import free_port
 from xccel_cli.cli import app
@@ -30,14 +30,14 @@ def dump_file(tmp_path: Path) -> Path:
 
 def test_a_missing_source(database_url: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dump.json"
-    result = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
+    result = invoke_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
     assert (result.exit_code, result.stdout, result.stderr) == (4, "", f"Error: source not found: {missing}\n")
 
 
 def test_an_unreachable_database_keeps_its_password(tmp_path: Path) -> None:
     port = free_port()
     url = f"postgresql://xccel:{SECRET}@127.0.0.1:{port}/shop"
-    result = run_xccel(["run-all", "--source", str(tmp_path / "x.json"), "--database-url", url])
+    result = invoke_xccel(["run-all", "--source", str(tmp_path / "x.json"), "--database-url", url])
     assert result.exit_code == 5
     assert result.stderr == (
         f"Error: cannot connect to the database at postgresql://xccel:***@127.0.0.1:{port}/shop: "
@@ -46,7 +46,7 @@ def test_an_unreachable_database_keeps_its_password(tmp_path: Path) -> None:
     )
     # the same through the environment, and with -v and --debug off: no password anywhere
     log = tmp_path / "xccel.log"
-    env_result = run_xccel(["-v", "--log-file", str(log), "status"], env={"XCCEL_DATABASE_URL": url})
+    env_result = invoke_xccel(["-v", "--log-file", str(log), "status"], env={"XCCEL_DATABASE_URL": url})
     assert env_result.exit_code == 5
     everything = env_result.stdout + env_result.stderr + log.read_text()
     assert SECRET not in everything
@@ -79,11 +79,13 @@ def password_role(pg_admin_url: str, database_url: str) -> Iterator[str]:
 
 
 def test_a_wrong_password_is_refused_and_never_shown(password_role: str, dump_file: Path, tmp_path: Path) -> None:
-    good = run_xccel(["run-all", "--source", str(dump_file), "--database-url", password_role])
+    good = invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", password_role])
     assert good.exit_code == 0, good.stderr  # the role and its password really work
     wrong = password_role.replace(SECRET, "not-" + SECRET)
     log = tmp_path / "xccel.log"
-    result = run_xccel(["-v", "--log-file", str(log), "run-all", "--source", str(dump_file), "--database-url", wrong])
+    result = invoke_xccel(
+        ["-v", "--log-file", str(log), "run-all", "--source", str(dump_file), "--database-url", wrong]
+    )
     assert result.exit_code == 5
     assert result.stderr.startswith("Error: cannot connect to the database at postgresql://xccel_pw:***@")
     assert 'password authentication failed for user "xccel_pw"' in result.stderr
@@ -102,25 +104,25 @@ def test_help_never_shows_a_configured_password(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_an_invalid_option_and_an_invalid_value() -> None:
-    unknown = run_xccel(["run-all", "--bogus"])  # run as `python -m xccel_cli`, which is what usage shows
+    unknown = invoke_xccel(["run-all", "--bogus"])  # run as `python -m xccel_cli`, which is what usage shows
     assert unknown.exit_code == 2
     assert unknown.stderr == (
         "Usage: python -m xccel_cli run-all [OPTIONS]\nTry 'python -m xccel_cli run-all "
         "--help' for help.\n\nError: No such option: --bogus\n"
     )
-    out_of_range = run_xccel(["run-all", "--timeout-minutes", "0"])
+    out_of_range = invoke_xccel(["run-all", "--timeout-minutes", "0"])
     assert (out_of_range.exit_code, out_of_range.stderr) == (
         3,
         "Error: the session timeout must be between 1 and 240 minutes, got 0\n",
     )
-    bad_env = run_xccel(["run-all"], env={"XCCEL_RETRIES": "lots"})
+    bad_env = invoke_xccel(["run-all"], env={"XCCEL_RETRIES": "lots"})
     assert (bad_env.exit_code, bad_env.stderr) == (3, "Error: XCCEL_RETRIES must be a whole number, got 'lots'\n")
 
 
 def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path: Path) -> None:
     log = tmp_path / "logs" / "xccel.log"
     log.parent.mkdir()
-    quiet = run_xccel(
+    quiet = invoke_xccel(
         ["--quiet", "--log-file", str(log), "run-all", "--source", str(dump_file), "--database-url", database_url]
     )
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
@@ -129,12 +131,12 @@ def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path
     assert "published " in logged
     assert " lines in " in logged and " loaded, 0 already loaded, " in logged  # the extract stage says what it did
 
-    verbose = run_xccel(["-v", "run-all", "--source", str(dump_file), "--database-url", database_url])
+    verbose = invoke_xccel(["-v", "run-all", "--source", str(dump_file), "--database-url", database_url])
     assert verbose.exit_code == 0
     assert "xccel: run 2 (run-all) started" in verbose.stderr
     assert "xccel: source " in verbose.stderr and "unchanged since run 1" in verbose.stderr
 
-    failed = run_xccel(
+    failed = invoke_xccel(
         ["--log-file", str(log), "run-all", "--source", str(tmp_path / "gone.json"), "--database-url", database_url]
     )
     assert failed.exit_code == 4
@@ -143,27 +145,28 @@ def test_quiet_verbose_and_log_file(database_url: str, dump_file: Path, tmp_path
 
 
 def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> None:
-    nothing = run_xccel(["status", "--database-url", database_url])
+    nothing = invoke_xccel(["status", "--database-url", database_url])
     assert nothing.exit_code == 8 and "run `xccel init-db` first" in nothing.stderr
 
-    assert run_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
-    fresh = run_xccel(["status", "--database-url", database_url])
+    assert invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    fresh = invoke_xccel(["status", "--database-url", database_url])
     assert fresh.exit_code == 0, fresh.stderr
     lines = fresh.stdout.splitlines()
     assert lines[0].startswith("published: ") and " by run 1: " in lines[0]
     assert lines[1].startswith("last run: 1 (run-all) started ") and lines[1].endswith(": succeeded")
 
     assert (
-        run_xccel(["run-all", "--source", str(tmp_path / "gone.json"), "--database-url", database_url]).exit_code == 4
+        invoke_xccel(["run-all", "--source", str(tmp_path / "gone.json"), "--database-url", database_url]).exit_code
+        == 4
     )
-    failed = run_xccel(["status", "--json", "--database-url", database_url])
+    failed = invoke_xccel(["status", "--json", "--database-url", database_url])
     assert failed.exit_code == 9
     data = json.loads(failed.stdout)
     assert data["last_run"]["status"] == "failed" and data["last_run_failed"] is True
     assert data["last_run"]["error"] == f"source not found: {tmp_path / 'gone.json'}"
     assert data["last_success"]["run_id"] == 1 and data["published_by_run_id"] == 1
 
-    table = run_xccel(["runs", "--database-url", database_url])
+    table = invoke_xccel(["runs", "--database-url", database_url])
     assert table.exit_code == 0
     assert table.stdout.startswith("xccel runs (newest first)\nrun 2  run-all  failed  started ")
     assert (
@@ -171,18 +174,18 @@ def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> 
         in table.stdout
     )  # in full, in a pipe of 80 columns
     assert "\nrun 1  run-all  succeeded  started " in table.stdout and "\n    stages  extract " in table.stdout
-    listed = json.loads(run_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
+    listed = json.loads(invoke_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [(2, "failed")]
 
 
 def test_a_hostile_schema_name_is_only_ever_an_identifier(database_url: str, dump_file: Path) -> None:
     schema = 'Shop "x"; DROP TABLE runs; --'
     env = {"XCCEL_SCHEMA": schema}
-    ran = run_xccel(["run-all", "--json", "--source", str(dump_file), "--database-url", database_url], env=env)
+    ran = invoke_xccel(["run-all", "--json", "--source", str(dump_file), "--database-url", database_url], env=env)
     assert ran.exit_code == 0, ran.stderr
-    reported = json.loads(run_xccel(["report", "--json", "--database-url", database_url], env=env).stdout)
+    reported = json.loads(invoke_xccel(["report", "--json", "--database-url", database_url], env=env).stdout)
     assert reported["events"] == json.loads(ran.stdout)["report"]["events"] > 0
-    listed = json.loads(run_xccel(["runs", "--json", "--database-url", database_url], env=env).stdout)
+    listed = json.loads(invoke_xccel(["runs", "--json", "--database-url", database_url], env=env).stdout)
     assert [run["status"] for run in listed] == ["succeeded"]
     with psycopg.connect(database_url) as conn:
         tables = conn.execute(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import run_xccel
 from tests.test_cli import SECRET, password_role
+
+pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
 __all__ = ["password_role"]  # the fixture
 

@@ -1,4 +1,4 @@
-"""Extract (issue 2): every way a dump arrives, every kind of bad line kept with its reason, the guards."""
+"""Extract: every way a dump arrives, every kind of bad line kept with its reason, the guards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Served, run_xccel
+from tests.conftest import Served, invoke_xccel
 from tests.dumps import START, dump, event, line, random_events
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError
@@ -67,7 +67,7 @@ def test_extract_from_file_and_gz_file(db: Database, tmp_path: Path) -> None:
 
 
 def test_extract_from_stdin_through_the_command(db: Database, database_url: str) -> None:
-    result = run_xccel(["extract", "--source", "-", "--database-url", database_url], input=gzip.compress(GOOD_DUMP))
+    result = invoke_xccel(["extract", "--source", "-", "--database-url", database_url], input=gzip.compress(GOOD_DUMP))
     assert result.exit_code == 0, result.stderr
     assert f"read {len(GOOD):,} lines from stdin" in result.stdout
     assert [(r[0], r[2]) for r in raw_rows(db)] == expected_kept(GOOD)
@@ -164,22 +164,22 @@ def test_an_html_page_served_with_200_fails_and_publishes_nothing(
 ) -> None:
     good = tmp_path / "good.json"
     good.write_bytes(GOOD_DUMP)
-    first = run_xccel(["run-all", "--source", str(good), "--json", "--database-url", database_url])
+    first = invoke_xccel(["run-all", "--source", str(good), "--json", "--database-url", database_url])
     assert first.exit_code == 0, first.stderr
     before = json.loads(first.stdout)["report"]
 
     page = b"<!DOCTYPE html>\n<html>\n<head><title>Maintenance</title></head>\n<body>back soon</body>\n</html>\n"
     url = http_server.add("/events.json", page, headers={"Content-Type": "text/html"})
-    result = run_xccel(["run-all", "--source", url, "--database-url", database_url])
+    result = invoke_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert result.exit_code == 6
     assert result.stdout == ""
     assert result.stderr.startswith("Error: refused 5 of 5 lines (100.0%, limit 5.0%); nothing was loaded.")
     assert "Is the source really an event dump?" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
-    after = run_xccel(["report", "--json", "--database-url", database_url])
+    after = invoke_xccel(["report", "--json", "--database-url", database_url])
     assert json.loads(after.stdout) == before
-    status = run_xccel(["runs", "--json", "--database-url", database_url])
+    status = invoke_xccel(["runs", "--json", "--database-url", database_url])
     runs = json.loads(status.stdout)
     assert [r["status"] for r in runs] == ["failed", "succeeded"]
     assert "refused 5 of 5 lines" in runs[0]["error"]

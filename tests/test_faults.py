@@ -1,4 +1,4 @@
-"""Issue 4: faults injected for real — a misbehaving HTTP server, kill -9, a database that goes away,
+"""Faults injected for real — a misbehaving HTTP server, kill -9, a database that goes away,
 two runs at once. After each, the published tables are the last complete result and nothing is lost."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import Served, run_xccel, with_database
+from tests.conftest import Served, invoke_xccel, started_process, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
 from xccel_cli.db import Database
@@ -134,7 +135,7 @@ def test_connection_refused_is_retried_until_the_server_answers(db: Database) ->
 
 def test_connection_refused_for_good_is_one_line_exit_4(database_url: str) -> None:
     url = f"http://127.0.0.1:{free_port()}/e.json"
-    result = run_xccel(
+    result = invoke_xccel(
         ["run-all", "--source", url, "--retries", "2", "--database-url", database_url],
         env={"XCCEL_RETRY_BACKOFF_SECONDS": "0.01"},
     )
@@ -146,20 +147,20 @@ def test_connection_refused_for_good_is_one_line_exit_4(database_url: str) -> No
 @pytest.mark.parametrize("status, reason", [(404, "Not Found"), (403, "Forbidden")])
 def test_client_errors_are_not_retried(database_url: str, fault_server: FaultServer, status: int, reason: str) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("status", status)])
-    result = run_xccel(["run-all", "--source", url, "--database-url", database_url])
+    result = invoke_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert result.exit_code == 4
     assert result.stderr == f"Error: cannot fetch {url}: HTTP {status} {reason}\n"
     assert len(fault_server.requests_for("/e.json")) == 1
 
 
 def test_a_non_http_url_and_a_missing_file_exit_4(database_url: str, tmp_path: Path) -> None:
-    ftp = run_xccel(["run-all", "--source", "ftp://example.com/e.json", "--database-url", database_url])
+    ftp = invoke_xccel(["run-all", "--source", "ftp://example.com/e.json", "--database-url", database_url])
     assert (ftp.exit_code, ftp.stderr) == (
         4,
         "Error: unsupported source ftp://example.com/e.json: use an http(s) URL, a file path or '-'\n",
     )
     missing = tmp_path / "nope.json"
-    gone = run_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
+    gone = invoke_xccel(["run-all", "--source", str(missing), "--database-url", database_url])
     assert (gone.exit_code, gone.stderr) == (4, f"Error: source not found: {missing}\n")
 
 
@@ -201,7 +202,7 @@ def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(
     packed = bytearray(gzip.compress(BODY))
     packed[len(packed) // 2 : len(packed) // 2 + 64] = bytes(64)
     url = fault_server.add("/e.json.gz", bytes(packed))
-    result = run_xccel(["run-all", "--source", url, "--database-url", database_url])
+    result = invoke_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert result.exit_code == 6
     assert result.stderr.startswith(f"Error: {url} is not a valid gzip stream (")
     assert len(result.stderr.splitlines()) == 1
@@ -228,19 +229,23 @@ METRIC_KEYS = (
 
 
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a started process. Its data directory is not created: a test that lets the process
+    start the embedded server passes its own XCCEL_DATA_DIR (else the leftover check reports the folder)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
-    env["XCCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="xccel-data-")
+    env["XCCEL_DATA_DIR"] = str(Path(tempfile.gettempdir()) / f"xccel-data-unused-{uuid.uuid4().hex}")
     env.update(extra or {})
     return env
 
 
 def start_xccel(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "xccel_cli", *args],
-        env=xccel_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tempfile.gettempdir(),
+    return started_process(
+        subprocess.Popen(
+            [sys.executable, "-m", "xccel_cli", *args],
+            env=xccel_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tempfile.gettempdir(),
+        )
     )
 
 
@@ -282,7 +287,7 @@ def published(url: str) -> tuple[list[tuple], list[tuple], int]:
 
 
 def report_of(url: str) -> dict:
-    result = run_xccel(["report", "--json", "--database-url", url])
+    result = invoke_xccel(["report", "--json", "--database-url", url])
     assert result.exit_code == 0, result.stderr
     return {k: v for k, v in json.loads(result.stdout).items() if k in METRIC_KEYS}
 
@@ -305,7 +310,7 @@ def reference(pg_admin_url: str, batches: tuple[Path, Path]) -> Iterator[tuple[d
         conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
     url = with_database(pg_admin_url, name)
     try:
-        result = run_xccel(["run-all", "--source", str(batches[1]), "--json", "--database-url", url])
+        result = invoke_xccel(["run-all", "--source", str(batches[1]), "--json", "--database-url", url])
         assert result.exit_code == 0, result.stderr
         events, sessions, _ = published(url)
         yield report_of(url), events, sessions
@@ -315,7 +320,7 @@ def reference(pg_admin_url: str, batches: tuple[Path, Path]) -> Iterator[tuple[d
 
 
 def first_day(url: str, batches: tuple[Path, Path]) -> tuple[list, list, int]:
-    result = run_xccel(["run-all", "--source", str(batches[0]), "--database-url", url])
+    result = invoke_xccel(["run-all", "--source", str(batches[0]), "--database-url", url])
     assert result.exit_code == 0, result.stderr
     return published(url)
 
@@ -325,17 +330,18 @@ def assert_recovers(
 ) -> None:
     """After a killed run: the previous result is intact, and the next run-all catches up exactly."""
     assert published(url) == before
-    again = run_xccel(["run-all", "--source", str(batches[1]), "--wait", "--database-url", url])
+    again = invoke_xccel(["run-all", "--source", str(batches[1]), "--wait", "--database-url", url])
     assert again.exit_code == 0, again.stderr
     expected_report, expected_events, expected_sessions = reference
     assert report_of(url) == expected_report
     events, sessions, publications = published(url)
     assert (events, sessions) == (expected_events, expected_sessions)
     assert publications == before[2] + 1
-    runs = json.loads(run_xccel(["runs", "--json", "--database-url", url]).stdout)
+    runs = json.loads(invoke_xccel(["runs", "--json", "--database-url", url]).stdout)
     assert [r["status"] for r in runs] == ["succeeded", "interrupted", "succeeded"]
 
 
+@pytest.mark.integration
 def test_kill_during_extract(
     database_url: str, fault_server: FaultServer, batches: tuple[Path, Path], reference: tuple[dict, list, list]
 ) -> None:
@@ -362,6 +368,7 @@ def test_kill_during_extract(
     assert_recovers(database_url, batches, before, reference)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["sessionize", "load"])
 def test_kill_in_the_middle_of_a_stage(
     database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list], where: str
@@ -387,6 +394,7 @@ def test_kill_in_the_middle_of_a_stage(
     assert_recovers(database_url, batches, before, reference)
 
 
+@pytest.mark.integration
 def test_kill_between_sessionize_and_load(
     database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list]
 ) -> None:
@@ -400,6 +408,7 @@ def test_kill_between_sessionize_and_load(
     assert_recovers(database_url, batches, before, reference)
 
 
+@pytest.mark.integration
 def test_the_database_going_away_mid_run(
     database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list]
 ) -> None:
@@ -418,6 +427,7 @@ def test_the_database_going_away_mid_run(
     assert_recovers(database_url, batches, before, reference)
 
 
+@pytest.mark.integration
 def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_path: Path) -> None:
     before = first_day(database_url, batches)
     resume = tmp_path / "resume"
@@ -427,7 +437,7 @@ def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_pat
     )
     wait_for_line(first, "paused at sessionize")
 
-    busy = run_xccel(["run-all", "--source", str(batches[1]), "--no-wait", "--database-url", database_url])
+    busy = invoke_xccel(["run-all", "--source", str(batches[1]), "--no-wait", "--database-url", database_url])
     assert busy.exit_code == 7
     assert busy.stderr == (
         "Error: another xccel run is in progress on this database; try again later or pass --wait to queue behind it\n"
@@ -435,7 +445,7 @@ def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_pat
 
     # readers are not blocked by the run, and still see the previous result
     assert report_of(database_url)["events"] == len(before[0])
-    status = json.loads(run_xccel(["status", "--json", "--database-url", database_url]).stdout)
+    status = json.loads(invoke_xccel(["status", "--json", "--database-url", database_url]).stdout)
     assert status["last_run"]["status"] == "running"
 
     waiting = start_xccel(["run-all", "--source", str(batches[1]), "--wait", "--json", "--database-url", database_url])
@@ -445,7 +455,7 @@ def test_two_runs_at_once(database_url: str, batches: tuple[Path, Path], tmp_pat
     assert first.wait(60) == 0
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    runs = json.loads(run_xccel(["runs", "--json", "--database-url", database_url]).stdout)
+    runs = json.loads(invoke_xccel(["runs", "--json", "--database-url", database_url]).stdout)
     assert [r["status"] for r in runs[:2]] == ["unchanged", "succeeded"]
     assert runs[0]["started_at"] >= runs[1]["finished_at"]  # it queued behind the first
     assert json.loads(out)["run"]["status"] == "unchanged"

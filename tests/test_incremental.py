@@ -1,4 +1,4 @@
-"""Issue 4, incremental runs: batches loaded by successive runs equal one full run; an unchanged source
+"""Incremental runs: batches loaded by successive runs equal one full run; an unchanged source
 is recognised without reading it; outlier timestamps do not upset later runs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from tests.conftest import run_xccel
+from tests.conftest import invoke_xccel
 from tests.dumps import START, dump, event, random_events
 from tests.fault_server import FaultServer, fault_server
 from xccel_cli.config import SessionRules
@@ -147,7 +147,7 @@ def test_outlier_timestamps_do_not_upset_later_runs(two_schemas: tuple[Database,
 
 
 def runs_of(url: str) -> list[dict]:
-    result = run_xccel(["runs", "--json", "--database-url", url])
+    result = invoke_xccel(["runs", "--json", "--database-url", url])
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -155,10 +155,10 @@ def runs_of(url: str) -> list[dict]:
 def test_an_unchanged_file_is_recognised_without_reading_it(database_url: str, tmp_path: Path) -> None:
     path = tmp_path / "events.json"
     path.write_bytes(dump(random_events(500, seed=4)))
-    first = run_xccel(["run-all", "--source", str(path), "--database-url", database_url])
+    first = invoke_xccel(["run-all", "--source", str(path), "--database-url", database_url])
     assert first.exit_code == 0, first.stderr
 
-    same = run_xccel(["run-all", "--source", str(path), "--database-url", database_url])
+    same = invoke_xccel(["run-all", "--source", str(path), "--database-url", database_url])
     assert same.exit_code == 0, same.stderr
     assert same.stdout == "source unchanged since run 1: nothing to do (run 2; --full-refresh rebuilds anyway)\n"
     runs = runs_of(database_url)
@@ -166,7 +166,7 @@ def test_an_unchanged_file_is_recognised_without_reading_it(database_url: str, t
     assert runs[0]["lines_read"] is None  # nothing was read
 
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # touched, same bytes: the checksum says unchanged
-    touched = run_xccel(["run-all", "--source", str(path), "--json", "--database-url", database_url])
+    touched = invoke_xccel(["run-all", "--source", str(path), "--json", "--database-url", database_url])
     assert json.loads(touched.stdout)["run"] == {
         "run_id": 3,
         "status": "unchanged",
@@ -175,20 +175,20 @@ def test_an_unchanged_file_is_recognised_without_reading_it(database_url: str, t
         "total_seconds": json.loads(touched.stdout)["run"]["total_seconds"],
     }
 
-    other_rules = run_xccel(
+    other_rules = invoke_xccel(
         ["run-all", "--source", str(path), "--timeout-minutes", "20", "--json", "--database-url", database_url]
     )
     assert json.loads(other_rules.stdout)["run"]["lines_read"] == 500  # new rules: everything is redone
 
     with path.open("ab") as handle:
         handle.write(dump([event(10_000, 1, START)]))
-    grown = run_xccel(
+    grown = invoke_xccel(
         ["run-all", "--source", str(path), "--timeout-minutes", "20", "--json", "--database-url", database_url]
     )
     run = json.loads(grown.stdout)["run"]
     assert (run["loaded"], run["already_loaded"], run["customers_rebuilt"]) == (1, run["already_loaded"], 1)
 
-    forced = run_xccel(
+    forced = invoke_xccel(
         [
             "run-all",
             "--source",
@@ -209,8 +209,8 @@ def test_an_unchanged_http_source_is_recognised_with_a_conditional_get(
 ) -> None:
     body = dump(random_events(500, seed=4))
     url = fault_server.add("/events.json", body)
-    assert run_xccel(["run-all", "--source", url, "--database-url", database_url]).exit_code == 0
-    same = run_xccel(["run-all", "--source", url, "--database-url", database_url])
+    assert invoke_xccel(["run-all", "--source", url, "--database-url", database_url]).exit_code == 0
+    same = invoke_xccel(["run-all", "--source", url, "--database-url", database_url])
     assert same.exit_code == 0, same.stderr
     assert same.stdout.startswith("source unchanged since run 1: nothing to do")
     conditional = fault_server.requests_for("/events.json")[-1]
@@ -218,7 +218,7 @@ def test_an_unchanged_http_source_is_recognised_with_a_conditional_get(
     assert len(fault_server.requests_for("/events.json")) == 2
 
     fault_server.add("/events.json", body + dump([event(10_000, 1, START)]), headers={"ETag": '"v2"'})
-    changed = run_xccel(["run-all", "--source", url, "--json", "--database-url", database_url])
+    changed = invoke_xccel(["run-all", "--source", url, "--json", "--database-url", database_url])
     assert json.loads(changed.stdout)["run"]["loaded"] == 1
     assert [r.status for r in fault_server.requests_for("/events.json")] == [200, 304, 200, 200]
     with psycopg.connect(database_url) as conn:

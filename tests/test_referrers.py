@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, run_xccel
+from tests.conftest import ROOT, invoke_xccel
 from xccel_cli.db import Database
 from xccel_cli.referrers import DIRECT, referrer_report
 
@@ -201,10 +201,10 @@ def sessions_rows(database_url: str) -> list[dict[str, Any]]:
 
 
 def test_report_by_referrer_on_the_example_dump(database_url: str) -> None:
-    loaded = run_xccel(["run-all", "--source", str(EXAMPLE), "--json", "--database-url", database_url])
+    loaded = invoke_xccel(["run-all", "--source", str(EXAMPLE), "--json", "--database-url", database_url])
     assert loaded.exit_code == 0, loaded.stderr
 
-    as_json = run_xccel(["report", "--by", "referrer", "--json", "--database-url", database_url])
+    as_json = invoke_xccel(["report", "--by", "referrer", "--json", "--database-url", database_url])
     assert as_json.exit_code == 0, as_json.stderr
     rows = json.loads(as_json.stdout)
     sessions = sessions_rows(database_url)
@@ -213,7 +213,7 @@ def test_report_by_referrer_on_the_example_dump(database_url: str) -> None:
     assert sum(row["sessions"] for row in rows) == len(sessions)
     assert DIRECT in [row["referrer"] for row in rows] and len(rows) > 2
 
-    table = run_xccel(["report", "--by", "referrer", "--database-url", database_url], env={"COLUMNS": "160"})
+    table = invoke_xccel(["report", "--by", "referrer", "--database-url", database_url], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.stderr
     assert "xccel report by referrer" in table.stdout
     for row in rows:
@@ -222,13 +222,13 @@ def test_report_by_referrer_on_the_example_dump(database_url: str) -> None:
 
 
 def test_report_by_an_unknown_breakdown_is_a_usage_error(database_url: str) -> None:
-    result = run_xccel(["report", "--by", "landing-page", "--database-url", database_url])
+    result = invoke_xccel(["report", "--by", "landing-page", "--database-url", database_url])
     assert result.exit_code == 2
     assert "landing-page" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_report_by_referrer_without_a_schema_says_what_to_do(database_url: str) -> None:
-    result = run_xccel(["report", "--by", "referrer", "--database-url", database_url])
+    result = invoke_xccel(["report", "--by", "referrer", "--database-url", database_url])
     assert result.exit_code == 8, result.stderr
     assert result.stderr.strip().splitlines() == [
         "Error: the database has no xccel schema in 'public' yet: run `xccel init-db` first"

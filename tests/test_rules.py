@@ -1,4 +1,4 @@
-"""Issue 6: the session rules, each on a hand-computed case, recorded with the result, validated."""
+"""The session rules, each on a hand-computed case, recorded with the result, validated."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import oracle
-from tests.conftest import run_xccel
+from tests.conftest import invoke_xccel
 from tests.xccel_driver import assert_matches_oracle, event, line, metrics_of, publish, published, write_dump
 from xccel_cli.config import PRESETS, SessionRules
 from xccel_cli.db import Database
@@ -189,7 +189,7 @@ def test_a_cap_always_recounts_every_customer(db: Database) -> None:
 
 def test_rules_and_cut_sessions_in_the_real_report(database_url: str, tmp_path: Path) -> None:
     dump = write_dump([line(e) for e in CAP], tmp_path)
-    result = run_xccel(
+    result = invoke_xccel(
         [
             "run-all",
             "--source",
@@ -217,7 +217,7 @@ def test_rules_and_cut_sessions_in_the_real_report(database_url: str, tmp_path: 
     expected = oracle.sessionize(CAP, SessionRules(**data["rules"]))
     assert data["cut_sessions"] == expected.cut_sessions == 3
 
-    table = run_xccel(["report", "--database-url", database_url])
+    table = invoke_xccel(["report", "--database-url", database_url])
     assert table.exit_code == 0, table.stderr
     footer = " ".join(table.stdout.split())
     assert "at midnight (Europe/Amsterdam)" in footer and "capped at 2 h" in footer
@@ -265,7 +265,7 @@ UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"  # config errors must come 
     ],
 )
 def test_invalid_rule_settings_are_one_line_errors(args: list[str], env: dict[str, str], message: str) -> None:
-    result = run_xccel([*args, "--database-url", UNREACHABLE], env=env)
+    result = invoke_xccel([*args, "--database-url", UNREACHABLE], env=env)
     assert result.exit_code == 3, result.stderr
     assert result.stderr == f"Error: {message}\n"
     assert result.stdout == ""

@@ -1,4 +1,4 @@
-"""Issue 2's definitions on hand-computed cases: exact tb_events rows, sessions rows and metrics,
+"""The README's definitions on hand-computed cases: exact tb_events rows, sessions rows and metrics,
 worked out by hand below, and the same as the plain-Python oracle."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests import oracle
-from tests.conftest import run_xccel
+from tests.conftest import invoke_xccel
 from tests.xccel_driver import assert_matches_oracle, event, line, metrics_of, publish, published, utc, write_dump
 from xccel_cli.db import Database
 
@@ -158,7 +158,7 @@ def test_gap_option_changes_the_cut(db: Database) -> None:
 def test_the_real_command_reports_the_hand_computed_metrics(database_url: str, tmp_path, as_json: bool) -> None:
     dump = write_dump(dump_lines(), tmp_path)
     args = ["run-all", "--source", str(dump), "--database-url", database_url] + (["--json"] if as_json else [])
-    result = run_xccel(args)
+    result = invoke_xccel(args)
     assert result.exit_code == 0, result.stderr
     if as_json:
         report = json.loads(result.stdout)["report"]

@@ -66,9 +66,8 @@ def line(e: dict[str, Any], *, stamp: str | None = None) -> str:
     return json.dumps({"id": e["event_id"], "type": e["event_type"], "event": body})
 
 
-def write_dump(lines: Iterable[str], directory: Path | None = None) -> Path:
-    folder = directory or Path(tempfile.mkdtemp(prefix="xccel-rules-"))
-    path = folder / f"dump-{next(_dumps)}.ndjson"
+def write_dump(lines: Iterable[str], directory: Path) -> Path:
+    path = directory / f"dump-{next(_dumps)}.ndjson"
     path.write_text("".join(text + "\n" for text in lines))
     return path
 
@@ -83,8 +82,9 @@ def publish(
 ) -> Any:
     """Extract the events (as dump lines), sessionize with the rules and publish; the SessionizeResult."""
     lines = [item if isinstance(item, str) else line(item) for item in events_or_lines]
-    path = write_dump(lines, directory)
-    run_extract(db, ExtractOptions(source=str(path)))
+    with tempfile.TemporaryDirectory(prefix="xccel-dump-") as scratch:
+        path = write_dump(lines, directory or Path(scratch))
+        run_extract(db, ExtractOptions(source=str(path)))
     result = run_sessionize(db, rules or SessionRules(), full_refresh=full_refresh)
     run_load(db)
     return result

@@ -8,15 +8,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
 
 from xccel_cli import config
 from xccel_cli.errors import ExitCode, XccelError
+
+if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
+    from xccel_cli.db import Database
 
 app = typer.Typer(
     name="xccel",
@@ -130,9 +136,24 @@ Retries = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 
 
-class State:
-    debug = False
-    quiet = False
+@dataclass
+class CliState:
+    """The global options of one invocation: the context object (`ctx.obj`), not module globals, so that one
+    process can run several commands one after another, as the in-process tests do."""
+
+    debug: bool = False
+    quiet: bool = False
+
+
+# The invocation's CliState for code that has no context at hand (handle_errors, _say); set by the callback
+# and reset when the invocation's context closes. (Typer may bundle its own Click, so Click's
+# get_current_context cannot be relied on to see Typer's context.)
+_current_state: ContextVar[CliState | None] = ContextVar("xccel_cli_state", default=None)
+
+
+def _state() -> CliState:
+    state = _current_state.get()
+    return state if state is not None else CliState(debug=os.environ.get("XCCEL_DEBUG") == "1")
 
 
 def handle_errors(func: F) -> F:
@@ -146,16 +167,16 @@ def handle_errors(func: F) -> F:
             raise
         except XccelError as exc:
             _log_failure(exc)
-            if State.debug:
+            if _state().debug:
                 raise
             typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             typer.echo("Error: interrupted; nothing was published by this run", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:
             _log_failure(exc)
-            if State.debug:
+            if _state().debug:
                 raise
             message = config.mask_password(str(exc).splitlines()[0] if str(exc) else "")
             typer.echo(
@@ -168,6 +189,7 @@ def handle_errors(func: F) -> F:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     verbose: Annotated[
         int,
@@ -192,8 +214,10 @@ def main_options(
         ),
     ] = None,
 ) -> None:
-    State.debug = debug or os.environ.get("XCCEL_DEBUG") == "1"
-    State.quiet = quiet
+    ctx.obj = CliState(debug=debug or os.environ.get("XCCEL_DEBUG") == "1", quiet=quiet)
+    token = _current_state.set(ctx.obj)
+    ctx.call_on_close(lambda: _current_state.reset(token))
+    ctx.call_on_close(_close_logging)
     _configure_logging(verbose, quiet, log_file or config.env("XCCEL_LOG_FILE"))
 
 
@@ -211,8 +235,8 @@ class _NotFileOnly(logging.Filter):
 
 def _configure_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
     """The core logs to the `xccel_cli` logger; stderr shows warnings (retries), more with -v, less with -q."""
+    _close_logging()  # idempotent: a second command in the same process starts from a clean logger
     root = logging.getLogger("xccel_cli")
-    root.handlers.clear()
     root.propagate = False
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     stderr = logging.StreamHandler(sys.stderr)
@@ -232,6 +256,15 @@ def _configure_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
         root.addHandler(handler)
 
 
+def _close_logging() -> None:
+    """Remove and close the handlers a command added (the log file is released; stderr is not closed)."""
+    root = logging.getLogger("xccel_cli")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+
+
 def _log_failure(exc: BaseException) -> None:
     """The one-line error also goes to the log file (stderr gets it from handle_errors)."""
     logging.getLogger("xccel_cli.cli").error(
@@ -239,7 +272,7 @@ def _log_failure(exc: BaseException) -> None:
     )
 
 
-def _connect(database_url: str | None, create_schema: bool = False):  # type: ignore[no-untyped-def]
+def _connect(database_url: str | None, create_schema: bool = False) -> AbstractContextManager[Database]:
     from xccel_cli.db import connect
 
     return connect(config.database_url(database_url), config.schema(), create_schema=create_schema)
@@ -264,7 +297,7 @@ def _retries(option: int | None) -> int:
 
 def _say(text: str, err: bool = False) -> None:
     """A status line: what a command did. --quiet silences it (cron wants output only on failure)."""
-    if not State.quiet:
+    if not _state().quiet:
         typer.echo(text, err=err)
 
 
@@ -307,10 +340,10 @@ def extract_command(
     options = ExtractOptions(
         config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
     )
-    with _connect(database_url) as db, progress_reporter(State.quiet) as progress:
+    with _connect(database_url) as db, progress_reporter(_state().quiet) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
-    if not State.quiet:
+    if not _state().quiet:
         render_extract(result)
 
 
@@ -460,21 +493,21 @@ def run_all_command(
     else:
         from xccel_cli.render import progress_reporter
 
-        reporter = progress_reporter(State.quiet)
+        reporter = progress_reporter(_state().quiet)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
     if isinstance(result, UnchangedResult):
         if as_json:
             _print_json({"run": result.summary()})
-        elif not State.quiet:
+        elif not _state().quiet:
             typer.echo(
                 f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
                 "--full-refresh rebuilds anyway)"
             )
     elif as_json:
         _print_json({"run": result.summary(), "report": result.report.as_json()})
-    elif not State.quiet:
+    elif not _state().quiet:
         from xccel_cli.render import render_run_all
 
         render_run_all(result)
@@ -574,7 +607,7 @@ def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) ->
         result = status(db)
     if as_json:
         _print_json(result.as_json())
-    elif not State.quiet:
+    elif not _state().quiet:
         if result.published_at is None:
             typer.echo("published: nothing yet (run `xccel run-all`)")
         else:

@@ -1,7 +1,8 @@
 """The dashboard: one self-contained HTML page (inline CSS and SVG, no script, no external reference)
 with the report's figures and the distributions behind them, from one publication of the tables.
 
-`render_dashboard(db)` is what `xccel serve` returns at /dashboard and `xccel report --html` writes.
+`xccel serve` answers /dashboard with `render_page(dashboard_data(db))`; `xccel report --html` writes the same
+page with `write_dashboard`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # another xccel run holds the pipeline lock
     STATE = 8  # a stage was run out of order (e.g. load before sessionize)
     LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
+    INTERRUPTED = 130  # Ctrl+C (SIGINT), as shells report 128 + 2
 
 
 class XccelError(Exception):

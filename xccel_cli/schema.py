@@ -27,7 +27,8 @@ def migrations() -> list[tuple[int, str]]:
 
 
 def init_db(db: Database) -> InitResult:
-    """Create or upgrade the schema; safe to run again (each migration runs once, in its own transaction)."""
+    """Create or upgrade the schema; safe to run again. Each migration runs once; all pending ones run in one
+    transaction, so a failing migration leaves the schema as it was."""
     result = InitResult()
     with db.transaction() as conn:
         # serialise concurrent init-db runs; released at commit

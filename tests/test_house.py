@@ -1,0 +1,74 @@
+"""The README stays true to the code: its exit-code table, the settings it documents, the version."""
+
+from __future__ import annotations
+
+import re
+import signal
+from importlib.metadata import version
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import xccel_cli
+from tests.conftest import ROOT
+from tests.dumps import dump, random_events
+from tests.test_faults import start_xccel, wait_for_line
+from xccel_cli.db import one_row
+from xccel_cli.errors import ExitCode
+
+README = (ROOT / "README.md").read_text()
+# Variables only the test suite reads; a user never sets them.
+TEST_ONLY = re.compile(r"^XCCEL_TEST_")
+
+
+def section(title: str) -> str:
+    """A README section's text: from its heading to the next heading of the same or a higher level."""
+    heading = re.search(rf"^(#+) {re.escape(title)}$", README, re.M)
+    assert heading, f"the README has no section {title!r}"
+    body = README[heading.end() :]
+    end = re.search(rf"^#{{1,{len(heading.group(1))}}} ", body, re.M)
+    return body[: end.start()] if end else body
+
+
+def test_the_exit_code_table_is_the_codes_the_command_uses() -> None:
+    table = section("Exit codes")
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert documented == {int(code) for code in ExitCode}
+
+
+def settings_read_by_the_code() -> set[str]:
+    """Every XCCEL_* name written as a string literal in the package (the way settings are read)."""
+    names: set[str] = set()
+    for path in (ROOT / "xccel_cli").rglob("*.py"):
+        names.update(re.findall(r"""["'](XCCEL_[A-Z0-9_]+)["']""", path.read_text()))
+    return {name for name in names if not TEST_ONLY.match(name)}
+
+
+def test_every_setting_the_code_reads_is_documented() -> None:
+    read = settings_read_by_the_code()
+    assert {"XCCEL_DATABASE_URL", "XCCEL_DEBUG", "XCCEL_SOURCE"} <= read  # the scan finds what it should
+    undocumented = sorted(name for name in read if f"`{name}`" not in README)
+    assert undocumented == []
+
+
+def test_one_version_the_installed_package_metadata() -> None:
+    assert xccel_cli.__version__ == version("xccel")
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", xccel_cli.__version__)
+
+
+@pytest.mark.integration
+def test_ctrl_c_is_exit_code_130_one_line_and_nothing_published(database_url: str, tmp_path: Path) -> None:
+    """SIGINT in the middle of a run (the signal a terminal's Ctrl+C sends): the documented code, one line."""
+    dump_file = tmp_path / "events.json"
+    dump_file.write_bytes(dump(random_events(200, seed=3)))
+    proc = start_xccel(
+        ["run-all", "--source", str(dump_file), "--database-url", database_url], env={"XCCEL_TEST_PAUSE_AT": "load"}
+    )
+    wait_for_line(proc, "paused at load")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == int(ExitCode.INTERRUPTED) == 130
+    assert err.decode() == "Error: interrupted; nothing was published by this run\n"
+    with psycopg.connect(database_url) as conn:
+        assert one_row(conn.execute("SELECT count(*) FROM publications"))[0] == 0

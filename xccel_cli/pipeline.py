@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from xccel_cli.config import SessionRules, mask_url
+from xccel_cli.config import SessionRules, mask_password, mask_url
 from xccel_cli.db import Database
 from xccel_cli.errors import XccelError
 from xccel_cli.extract import ExtractResult, ProgressCallback, extract
@@ -72,7 +72,7 @@ def recorded_run(
     try:
         yield record
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}"
+        message = mask_password(str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}")
         log.error("run %d (%s) failed: %s", record.run_id, command, message, extra={"file_only": True})
         with suppress(Exception):  # the connection itself may be what failed
             finish_run(

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 import warnings
@@ -35,6 +36,9 @@ APPLICATION_NAME = "xccel"
 CLIENT_CHECK_INTERVAL_MS = 1000
 # PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1), cut at a character boundary
 NAME_BYTES = 63
+# how long a run without --wait waits for the lock of a killed run to go (the server ends its session
+# at the next client check)
+DEAD_HOLDER_GRACE_SECONDS = 5 * CLIENT_CHECK_INTERVAL_MS / 1000
 # how long a command waits for an embedded server that another command is starting or stopping
 SERVER_SETTLE_SECONDS = 60.0
 
@@ -288,31 +292,85 @@ class Database:
                 return cur.fetchall()
 
     def lock_pipeline(self, wait: bool) -> None:
-        """Hold the pipeline lock for this connection's life; a second run waits or fails (BusyError)."""
+        """Hold the pipeline lock for this connection's life; a second run waits or fails (BusyError).
+
+        Beside it, the holder takes a second advisory lock naming its host and process id, so that
+        others can tell a live run from one whose process was killed while its server session still
+        runs a statement (the server ends that session within CLIENT_CHECK_INTERVAL_MS)."""
         key = lock_key(self.schema)
         with translate_errors():
             if wait:
                 self.conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            else:
-                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                if not got or not got[0]:
+            elif not self._try_lock(key):
+                holder = self.pipeline_holder()
+                if holder is None or holder.client_alive is not False:
                     raise BusyError(
                         "another xccel run is in progress on this database; "
                         "try again later or pass --wait to queue behind it"
                     )
+                # its process is dead: the server notices soon and ends the session
+                deadline = time.monotonic() + DEAD_HOLDER_GRACE_SECONDS
+                while not self._try_lock(key):
+                    if time.monotonic() >= deadline:
+                        raise BusyError(
+                            f"the pipeline lock is still held by the database session of a killed xccel "
+                            f"(process {holder.client_pid}, server pid {holder.backend_pid}); the server "
+                            "releases it when its statement ends: try again, or pass --wait"
+                        )
+                    time.sleep(0.2)
+            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), os.getpid()))
         self._locked = True
 
-    def pipeline_lock_held(self) -> bool:
-        """Whether some session holds the pipeline lock (read from pg_locks: taking it would race a run)."""
+    def _try_lock(self, key: int) -> bool:
+        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        return bool(got and got[0])
+
+    def pipeline_holder(self) -> LockHolder | None:
+        """Who holds the pipeline lock (read from pg_locks: taking it would race a run), None: nobody."""
         key = lock_key(self.schema)
         with translate_errors():
             row = self.conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
-                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),  # how PostgreSQL splits a bigint key
+                "SELECT l.pid, (SELECT m.objid::bigint FROM pg_locks m WHERE m.pid = l.pid AND m.granted"
+                "   AND m.locktype = 'advisory' AND m.objsubid = 2 AND m.classid = %s::bigint::oid LIMIT 1)"
+                " FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 1",
+                # how PostgreSQL shows the keys: a bigint split in two halves, an int4 as an oid
+                (host_tag() & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
             ).fetchone()
-        return bool(row and row[0])
+        if row is None:
+            return None
+        backend_pid, client_pid = row
+        return LockHolder(
+            backend_pid=int(backend_pid),
+            client_pid=None if client_pid is None else int(client_pid),
+            client_alive=None if client_pid is None else _running(int(client_pid)),
+        )
+
+    def pipeline_lock_held(self) -> bool:
+        """Whether some session holds the pipeline lock."""
+        return self.pipeline_holder() is not None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding the pipeline lock, and the xccel process behind it when that runs on this
+    host (client_pid, client_alive; None when it runs elsewhere or predates this check)."""
+
+    backend_pid: int
+    client_pid: int | None
+    client_alive: bool | None
+
+
+@cache
+def host_tag() -> int:
+    """This machine, as a 32-bit advisory lock key (process ids are only comparable on one host)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    digest = hashlib.blake2b(f"xccel-host:{socket.gethostname()}:{boot}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def server_name(name: str) -> str:

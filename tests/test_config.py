@@ -20,11 +20,11 @@ UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"  # config errors must come 
         # URL userinfo, with a password holding '@' and ':'
         ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
         ("postgresql://u:se@c:ret@h/db failed", "postgresql://u:***@h/db failed"),
-        # a password in the query ends at '&' (a literal '&' cannot be in a query value); the rest stays
+        # a password in the query hides the rest of the query: written unencoded, it may hold '&'
         ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
         (
             "postgresql://u@h/db?sslmode=require&password=se:cret&application_name=x",
-            "postgresql://u@h/db?sslmode=require&password=***&application_name=x",
+            "postgresql://u@h/db?sslmode=require&password=***",
         ),
         # libpq keyword strings: plain, spaces around '=', quoted with spaces and an escaped quote
         ("host=h password=secret dbname=db", "host=h password=*** dbname=db"),

@@ -172,7 +172,8 @@ def handle_errors(func: F) -> F:
             typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            typer.echo("Error: interrupted; nothing was published by this run", err=True)
+            # a run says itself what Ctrl+C did to it (errors.Interrupted); this is any other command
+            typer.echo("Error: interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:
             _log_failure(exc)

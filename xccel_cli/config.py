@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from xccel_cli.errors import ConfigError, SourceError
+from xccel_cli.secrets import MASK as MASK  # re-exported: the masking lives in xccel_cli.secrets
+from xccel_cli.secrets import mask_password as mask_password
+from xccel_cli.secrets import mask_url as mask_url
+from xccel_cli.secrets import remember_url
 
 DEFAULT_SOURCE = "https://storage.googleapis.com/xcc-de-assessment/events.json"
 DEFAULT_TIMEOUT_MINUTES = 30
@@ -27,7 +30,9 @@ def env(name: str) -> str | None:
 
 def database_url(option: str | None) -> str | None:
     """--database-url, else XCCEL_DATABASE_URL, else DATABASE_URL; None means: use the embedded server."""
-    return option or env("XCCEL_DATABASE_URL") or env("DATABASE_URL")
+    url = option or env("XCCEL_DATABASE_URL") or env("DATABASE_URL")
+    remember_url(url)  # its secrets are hidden from every message, log line and table from now on
+    return url
 
 
 def source(option: str | None) -> str:
@@ -43,6 +48,7 @@ def source(option: str | None) -> str:
         value, origin = raw, "XCCEL_SOURCE is set but empty; unset it for the default dump"
     else:
         return DEFAULT_SOURCE
+    remember_url(value)
     if not value.strip():
         raise ConfigError(f"the source is empty ({origin}): give an http(s) URL, a file path or '-'")
     check_source(value)
@@ -215,46 +221,3 @@ def _check_timezone(name: str, variable: str | None = None) -> None:
                 f"{variable} must be an IANA time zone name such as Europe/Amsterdam, got {name!r}"
             ) from None
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
-
-
-MASK = "***"
-# URL userinfo: everything from the user's ':' to the last '@' before the path (a password may hold '@')
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
-# password=... in a URL query (ends at '&': a literal '&' cannot be part of a query value) or in a libpq
-# keyword string (ends at white space, or is a single-quoted value with backslash escapes; an unclosed
-# quote masks the rest of the text). No word boundary in front: PGPASSWORD=, db_password= are masked too.
-_PASSWORD_KEYWORD = re.compile(
-    r"((?<=[?&])password=)([^&\s]*)"
-    r"|(password\s*=\s*)('(?:\\.|[^'\\])*'?|\"(?:\\.|[^\"\\])*\"?|\S*)",
-    re.IGNORECASE,
-)
-# what may follow a mask already in place: text masked twice (a masked URL quoted in an error message
-# that is masked again) keeps the ':' of "...password=***: reason" instead of taking it for the password
-_ALREADY_MASKED = re.compile(rf"{re.escape(MASK)}[:,;.)]?")
-
-
-def _mask_keyword(match: re.Match[str]) -> str:
-    key = match.group(1) or match.group(3)
-    value = match.group(2) if match.group(1) else match.group(4)
-    if _ALREADY_MASKED.fullmatch(value):
-        return key + value
-    return key + MASK
-
-
-def mask_password(text: str) -> str:
-    """Hide passwords in a connection string or any text that may quote one (idempotent)."""
-    text = _PASSWORD_IN_URL.sub(rf"\1{MASK}@", text)
-    return _PASSWORD_KEYWORD.sub(_mask_keyword, text)
-
-
-def mask_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return mask_password(url)
-    if parts.password is None:
-        return mask_password(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    masked = urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc[-1]}"))
-    return mask_password(masked)

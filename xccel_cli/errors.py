@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # another xccel run holds the pipeline lock
     STATE = 8  # a stage was run out of order (e.g. load before sessionize)
     LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
-    INTERRUPTED = 130  # Ctrl+C (SIGINT), as shells report 128 + 2
+    INTERRUPTED = 130  # Ctrl+C (128 + SIGINT, as shells report it)
 
 
 class XccelError(Exception):
@@ -47,3 +47,13 @@ class BusyError(XccelError):
 
 class StateError(XccelError):
     exit_code = ExitCode.STATE
+
+
+class PublishWaitError(DatabaseError):
+    """load waited as long as XCCEL_PUBLISH_WAIT_SECONDS allows for readers to let go of the tables."""
+
+
+class Interrupted(XccelError):
+    """Ctrl+C during a run; the message says whether the run's result was published."""
+
+    exit_code = ExitCode.INTERRUPTED

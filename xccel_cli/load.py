@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
+import psycopg
 from psycopg.types.json import Jsonb
 
+from xccel_cli.config import env_number
 from xccel_cli.db import Database, one_row
-from xccel_cli.errors import StateError
+from xccel_cli.errors import PublishWaitError, StateError
 from xccel_cli.sessionize import latest_publication
 
-LOCK_TIMEOUT = "30s"  # how long publishing may wait for readers that hold the tables
+log = logging.getLogger(__name__)
+
+DEFAULT_PUBLISH_WAIT_SECONDS = 60.0
+# One try at the swap's locks waits this long for readers, and readers that arrive meanwhile queue
+# behind it for at most as long; between tries they get in.
+LOCK_TRY_MS = 200
+LOCK_PAUSE_SECONDS = 0.3
+
+
+def publish_wait_seconds() -> float:
+    """XCCEL_PUBLISH_WAIT_SECONDS: how long load keeps trying while readers hold the published tables."""
+    seconds = env_number(
+        "XCCEL_PUBLISH_WAIT_SECONDS", float, lambda v: 0 <= v <= 86400, "a number of seconds from 0 to 86400"
+    )
+    return DEFAULT_PUBLISH_WAIT_SECONDS if seconds is None else float(seconds)
 
 
 @dataclass
@@ -24,10 +41,40 @@ class LoadResult:
     seconds: float
 
 
-def load(db: Database, run_id: int | None) -> LoadResult:
+def load(db: Database, run_id: int | None, *, wait_seconds: float | None = None) -> LoadResult:
+    """Publish, retrying the swap's short lock while readers hold the tables, up to wait_seconds
+    (default: XCCEL_PUBLISH_WAIT_SECONDS). A reader never waits long for load, and load never fails
+    just because one reader took a while."""
     started = time.perf_counter()
+    wait = publish_wait_seconds() if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return _publish(db, run_id, started)
+        except PublishWaitError:
+            if time.monotonic() >= deadline:
+                raise PublishWaitError(
+                    f"could not publish: readers kept tb_events/sessions busy for more than {wait:g} s "
+                    f"({tries} tries; XCCEL_PUBLISH_WAIT_SECONDS); the sessionized result is kept, "
+                    "run `xccel load` again"
+                ) from None
+            if tries == 1:
+                log.info("readers hold the published tables; retrying the swap for up to %g s", wait)
+            time.sleep(LOCK_PAUSE_SECONDS)
+
+
+def _publish(db: Database, run_id: int | None, started: float) -> LoadResult:
     with db.transaction() as conn:
-        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TRY_MS}ms'")
+        try:
+            # the swap's locks first, in publish.sql's order: the rest of the transaction cannot block
+            with conn.transaction():
+                conn.execute("LOCK TABLE tb_events, sessions IN ACCESS EXCLUSIVE MODE")
+        except psycopg.errors.LockNotAvailable:
+            raise PublishWaitError("readers hold the published tables") from None
+        conn.execute("SET LOCAL lock_timeout = '30s'")  # nothing else should block; if it does, say so
         staged = conn.execute(
             "SELECT rules, covers_run_id, based_on_publication_id, full_refresh, customers_rebuilt, events,"
             " sessions, cut_sessions FROM staged_result FOR UPDATE"

@@ -16,9 +16,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from xccel_cli.config import SessionRules, mask_url
+from xccel_cli.config import SessionRules, mask_password, mask_url
 from xccel_cli.db import Database
-from xccel_cli.errors import XccelError
+from xccel_cli.errors import Interrupted, XccelError
 from xccel_cli.extract import ExtractResult, ProgressCallback, extract
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
@@ -56,6 +56,7 @@ class RunRecord:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     status: str = "succeeded"
     fingerprint: dict[str, Any] | None = None
+    publication_id: int | None = None  # set once this run's load has committed: its result is live
 
 
 @contextmanager
@@ -72,17 +73,22 @@ def recorded_run(
     try:
         yield record
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}"
-        log.error("run %d (%s) failed: %s", record.run_id, command, message, extra={"file_only": True})
+        outcome = "failed"
+        if isinstance(exc, KeyboardInterrupt):
+            outcome, exc = "interrupted", interrupted(record)
+        message = mask_password(str(exc) if isinstance(exc, XccelError) else f"{type(exc).__name__}: {exc}")
+        log.error("run %d (%s) %s: %s", record.run_id, command, outcome, message, extra={"file_only": True})
         with suppress(Exception):  # the connection itself may be what failed
             finish_run(
                 db,
                 record.run_id,
-                "failed",
+                outcome,
                 error=message[:2000],
                 counts=record.counts,
                 stage_seconds=record.stage_seconds,
             )
+        if isinstance(exc, Interrupted):
+            raise exc from None
         raise
     finish_run(
         db,
@@ -93,6 +99,16 @@ def recorded_run(
         fingerprint=record.fingerprint,
     )
     log.info("run %d (%s) %s", record.run_id, command, record.status)
+
+
+def interrupted(record: RunRecord) -> Interrupted:
+    """What Ctrl+C did to this run, truthfully: before load commits nothing is published; after, the
+    run's result is live even though the run did not finish."""
+    if record.publication_id is not None:
+        return Interrupted(
+            f"interrupted after publishing: publication {record.publication_id} of run {record.run_id} is live"
+        )
+    return Interrupted(f"interrupted; nothing was published by run {record.run_id}")
 
 
 def _extract_counts(result: ExtractResult) -> dict[str, int | None]:
@@ -158,7 +174,8 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
         result.rejected,
     )
     if result.source_info is not None and result.source_info.kind != "stdin":
-        record.fingerprint = result.source_info.fingerprint()
+        # what "unchanged" compares: the source, and whether its anonymous events were kept
+        record.fingerprint = {**result.source_info.fingerprint(), "keep_anonymous": options.keep_anonymous}
     return result
 
 
@@ -180,6 +197,7 @@ def _sessionize_stage(db: Database, rules: SessionRules, record: RunRecord, full
 def _load_stage(db: Database, record: RunRecord) -> LoadResult:
     pause_point("load")
     result = load(db, record.run_id)
+    record.publication_id = result.publication_id
     record.stage_seconds["load"] = result.seconds
     log.info(
         "published %d events and %d sessions (publication %d)", result.events, result.sessions, result.publication_id
@@ -270,6 +288,8 @@ def run_all(
             previous = last_fingerprint(db, mask_url(options.source))
             if (
                 previous is not None
+                # anonymous events kept now but not then must still be read
+                and (previous[1].get("keep_anonymous", False) or not options.keep_anonymous)
                 and publication_is_current(db, rules.as_dict())
                 and source_unchanged(options.source, previous[1])
             ):
@@ -287,7 +307,10 @@ def run_all(
         stages["load"] = loaded.seconds
         pause_point("finish")
     t = time.perf_counter()
-    metrics = report(db)
+    try:
+        metrics = report(db)
+    except KeyboardInterrupt:
+        raise interrupted(record) from None
     stages["report"] = time.perf_counter() - t
     return RunAllResult(
         record.run_id, init, extracted, sessionized, loaded, metrics, stages, time.perf_counter() - started

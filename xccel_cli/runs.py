@@ -127,13 +127,24 @@ _RUN_COLUMNS = (
 )
 
 
+KILLED_HOLDER = (
+    "the run's process is gone (killed); its database session still holds the pipeline lock until the server "
+    "notices, and the next run records the run as interrupted"
+)
+
+
 def _as_seen(rows: list[RunRow], db: Database) -> list[RunRow]:
-    """A run marked running while nobody holds the pipeline lock has died: show it as interrupted now
-    (the next run records that; readers must not call a killed run 'running' until then)."""
-    if any(row.status == "running" for row in rows) and not db.pipeline_lock_held():
+    """A run marked running while nobody holds the pipeline lock, or while only the session of a dead
+    process does, has died: show it as interrupted now (the next run records that; readers must not call
+    a killed run 'running' until then)."""
+    if not any(row.status == "running" for row in rows):
+        return rows
+    holder = db.pipeline_holder()
+    if holder is None or holder.client_alive is False:
+        reason = INTERRUPTED if holder is None else KILLED_HOLDER
         for row in rows:
             if row.status == "running":
-                row.status, row.error = "interrupted", row.error or INTERRUPTED
+                row.status, row.error = "interrupted", row.error or reason
     return rows
 
 

@@ -23,6 +23,9 @@ from tests.test_faults import start_xccel, wait_for_line, wait_until
 from xccel_cli.db import Database, describe_error, host_tag, lock_key, server_name
 from xccel_cli.errors import DatabaseError
 
+# real xccel processes: killed, raced, their output read
+pytestmark = pytest.mark.integration
+
 RECORDS = random_events(6000, customers=150, seed=41)
 
 

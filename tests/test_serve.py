@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import ROOT, run_xccel, with_database
+from tests.conftest import ROOT, invoke_xccel, run_xccel, with_database
 
 pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
@@ -131,13 +131,13 @@ def serve() -> Iterator[Any]:
 
 
 def report_json(database_url: str, *by: str) -> Any:
-    result = run_xccel(["report", "--json", *by, "--database-url", database_url])
+    result = invoke_xccel(["report", "--json", *by, "--database-url", database_url])
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def xccel_ok(*args: str) -> None:
-    result = run_xccel(list(args))
+    result = invoke_xccel(list(args))
     assert result.exit_code == 0, result.stderr
 
 

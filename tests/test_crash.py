@@ -303,7 +303,7 @@ def test_a_process_group_kill_during_the_first_initdb_leaves_nothing_that_blocks
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert not (data / "pgdata" / "postmaster.pid").exists()
-        later = run_xccel(["init-db"], env={"XCCEL_DATA_DIR": str(data)}, timeout=300)
+        later = run_xccel(["-vv", "init-db"], env={"XCCEL_DATA_DIR": str(data)}, timeout=300)
         assert later.exit_code == 0, later.stderr
         assert not list(data.glob(".pgdata-initdb-*"))  # the half-made directory was cleared away
     finally:

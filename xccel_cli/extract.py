@@ -290,26 +290,29 @@ def _extract(
                 with cur.copy(target, writer=BoundedQueuedWriter(cur)) as copy:
                     _stream(opened.chunks, copy.write, reader, run_id, keep_anonymous, progress, careful=careful)
             except SERVER_REFUSALS as exc:
-                raise _RefusedByServer(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+                raise _RefusedByServer(_first_line(exc)) from exc
             copied = cur.rowcount
         result.rejected = rejects.count
         result.reject_reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: -kv[1]))
         _guard(result, rejects, max_reject_share)
         with translate_errors():
-            rejects.copy_into_table(db)
-            if primary_key is not None:
-                name, definition = primary_key
-                db.conn.execute(
-                    sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
-                        sql.Identifier(name), sql.SQL(definition)
+            try:
+                rejects.copy_into_table(db)
+                if primary_key is not None:
+                    name, definition = primary_key
+                    db.conn.execute(
+                        sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
+                            sql.Identifier(name), sql.SQL(definition)
+                        )
                     )
-                )
-                result.loaded = copied
-            else:
-                result.loaded = db.conn.execute(MERGE_STAGE).rowcount
-            # committed with the rows, so runs.loaded > 0 says for certain that this run added events
-            # (load checks it: no result sessionized before them may be published)
-            db.conn.execute("UPDATE runs SET loaded = %s WHERE run_id = %s", (result.loaded, run_id))
+                    result.loaded = copied
+                else:
+                    result.loaded = db.conn.execute(MERGE_STAGE).rowcount
+                # committed with the rows, so runs.loaded > 0 says for certain that this run added events
+                # (load checks it: no result sessionized before them may be published)
+                db.conn.execute("UPDATE runs SET loaded = %s WHERE run_id = %s", (result.loaded, run_id))
+            except SERVER_REFUSALS as exc:  # the merge path casts the payload to jsonb here
+                raise _RefusedByServer(_first_line(exc)) from exc
         kept = result.logged_in + (result.anonymous if keep_anonymous else 0)
         result.already_loaded = kept - result.loaded
     result.seconds = time.perf_counter() - started
@@ -359,6 +362,11 @@ def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
     return key[0], key[1]
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:
     if result.lines_read == 0:
         raise DataQualityError(f"the source {result.source} is empty: nothing to load")
@@ -388,6 +396,7 @@ class LineReader:
         self.bytes_read = 0
         self.saw_newline = False
         self.cr_before_first_newline = False
+        self.kept_bytes = min(LONG_LINE_KEPT_BYTES, max_line_bytes)
 
     def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
         """(block, last): blocks of whole lines joined by b"\\n"; `last` marks the stream's tail without a newline.
@@ -418,7 +427,7 @@ class LineReader:
                 held += len(chunk)
                 if held > self.max_line_bytes:
                     self._cr_only_check()
-                    self.refuse_long(_head(parts))
+                    self.refuse_long(_head(parts, self.kept_bytes))
                     parts.clear()
                     held = 0
                     skipping = True
@@ -504,12 +513,12 @@ def _whole_head(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from iterator
 
 
-def _head(parts: list[bytes]) -> bytes:
-    """The first LONG_LINE_KEPT_BYTES of a line held in parts, without joining all of it."""
+def _head(parts: list[bytes], size: int) -> bytes:
+    """The first `size` bytes of a line held in parts, without joining all of it."""
     head = b""
     for part in parts:
-        head += part[: LONG_LINE_KEPT_BYTES - len(head)]
-        if len(head) >= LONG_LINE_KEPT_BYTES:
+        head += part[: size - len(head)]
+        if len(head) >= size:
             break
     return head
 
@@ -570,7 +579,7 @@ def _stream(
                 line = line[:-1]
             if check_length and len(line) > max_line:
                 reader.line_number = line_number - 1
-                reader.refuse_long(line[:LONG_LINE_KEPT_BYTES])
+                reader.refuse_long(line[: reader.kept_bytes])
                 continue
             record = None
             if fast:

@@ -18,15 +18,21 @@ import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import run_xccel
 from tests.dumps import START, dump, event, line
 from xccel_cli.db import Database
-from xccel_cli.extract import ExtractResult, LineReader, Rejects, _stream
+from xccel_cli.errors import DataQualityError
+from xccel_cli.extract import ExtractResult, LineReader, Rejects, _stream, copy_escape
+from xccel_cli.lines import ParsedLine, RefusedLine, bad_number, is_cut, parse_line
 from xccel_cli.pipeline import ExtractOptions, run_extract
 
 RSS_LIMIT_MB = 150
@@ -451,3 +457,187 @@ def test_the_maximum_line_length_cannot_exceed_what_jsonb_holds(
     result = run_xccel(["extract", "--source", str(source), *args, "--database-url", ready_url], env=env)
     assert result.exit_code == 3, result.stderr
     assert "33,554,432" in result.stderr or "XCCEL_MAX_LINE_BYTES" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# extract's decisions are lines.parse_line's; parse_line accepts only what PostgreSQL stores as it reads it
+
+PROPERTY = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+PREFACE_ID = -(2**63)  # the first line of every stream (so a test line never starts the stream); never generated
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> str:
+    year = draw(st.sampled_from([1, 2, 1970, 2026, 9998, 9999]))
+    month, day = draw(st.sampled_from([(1, 1), (6, 15), (12, 31), (2, 29), (2, 28)]))
+    hour, minute = draw(st.sampled_from([0, 12, 23, 24])), draw(st.sampled_from([0, 34, 59]))
+    second = draw(st.sampled_from(["00", "59", "60", "61"]))
+    fraction = draw(st.sampled_from(["", ".0", ".5", ".000000", ".123456", ".1234567"]))
+    separator = draw(st.sampled_from(["T", "t", " "]))
+    offset = draw(
+        st.one_of(
+            st.sampled_from(["", "Z", "z", "+00:00", "+15:59", "-15:59", "+16:00", "-16:00", "+23:59", "+24:00"]),
+            st.builds(
+                lambda sign, hours, minutes: f"{sign}{hours:02d}:{minutes:02d}",
+                st.sampled_from("+-"),
+                st.integers(0, 23),
+                st.integers(0, 59),
+            ),
+        )
+    )
+    return f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second}{fraction}{offset}"
+
+
+NUMBERS = st.one_of(
+    st.sampled_from(["0", "-0", "12.5", "1E+2", "1e-16383", "1e-16384", "1.5e-16383", "1e131071", "1e131072"]),
+    st.sampled_from(
+        [
+            "0e-16384",
+            "0e99999999",
+            "0e1073741823",
+            "0e1073741824",
+            "0e-1073741823",
+            "1e-1073741823",
+            "1e00000000000000001",
+        ]
+    ),
+    st.builds(
+        lambda mantissa, sign, exponent: f"{mantissa}e{sign}{exponent}",
+        st.sampled_from(["1", "0", "9.99", "0.001", "12345.6789", "-3"]),
+        st.sampled_from(["", "+", "-"]),
+        st.one_of(st.integers(0, 400), st.integers(16370, 16400), st.integers(131060, 131080)),
+    ),
+    st.builds(lambda digits: "1" + "0" * digits, st.sampled_from([131070, 131071, 131072])),
+    st.builds(lambda digits: "0." + "0" * digits + "1", st.sampled_from([16381, 16382, 16383])),
+)
+EXTRAS = st.one_of(
+    st.just(""),
+    NUMBERS.map(lambda number: f', "n": {number}'),
+    st.sampled_from([250, 254, 255, 256, 1000]).map(nested),
+    st.sampled_from(['"\\u0000"', '"\\ud800"', '"\\udc00x"', '"\\u00e9"', '"tab\\there"', '"\\\\"', '"[[[{{"']).map(
+        lambda text: f', "s": {text}, {text}: 1'
+    ),
+)
+
+
+@st.composite
+def dump_lines(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["event", "event", "event", "garbage", "cut"]))
+    if kind == "garbage":
+        return draw(st.binary(max_size=80)).replace(b"\n", b" ")
+    event_id = draw(
+        st.one_of(
+            st.integers(-(2**63) + 1, 2**63 - 1), st.sampled_from(["2**63", '"12"', "1.5", "-9223372036854775809"])
+        )
+    )
+    kind_text = draw(st.sampled_from(['"page_view"', '""', "5", '"x\\u0000"', '"t\\t\\\\"', '"placed_order"']))
+    customer = draw(st.sampled_from(['"customer-id": 7, ', '"customer-id": null, ', '"customer-id": "7", ', ""]))
+    text = (
+        f'{{"id": {event_id}, "type": {kind_text}, "event": {{{customer}"timestamp": "{draw(timestamps())}"'
+        f"{draw(EXTRAS)}}}}}"
+    )
+    data = text.encode().replace(b"2**63", str(2**63).encode())
+    if kind == "cut":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    return data
+
+
+def extract_verdict(line_bytes: bytes, *, careful: bool, terminated: bool = True) -> tuple[Any, ...]:
+    """What extract's hot loop decides about one line (after a good first line), as parse_line's terms."""
+    preface = line(event(PREFACE_ID, 1, START))
+    rows: list[bytes] = []
+    result = ExtractResult(source="property")
+    rejects = Rejects(1)
+    body = preface + line_bytes + (b"\n" if terminated else b"")
+    _stream(iter([body]), rows.append, LineReader(result, rejects, 16 * MIB, 1.0), 1, True, None, careful=careful)
+    assert result.lines_read == 2
+    if rejects.count:
+        rejects.spool.seek(0)
+        cells = rejects.spool.read().rstrip(b"\n").split(b"\t")
+        return ("refused", cells[2].decode(), cells[3])
+    kept = b"".join(rows).split(b"\n")[1:-1]
+    if not kept:
+        return ("duplicate",)
+    event_id, _type, customer, timestamp = kept[0].split(b"\t")[:4]
+    moment = datetime.fromisoformat(timestamp.decode())
+    return (
+        "kept",
+        int(event_id),
+        None if customer == b"\\N" else int(customer),
+        moment if moment.tzinfo else moment.replace(tzinfo=UTC),
+    )
+
+
+def verdict_of(line_bytes: bytes) -> tuple[Any, ...]:
+    verdict = parse_line(line_bytes)
+    if isinstance(verdict, RefusedLine):
+        return ("refused", verdict.reason, copy_escape(verdict.detail.encode()))
+    if verdict.event_id == PREFACE_ID:
+        return ("duplicate",)
+    return ("kept", verdict.event_id, verdict.customer_id, verdict.timestamp)
+
+
+@PROPERTY
+@given(st.lists(dump_lines(), min_size=1, max_size=8), st.booleans())
+def test_extract_decides_every_line_as_parse_line_does(lines_: list[bytes], crlf: bool) -> None:
+    for data in lines_:
+        expected = verdict_of(data)
+        sent = data + b"\r" if crlf and not data.endswith(b"\r") else data
+        if crlf and data.endswith(b"\r"):
+            expected = verdict_of(data[:-1])
+        # every line judged (the careful pass): exactly parse_line's verdict
+        assert extract_verdict(sent, careful=True) == expected, data
+        # the fast path: the same, except numbers it leaves to PostgreSQL (which refuses them, and the
+        # extract then runs the careful pass: tested against the server above)
+        fast = extract_verdict(sent, careful=False)
+        if expected[:2] == ("refused", "bad_number"):
+            assert fast == expected or fast[0] == "kept", data
+        else:
+            assert fast == expected, data
+
+
+@PROPERTY
+@given(dump_lines())
+def test_the_last_line_without_newline_is_a_plain_verdict_unless_it_is_cut(data: bytes) -> None:
+    verdict = parse_line(data)
+    if isinstance(verdict, RefusedLine) and is_cut(verdict):
+        with pytest.raises(DataQualityError, match="probably truncated"):
+            extract_verdict(data, careful=True, terminated=False)
+    elif data:  # an empty tail is no line at all
+        assert extract_verdict(data, careful=True, terminated=False) == verdict_of(data)
+
+
+@PROPERTY
+@given(timestamps(), EXTRAS)
+def test_what_parse_line_accepts_postgresql_stores_as_it_reads_it(db: Database, timestamp: str, extra: str) -> None:
+    data = with_timestamp(1, timestamp, extra)
+    verdict = parse_line(data)
+    payload_ok = server_accepts(db, "SELECT %s::jsonb IS NOT NULL", data.decode())
+    if isinstance(verdict, ParsedLine):
+        assert payload_ok, data
+        if len(timestamp.split(".")[-1].rstrip("Zz+-:0123456789")) == 0 and "." in timestamp:
+            digits = len(timestamp.split(".")[1].rstrip("Zz").split("+")[0].split("-")[0])
+            if digits > 6:
+                return  # PostgreSQL and msgspec may round a seventh digit differently; the column holds msgspec's
+        assert db.conn.execute("SELECT %s::timestamptz", (timestamp,)).fetchone()[0] == verdict.timestamp
+    elif verdict.reason in ("bad_number", "nul_character", "invalid_unicode_escape"):
+        assert not payload_ok, data
+
+
+def server_accepts(db: Database, query: str, value: str) -> bool:
+    try:
+        db.conn.execute(query, (value,)).fetchone()
+    except psycopg.Error:
+        return False
+    return True
+
+
+@PROPERTY
+@given(
+    st.one_of(NUMBERS, st.from_regex(r"-?(0|[1-9][0-9]{0,3})(\.[0-9]{1,4})?([eE][-+]?[0-9]{1,12})?", fullmatch=True))
+)
+def test_bad_number_is_exactly_what_postgresql_numeric_refuses(db: Database, number: str) -> None:
+    assert (bad_number(number.encode()) is None) == server_accepts(db, "SELECT %s::jsonb IS NOT NULL", number)

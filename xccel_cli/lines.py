@@ -41,7 +41,7 @@ MAX_DEPTH = 256
 # PostgreSQL's timestamptz refuses UTC offsets beyond 15:59:59 ("time zone displacement out of range").
 MAX_UTC_OFFSET = timedelta(hours=16)
 # PostgreSQL's numeric (jsonb numbers): at most 131,072 digits before the decimal point, at most 16,383
-# after it, and an exponent below INT_MAX / 2.
+# after it, and an exponent of at most INT_MAX / 2.
 NUMERIC_MAX_INTEGER_DIGITS = 131072
 NUMERIC_MAX_SCALE = 16383
 NUMERIC_MAX_EXPONENT = 2**31 // 2 - 1
@@ -259,7 +259,7 @@ def bad_number(bare: bytes) -> str | None:
             if len(digits) > 10:
                 return _short(match.group())
             exponent = int(digits or b"0") * (-1 if sign == b"-" else 1)
-            if abs(exponent) >= NUMERIC_MAX_EXPONENT:
+            if abs(exponent) > NUMERIC_MAX_EXPONENT:
                 return _short(match.group())
         if len(fraction) - exponent > NUMERIC_MAX_SCALE:
             return _short(match.group())

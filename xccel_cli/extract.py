@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -523,6 +523,17 @@ def _head(parts: list[bytes], size: int) -> bytes:
     return head
 
 
+def unusual_time(timestamp: datetime) -> bool:
+    """An offset PostgreSQL refuses, or a year that conversion to UTC may take out of Python's range."""
+    offset = timestamp.utcoffset()
+    return offset is None or not NEG_MAX_UTC_OFFSET < offset < MAX_UTC_OFFSET or not 1 < timestamp.year < 9999
+
+
+def _judge_every_line(line: bytes) -> Line:
+    """The careful pass's decoder: declines every line, so that parse_line judges each."""
+    raise msgspec.DecodeError("careful pass")
+
+
 def _stream(
     chunks: Iterable[bytes],
     write: Callable[[bytes], None],
@@ -539,7 +550,7 @@ def _stream(
     that only ever accepts lines parse_line accepts); anything else, and every line when `careful`, is
     judged by lines.parse_line, so every refusal has parse_line's reason.
     """
-    decode = verdicts.decode_line
+    decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
     encode_json = msgspec.json.encode
     seen_ids = SeenIds()
     seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add
@@ -550,10 +561,8 @@ def _stream(
     logged_in = anonymous = duplicates = 0
     result, rejects = reader.result, reader.rejects
     max_line = reader.max_line_bytes
-    fast = not careful
     # a valid line nested deeper than MAX_DEPTH has at least this many bytes
     deep_length = 2 * MAX_DEPTH
-    max_offset, neg_max_offset = MAX_UTC_OFFSET, NEG_MAX_UTC_OFFSET
     decode_errors = (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
     def refuse(line_number: int, reason: str, detail: str, line: bytes) -> None:
@@ -573,6 +582,7 @@ def _stream(
                 check_utf8 = True
         escape = b"\\" in block or b"\t" in block or b"\r" in block
         check_length = len(block) > max_line
+        record: Line | None
         for line in block.split(b"\n"):
             line_number += 1
             if escape and line.endswith(b"\r"):
@@ -581,31 +591,26 @@ def _stream(
                 reader.line_number = line_number - 1
                 reader.refuse_long(line[: reader.kept_bytes])
                 continue
-            record = None
-            if fast:
-                try:
-                    if check_utf8:
-                        line.decode("utf-8")
-                    record = decode(line)
-                except decode_errors:
-                    pass
-                else:
-                    timestamp = record.event.timestamp
-                    tz = timestamp.tzinfo
-                    # the cheap tests: anything unusual goes to parse_line
-                    if (
-                        not 1 < timestamp.year < 9999
-                        or (
-                            tz is not None and tz is not UTC and not neg_max_offset < timestamp.utcoffset() < max_offset  # type: ignore[operator]
-                        )
-                        or (escape and b"\\u" in line)
-                        or (len(line) > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
-                    ):
-                        record = None
+            try:
+                if check_utf8:
+                    line.decode("utf-8")
+                record = decode(line)
+            except decode_errors:
+                record = None
+            else:
+                event = record.event
+                timestamp = event.timestamp
+                # the cheap tests (a naive or UTC timestamp needs none): anything unusual goes to parse_line
+                if (
+                    (escape and b"\\u" in line)
+                    or (len(line) > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
+                    or (timestamp.tzinfo is not None and timestamp.tzinfo is not UTC and unusual_time(timestamp))
+                ):
+                    record = None
             if record is not None:
                 event_id = record.id
                 event_type = record.type
-                customer = record.event.customer_id
+                customer = event.customer_id
                 timestamp_cell = encode_json(timestamp)[1:-1]  # ISO 8601 without the quotes
             else:
                 verdict = parse_line(line)

@@ -121,6 +121,15 @@ MaxRejectShare = Annotated[
         show_default=False,
     ),
 ]
+MaxLineBytes = Annotated[
+    int | None,
+    typer.Option(
+        "--max-line-bytes",
+        help="A longer line is refused (line_too_long, its first bytes kept) and read past. "
+        "Default: XCCEL_MAX_LINE_BYTES, else 16 MiB (at most 32 MiB).",
+        show_default=False,
+    ),
+]
 Retries = Annotated[
     int | None,
     typer.Option(
@@ -296,6 +305,12 @@ def _retries(option: int | None) -> int:
     return option if option is not None else default_retries()
 
 
+def _max_line_bytes(option: int | None) -> int:
+    from xccel_cli.extract import max_line_bytes
+
+    return max_line_bytes(option)
+
+
 def _say(text: str, err: bool = False) -> None:
     """A status line: what a command did. --quiet silences it (cron wants output only on failure)."""
     if not _state().quiet:
@@ -327,6 +342,7 @@ def extract_command(
     source: Source = None,
     keep_anonymous: KeepAnonymous = False,
     max_reject_share: MaxRejectShare = None,
+    max_line_bytes: MaxLineBytes = None,
     retries: Retries = None,
     wait: Wait = False,
     database_url: DatabaseUrl = None,
@@ -341,6 +357,7 @@ def extract_command(
     options = ExtractOptions(
         config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
     )
+    options.max_line_bytes = _max_line_bytes(max_line_bytes)
     with _connect(database_url) as db, progress_reporter(_state().quiet) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
@@ -472,6 +489,7 @@ def run_all_command(
     full_refresh: FullRefresh = False,
     keep_anonymous: KeepAnonymous = False,
     max_reject_share: MaxRejectShare = None,
+    max_line_bytes: MaxLineBytes = None,
     retries: Retries = None,
     wait: Wait = False,
     as_json: AsJson = False,
@@ -489,6 +507,7 @@ def run_all_command(
     options = ExtractOptions(
         config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
     )
+    options.max_line_bytes = _max_line_bytes(max_line_bytes)
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:

@@ -6,39 +6,68 @@ writes the untouched line as the JSONB payload; PostgreSQL parses the payload in
 
 from __future__ import annotations
 
+import logging
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.copy import LibpqWriter
 
+from xccel_cli import lines as verdicts
+from xccel_cli.config import env_number
 from xccel_cli.db import Database, one_row, translate_errors
-from xccel_cli.errors import DataQualityError
+from xccel_cli.errors import ConfigError, DataQualityError
+from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, parse_line
 from xccel_cli.source import SourceInfo, open_source
 
-BigInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+__all__ = ["ExtractResult", "Line", "ProgressCallback", "extract", "max_line_bytes"]
+
+log = logging.getLogger(__name__)
+
 COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
 SAMPLE_REASONS = 3
 
+DEFAULT_MAX_LINE_BYTES = 16 << 20
+MIN_MAX_LINE_BYTES = 1 << 10
+# The setting cannot go higher: a line this long always fits PostgreSQL's jsonb (whose strings and
+# containers stop at 256 MiB, and whose binary form can be several times the text of small numbers).
+MAX_MAX_LINE_BYTES = 32 << 20
+# The first bytes of an over-long line kept in rejects.raw_line (the rest is read past, never held).
+LONG_LINE_KEPT_BYTES = 4 << 10
+# The reject share is checked while the dump is read, once this much of it was read (lines or bytes):
+# a share over the limit by then stops the run at once instead of reading (and spooling) the rest.
+EARLY_GUARD_LINES = 100_000
+EARLY_GUARD_BYTES = 256 << 20
+# Distinct event types whose COPY cell is cached; a dump of ever new types must not grow the cache.
+TYPE_CACHE_ENTRIES = 1024
+TYPE_CACHE_MAX_LENGTH = 256
 
-class Event(msgspec.Struct):
-    timestamp: datetime
-    customer_id: BigInt | None = msgspec.field(name="customer-id", default=None)
+BOM = b"\xef\xbb\xbf"
+# checked by the fast path as timedelta comparisons (see lines.MAX_UTC_OFFSET)
+MAX_UTC_OFFSET = verdicts.MAX_UTC_OFFSET
+NEG_MAX_UTC_OFFSET = -verdicts.MAX_UTC_OFFSET
 
 
-class Line(msgspec.Struct):
-    id: BigInt
-    type: Annotated[str, msgspec.Meta(min_length=1)]
-    event: Event
+def max_line_bytes(option: int | None = None) -> int:
+    """--max-line-bytes, else XCCEL_MAX_LINE_BYTES, else 16 MiB: a longer line is refused as line_too_long."""
+    expected = f"a whole number of bytes from {MIN_MAX_LINE_BYTES:,} to {MAX_MAX_LINE_BYTES:,}"
+    if option is None:
+        value = env_number(
+            "XCCEL_MAX_LINE_BYTES", int, lambda v: MIN_MAX_LINE_BYTES <= v <= MAX_MAX_LINE_BYTES, expected
+        )
+        return DEFAULT_MAX_LINE_BYTES if value is None else int(value)
+    if not MIN_MAX_LINE_BYTES <= option <= MAX_MAX_LINE_BYTES:
+        raise ConfigError(f"the maximum line length must be {expected}, got {option}")
+    return option
 
 
 @dataclass
@@ -109,49 +138,6 @@ def copy_escape(data: bytes) -> bytes:
 def raw_text(line: bytes) -> str:
     """The line as text for the rejects table: invalid UTF-8 as \\xNN escapes, NUL spelled out."""
     return line.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-
-
-def classify(error: Exception) -> tuple[str, str]:
-    """(reason, detail) for a line msgspec refused."""
-    message = str(error)
-    if isinstance(error, msgspec.ValidationError):
-        if "missing required field" in message:
-            return "missing_field", message
-        if "datetime" in message:
-            return "bad_timestamp", message
-        if "`$.id`" in message:
-            return "bad_id", message
-        if "customer-id" in message:
-            return "bad_customer_id", message
-        if "`$.type`" in message:
-            return "bad_type", message
-        return "bad_structure", message
-    if "truncated" in message:
-        return "invalid_json", "the line ends before the JSON value does (truncated)"
-    return "invalid_json", message
-
-
-def bad_string(value: Any) -> str | None:
-    """Why PostgreSQL's jsonb would refuse a decoded value, or None: NUL or a lone surrogate."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "nul_character"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "invalid_unicode_escape"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            reason = bad_string(key) or bad_string(item)
-            if reason:
-                return reason
-    elif isinstance(value, list):
-        for item in value:
-            reason = bad_string(item)
-            if reason:
-                return reason
-    return None
 
 
 class BoundedQueuedWriter(LibpqWriter):
@@ -233,6 +219,12 @@ class Rejects:
 
 
 COLUMNS = '(event_id, event_type, customer_id, "timestamp", payload, run_id)'
+# what PostgreSQL says when it refuses a value in COPY (class 22, or a value beyond one of its limits)
+SERVER_REFUSALS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.errors.StatementTooComplex)
+
+
+class _RefusedByServer(Exception):
+    """PostgreSQL refused a row the fast path let through; the extract is started over, every line judged."""
 
 
 def extract(
@@ -244,12 +236,45 @@ def extract(
     max_reject_share: float = 0.05,
     progress: ProgressCallback | None = None,
     retries: int = 3,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> ExtractResult:
     """Read the whole source into raw_events in one transaction; nothing is kept if it fails.
 
     Two ways in, with the same result: into an empty raw_events the rows are COPYed straight in
     (bulk path); otherwise into a temp stage, merged with an anti-join so already-loaded ids stay.
+
+    Well-formed lines take a fast path that decodes only the four fields. The few things it does not look
+    for (numbers beyond PostgreSQL's numeric, in the payload) PostgreSQL refuses during COPY; the
+    transaction is then rolled back and the source read again with every line judged by parse_line.
     """
+    options = (db, source, run_id, keep_anonymous, max_reject_share, progress, retries, max_line_bytes)
+    try:
+        return _extract(*options, careful=False)
+    except _RefusedByServer as exc:
+        if source == "-":
+            raise DataQualityError(
+                f"PostgreSQL refused a line of stdin ({exc}); stdin cannot be read twice to find it: "
+                "save the dump to a file and extract that; nothing was loaded"
+            ) from None
+        log.warning("PostgreSQL refused a line (%s); reading the source again, judging every line", exc)
+    try:
+        return _extract(*options, careful=True)
+    except _RefusedByServer as exc:
+        raise DataQualityError(f"PostgreSQL refused a line of the dump: {exc}; nothing was loaded") from None
+
+
+def _extract(
+    db: Database,
+    source: str,
+    run_id: int,
+    keep_anonymous: bool,
+    max_reject_share: float,
+    progress: ProgressCallback | None,
+    retries: int,
+    max_line_bytes: int,
+    *,
+    careful: bool,
+) -> ExtractResult:
     started = time.perf_counter()
     # closing(): a failed run must not leave the spool file open (it may have rolled over to disk)
     with db.transaction(), open_source(source, retries=retries) as opened, closing(Rejects(run_id)) as rejects:
@@ -263,28 +288,35 @@ def extract(
             else:
                 db.conn.execute(STAGE_TABLE)
                 target = f"COPY stage_events {COLUMNS} FROM STDIN"
+        reader = LineReader(result, rejects, max_line_bytes, max_reject_share)
         with translate_errors(), db.conn.cursor() as cur:
-            with cur.copy(target, writer=BoundedQueuedWriter(cur)) as copy:
-                _stream(opened.chunks, copy.write, rejects, result, run_id, keep_anonymous, progress)
+            try:
+                with cur.copy(target, writer=BoundedQueuedWriter(cur)) as copy:
+                    _stream(opened.chunks, copy.write, reader, run_id, keep_anonymous, progress, careful=careful)
+            except SERVER_REFUSALS as exc:
+                raise _RefusedByServer(_first_line(exc)) from exc
             copied = cur.rowcount
         result.rejected = rejects.count
         result.reject_reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: -kv[1]))
         _guard(result, rejects, max_reject_share)
         with translate_errors():
-            rejects.copy_into_table(db)
-            if primary_key is not None:
-                name, definition = primary_key
-                db.conn.execute(
-                    sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
-                        sql.Identifier(name), sql.SQL(definition)
+            try:
+                rejects.copy_into_table(db)
+                if primary_key is not None:
+                    name, definition = primary_key
+                    db.conn.execute(
+                        sql.SQL("ALTER TABLE raw_events ADD CONSTRAINT {} {}").format(
+                            sql.Identifier(name), sql.SQL(definition)
+                        )
                     )
-                )
-                result.loaded = copied
-            else:
-                result.loaded = db.conn.execute(MERGE_STAGE).rowcount
-            # committed with the rows, so runs.loaded > 0 says for certain that this run added events
-            # (load checks it: no result sessionized before them may be published)
-            db.conn.execute("UPDATE runs SET loaded = %s WHERE run_id = %s", (result.loaded, run_id))
+                    result.loaded = copied
+                else:
+                    result.loaded = db.conn.execute(MERGE_STAGE).rowcount
+                # committed with the rows, so runs.loaded > 0 says for certain that this run added events
+                # (load checks it: no result sessionized before them may be published)
+                db.conn.execute("UPDATE runs SET loaded = %s WHERE run_id = %s", (result.loaded, run_id))
+            except SERVER_REFUSALS as exc:  # the merge path casts the payload to jsonb here
+                raise _RefusedByServer(_first_line(exc)) from exc
         kept = result.logged_in + (result.anonymous if keep_anonymous else 0)
         result.already_loaded = kept - result.loaded
     result.seconds = time.perf_counter() - started
@@ -336,6 +368,11 @@ def _prepare_bulk_load(db: Database) -> tuple[str, str] | None:
     return key[0], key[1]
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:
     if result.lines_read == 0:
         raise DataQualityError(f"the source {result.source} is empty: nothing to load")
@@ -347,17 +384,179 @@ def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:
         )
 
 
+class LineReader:
+    """Cuts a stream of chunks into lines, whatever the stream holds, in memory bounded by the maximum line length.
+
+    What belongs to the stream and not to one line is decided here: a BOM at its start is skipped; UTF-16
+    text and CR-only line endings are named as such; a line longer than the maximum is refused as
+    line_too_long (its first bytes kept) and read past without being held; and the reject share is watched
+    as the stream is read, so a dump that is mostly refused stops early instead of being read to its end.
+    """
+
+    def __init__(self, result: ExtractResult, rejects: Rejects, max_line_bytes: int, max_reject_share: float) -> None:
+        self.result = result
+        self.rejects = rejects
+        self.max_line_bytes = max_line_bytes
+        self.max_reject_share = max_reject_share
+        self.line_number = 0
+        self.bytes_read = 0
+        self.saw_newline = False
+        self.cr_before_first_newline = False
+        self.kept_bytes = min(LONG_LINE_KEPT_BYTES, max_line_bytes)
+
+    def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+        """(block, last): blocks of whole lines joined by b"\\n"; `last` marks the stream's tail without a newline.
+
+        The caller numbers the lines of each block; over-long lines are refused here (and numbered here).
+        """
+        parts: list[bytes] = []  # the current line's bytes so far (none of them a newline)
+        held = 0
+        skipping = False  # inside an over-long line, already refused: read on to its end
+        first = True
+        for chunk in _whole_head(chunks):
+            self.bytes_read += len(chunk)
+            if first:
+                first = False
+                chunk = self._start(chunk)
+            if skipping:
+                newline = chunk.find(b"\n")
+                if newline < 0:
+                    self.check_share()
+                    continue
+                chunk = chunk[newline + 1 :]
+                skipping = False
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                if not self.saw_newline and b"\r" in chunk:
+                    self.cr_before_first_newline = True
+                parts.append(chunk)
+                held += len(chunk)
+                if held > self.max_line_bytes:
+                    self._cr_only_check()
+                    self.refuse_long(_head(parts, self.kept_bytes))
+                    parts.clear()
+                    held = 0
+                    skipping = True
+                    self.check_share()
+                continue
+            if not self.saw_newline:
+                self.saw_newline = True
+                if b"\r" in chunk[: chunk.find(b"\n")]:
+                    self.cr_before_first_newline = True
+            if parts:
+                parts.append(chunk[:cut])
+                block = b"".join(parts)
+                parts.clear()
+            else:
+                block = chunk[:cut]
+            rest = chunk[cut + 1 :]
+            if rest:
+                parts.append(rest)
+            held = len(rest)
+            yield block, False
+            self.check_share()
+        if parts and not skipping:
+            tail = b"".join(parts)
+            self._cr_only_check(tail)
+            yield tail, True
+
+    def _start(self, chunk: bytes) -> bytes:
+        if chunk.startswith(BOM):
+            return chunk[len(BOM) :]
+        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+            len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
+        ):
+            raise DataQualityError(
+                f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
+                "(iconv -f UTF-16 -t UTF-8); nothing was loaded"
+            )
+        return chunk
+
+    def _cr_only_check(self, tail: bytes | None = None) -> None:
+        if self.saw_newline:
+            return
+        if self.cr_before_first_newline or (tail is not None and b"\r" in tail):
+            raise DataQualityError(
+                f"the source {self.result.source} ends its lines with CR alone (old Mac line endings); xccel "
+                "reads lines ending in LF or CRLF: convert it first (tr '\\r' '\\n'); nothing was loaded"
+            )
+
+    def refuse_long(self, head: bytes) -> None:
+        self.line_number += 1
+        self.rejects.add(
+            self.line_number,
+            verdicts.LINE_TOO_LONG,
+            f"the line is longer than {self.max_line_bytes:,} bytes (XCCEL_MAX_LINE_BYTES); "
+            f"its first {len(head):,} bytes are kept",
+            head,
+        )
+
+    def check_share(self) -> None:
+        """Stop at once when the share refused so far is over the limit, once enough was read to judge."""
+        lines, refused = self.line_number, self.rejects.count
+        if refused <= self.max_reject_share * lines:
+            return
+        if lines < EARLY_GUARD_LINES and self.bytes_read < EARLY_GUARD_BYTES:
+            return
+        share = refused / lines
+        raise DataQualityError(
+            f"refused {refused:,} of the first {lines:,} lines ({share:.1%}, limit {self.max_reject_share:.1%}) "
+            f"in the first {self.bytes_read / 1e6:,.0f} MB: stopped reading; nothing was loaded. "
+            f"First: {'; '.join(self.rejects.samples)}. Is the source really an event dump?"
+        )
+
+
+def _whole_head(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks, the first one at least 4 bytes long (when the stream is), so its start can be judged."""
+    iterator = iter(chunks)
+    head = b""
+    for chunk in iterator:
+        head += chunk
+        if len(head) >= 4:
+            break
+    if head:
+        yield head
+    yield from iterator
+
+
+def _head(parts: list[bytes], size: int) -> bytes:
+    """The first `size` bytes of a line held in parts, without joining all of it."""
+    head = b""
+    for part in parts:
+        head += part[: size - len(head)]
+        if len(head) >= size:
+            break
+    return head
+
+
+def unusual_time(timestamp: datetime) -> bool:
+    """An offset PostgreSQL refuses, or a year that conversion to UTC may take out of Python's range."""
+    offset = timestamp.utcoffset()
+    return offset is None or not NEG_MAX_UTC_OFFSET < offset < MAX_UTC_OFFSET or not 1 < timestamp.year < 9999
+
+
+def _judge_every_line(line: bytes) -> Line:
+    """The careful pass's decoder: declines every line, so that parse_line judges each."""
+    raise msgspec.DecodeError("careful pass")
+
+
 def _stream(
-    chunks: Any,
+    chunks: Iterable[bytes],
     write: Callable[[bytes], None],
-    rejects: Rejects,
-    result: ExtractResult,
+    reader: LineReader,
     run_id: int,
     keep_anonymous: bool,
     progress: ProgressCallback | None,
+    *,
+    careful: bool = False,
 ) -> None:
-    """The hot loop: split chunks into lines, decode, dedupe, write COPY rows in large batches."""
-    decode = msgspec.json.Decoder(Line).decode
+    """The hot loop: split chunks into lines, decode, dedupe, write COPY rows in large batches.
+
+    A well-formed line is decoded once by the typed decoder and checked with a few cheap tests (a fast path
+    that only ever accepts lines parse_line accepts); anything else, and every line when `careful`, is
+    judged by lines.parse_line, so every refusal has parse_line's reason.
+    """
+    decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
     encode_json = msgspec.json.encode
     seen_ids = SeenIds()
     seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add
@@ -365,13 +564,22 @@ def _stream(
     run_cell = b"%d" % run_id
     rows: list[bytes] = []
     pending = 0
-    line_number = 0
-    carry = b""
     logged_in = anonymous = duplicates = 0
-    bytes_read = 0
+    result, rejects = reader.result, reader.rejects
+    max_line = reader.max_line_bytes
+    # a valid line nested deeper than MAX_DEPTH has at least this many bytes
+    deep_length = 2 * MAX_DEPTH
+    decode_errors = (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+    def refuse(line_number: int, reason: str, detail: str, line: bytes) -> None:
+        rejects.add(line_number, reason, detail, line)
+        if not rejects.count & 4095:
+            reader.line_number = line_number
+            reader.check_share()
 
     def process(block: bytes, last: bool) -> None:
-        nonlocal line_number, logged_in, anonymous, duplicates, pending
+        nonlocal logged_in, anonymous, duplicates, pending
+        line_number = reader.line_number
         check_utf8 = False
         if not block.isascii():  # isascii is a scan without a copy; most dumps are plain ASCII
             try:
@@ -379,36 +587,52 @@ def _stream(
             except UnicodeDecodeError:
                 check_utf8 = True
         escape = b"\\" in block or b"\t" in block or b"\r" in block
-        lines = block.split(b"\n")
-        for line in lines:
+        check_length = len(block) > max_line
+        record: Line | None
+        for line in block.split(b"\n"):
             line_number += 1
             if escape and line.endswith(b"\r"):
                 line = line[:-1]
+            if check_length and len(line) > max_line:
+                reader.line_number = line_number - 1
+                reader.refuse_long(line[: reader.kept_bytes])
+                continue
             try:
                 if check_utf8:
                     line.decode("utf-8")
                 record = decode(line)
-            except UnicodeDecodeError as exc:
-                rejects.add(line_number, "invalid_utf8", f"invalid UTF-8 at byte {exc.start}", line)
-                continue
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                if last and line.strip():
-                    raise DataQualityError(
-                        f"the source {result.source} ends in a cut line (line {line_number:,}): "
-                        "the download was probably truncated; nothing was loaded"
-                    ) from None
-                if not line.strip():
-                    rejects.add(line_number, "empty_line", "the line is empty", line)
-                else:
-                    reason, detail = classify(exc)
-                    rejects.add(line_number, reason, detail, line)
-                continue
-            if escape and b"\\u" in line:
-                bad = bad_string(msgspec.json.decode(line))
-                if bad:
-                    rejects.add(line_number, bad, "PostgreSQL's jsonb cannot store this string", line)
+            except decode_errors:
+                record = None
+            else:
+                event = record.event
+                timestamp = event.timestamp
+                # the cheap tests (a naive or UTC timestamp needs none): anything unusual goes to parse_line
+                if (
+                    (escape and b"\\u" in line)
+                    or (len(line) > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
+                    or (timestamp.tzinfo is not None and timestamp.tzinfo is not UTC and unusual_time(timestamp))
+                ):
+                    record = None
+            if record is not None:
+                event_id = record.id
+                event_type = record.type
+                customer = event.customer_id
+                timestamp_cell = encode_json(timestamp)[1:-1]  # ISO 8601 without the quotes
+            else:
+                verdict = parse_line(line)
+                if type(verdict) is RefusedLine:
+                    if last and is_cut(verdict):
+                        raise DataQualityError(
+                            f"the source {result.source} ends in a cut line (line {line_number:,}): "
+                            "the download was probably truncated; nothing was loaded"
+                        )
+                    refuse(line_number, verdict.reason, verdict.detail, line)
                     continue
-            event_id = record.id
+                assert isinstance(verdict, ParsedLine)
+                event_id = verdict.event_id
+                event_type = verdict.event_type
+                customer = verdict.customer_id
+                timestamp_cell = encode_json(verdict.timestamp)[1:-1]
             if 0 <= event_id < bitmap_limit:  # SeenIds.add inlined: this runs once per line
                 index = event_id >> 3
                 if index >= len(seen_bits):
@@ -422,7 +646,6 @@ def _stream(
             elif not seen_other(event_id):
                 duplicates += 1
                 continue
-            customer = record.event.customer_id
             if customer is None:
                 anonymous += 1
                 if not keep_anonymous:
@@ -431,44 +654,32 @@ def _stream(
             else:
                 logged_in += 1
                 customer_cell = b"%d" % customer
-            type_cell = type_cells.get(record.type)
+            type_cell = type_cells.get(event_type)
             if type_cell is None:
-                type_cell = type_cells[record.type] = copy_escape(record.type.encode())
+                type_cell = copy_escape(event_type.encode())
+                if len(event_type) <= TYPE_CACHE_MAX_LENGTH:
+                    if len(type_cells) >= TYPE_CACHE_ENTRIES:
+                        type_cells.clear()
+                    type_cells[event_type] = type_cell
             payload = copy_escape(line) if escape else line
-            row = b"%d\t%s\t%s\t%s\t%s\t%s\n" % (
-                event_id,
-                type_cell,
-                customer_cell,
-                encode_json(record.event.timestamp)[1:-1],  # ISO 8601 without the quotes
-                payload,
-                run_cell,
-            )
+            row = b"%d\t%s\t%s\t%s\t%s\t%s\n" % (event_id, type_cell, customer_cell, timestamp_cell, payload, run_cell)
             rows.append(row)
             pending += len(row)
             if pending >= COPY_BATCH_BYTES:
                 write(b"".join(rows))
                 rows.clear()
                 pending = 0
+        reader.line_number = line_number
 
-    for chunk in chunks:
-        bytes_read += len(chunk)
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
-            carry += chunk
-            continue
-        block = carry + chunk[:cut] if carry else chunk[:cut]
-        carry = chunk[cut + 1 :]
-        result.lines_read = line_number
-        process(block, last=False)
+    for block, last in reader.blocks(chunks):
+        result.lines_read = reader.line_number
+        process(block, last)
         if progress is not None:
-            progress(bytes_read, line_number)
-    result.lines_read = line_number
-    if carry:
-        process(carry, last=True)
+            progress(reader.bytes_read, reader.line_number)
     if rows:
         write(b"".join(rows))
-    result.lines_read = line_number
+    result.lines_read = reader.line_number
     result.logged_in, result.anonymous, result.duplicates = logged_in, anonymous, duplicates
-    result.bytes_read = bytes_read
+    result.bytes_read = reader.bytes_read
     if progress is not None:
-        progress(bytes_read, line_number)
+        progress(reader.bytes_read, reader.line_number)

@@ -19,7 +19,7 @@ from typing import Any
 from xccel_cli.config import SessionRules, mask_password, mask_url
 from xccel_cli.db import Database
 from xccel_cli.errors import Interrupted, XccelError
-from xccel_cli.extract import ExtractResult, ProgressCallback, extract
+from xccel_cli.extract import ExtractResult, ProgressCallback, extract, max_line_bytes
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
 from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, publication_is_current, start_run
@@ -129,6 +129,7 @@ class ExtractOptions:
     max_reject_share: float = 0.05
     retries: int | None = None  # None: XCCEL_RETRIES, else 3
     progress: ProgressCallback | None = None
+    max_line_bytes: int | None = None  # None: XCCEL_MAX_LINE_BYTES, else 16 MiB
 
 
 def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) -> ExtractResult:
@@ -152,6 +153,7 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
                 max_reject_share=options.max_reject_share,
                 progress=options.progress,
                 retries=retries - restarts,
+                max_line_bytes=max_line_bytes(options.max_line_bytes),
             )
             break
         except SourceInterrupted as exc:

@@ -123,14 +123,18 @@ class OpenSource:
 
 
 def _gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
-    """Decompress a (possibly multi-member) gzip stream chunk by chunk."""
+    """Decompress a (possibly multi-member) gzip stream chunk by chunk.
+
+    Each step yields at most CHUNK_BYTES, however much one compressed chunk expands to (a gzip bomb
+    holds gigabytes in a few MB): memory stays flat and the reader may stop at any point.
+    """
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
     in_member = False
     try:
         for chunk in chunks:
             while chunk:
                 in_member = True
-                out = inflater.decompress(chunk)
+                out = inflater.decompress(chunk, CHUNK_BYTES)
                 if out:
                     yield out
                 if inflater.eof:  # a member ended; another may follow
@@ -138,7 +142,16 @@ def _gunzip(chunks: Iterator[bytes], name: str) -> Iterator[bytes]:
                     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
                     in_member = False
                 else:
-                    chunk = b""
+                    chunk = inflater.unconsumed_tail
+                    # all input taken, but a full step may leave output inside zlib: drain it
+                    while not chunk and len(out) == CHUNK_BYTES and not inflater.eof:
+                        out = inflater.decompress(b"", CHUNK_BYTES)
+                        if out:
+                            yield out
+                    if inflater.eof and not chunk:
+                        chunk = inflater.unused_data
+                        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                        in_member = False
     except zlib.error as exc:
         raise DataQualityError(f"{name} is not a valid gzip stream ({exc}); nothing was loaded") from None
     if in_member:
@@ -206,6 +219,8 @@ def open_source(
     Unset retry settings come from XCCEL_RETRIES, XCCEL_RETRY_BACKOFF_SECONDS and XCCEL_HTTP_TIMEOUT_SECONDS.
     """
     if source == "-":
+        if sys.stdin is None:  # the process was started with its standard input closed
+            raise SourceError("the source is '-' (standard input), but standard input is closed: nothing to read")
         yield OpenSource(SourceInfo("stdin", "stdin"), _maybe_gunzip(_file_chunks(sys.stdin.buffer, "stdin"), "stdin"))
         return
     check_source(source)

@@ -15,8 +15,9 @@
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
 -- session_id and the sessions rows follow from those flags. The cap comes last: it only cuts inside
--- the sessions the other rules made (see session_cuts). A rule that is off costs nothing: its work
--- sits behind a one-time filter on its setting.
+-- the sessions the other rules made (see session_cuts), and its cuts count as starts in the same window
+-- pass as the rules' starts. A rule that is off costs nothing: its work sits behind a one-time filter
+-- on its setting.
 
 DROP VIEW IF EXISTS pg_temp.session_events;
 DROP VIEW IF EXISTS pg_temp.session_flags;
@@ -24,6 +25,7 @@ DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;
 DROP TABLE IF EXISTS pg_temp.session_cuts;
 DROP TABLE IF EXISTS pg_temp.long_session_events;
+DROP TABLE IF EXISTS pg_temp.rule_session_events;
 
 CREATE TEMP TABLE session_settings AS
 SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minutes', true), ''), '30')::int)
@@ -46,6 +48,10 @@ WHERE customer_id IS NOT NULL
   AND NOT (SELECT full_refresh FROM session_settings)
   AND run_id > (SELECT since_run_id FROM session_settings);
 
+-- The events where the cap cuts a session (filled below when there is a cap).
+CREATE TEMP TABLE session_cuts AS
+SELECT customer_id, "timestamp", event_id FROM raw_events WITH NO DATA;
+
 -- Each rebuilt event with `starts` (the timeout, midnight and referrer rules) and `increment` (the
 -- running count of starts). Two branches, one per setting of the referrer rule; the other is switched
 -- off by its one-time filter, so the default pays for two window passes only.
@@ -58,7 +64,9 @@ WITH scope AS NOT MATERIALIZED (
                      OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
                 THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
            CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
-                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page,
+           ((SELECT cap FROM session_settings) IS NOT NULL
+            AND e.event_id IN (SELECT event_id FROM session_cuts)) AS cut
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)
@@ -84,8 +92,8 @@ gaps AS NOT MATERIALIZED (
     FROM with_previous w
 ),
 without_referrer_rule AS (
-    SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start AS starts,
-           count(*) FILTER (WHERE g.gap_start) OVER (
+    SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start OR g.cut AS starts,
+           count(*) FILTER (WHERE g.gap_start OR g.cut) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
            ) AS increment,
            g.referrer, g.page
@@ -119,8 +127,8 @@ referrer_starts AS (
     FROM referrer_positions r
 ),
 with_referrer_rule AS (
-    SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts,
-           count(*) FILTER (WHERE r.starts) OVER (
+    SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts OR r.cut AS starts,
+           count(*) FILTER (WHERE r.starts OR r.cut) OVER (
                PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
            ) AS increment,
            r.referrer, r.page
@@ -132,24 +140,35 @@ SELECT * FROM with_referrer_rule;
 
 -- The cap (xccel.max_session_hours): inside each session the rules made, the first event at least
 -- `cap` after the start of the current session starts the next one, and so on from that event.
--- Only sessions at least `cap` long can be cut, so only their events are looked at.
+-- While session_cuts is empty, session_flags gives the rules' sessions. Every cut lies at least `cap`
+-- after the start of its rule session, so only those events are kept, with that start. Without a cap
+-- all of this is switched off by one-time filters.
+SELECT set_config('xccel.carry_landing', 'false', false);  -- the cap needs neither page nor referrer
+CREATE TEMP TABLE rule_session_events AS
+SELECT f.customer_id, f.increment, f."timestamp", f.event_id
+FROM session_flags f
+WHERE (SELECT cap FROM session_settings) IS NOT NULL;
+
 CREATE TEMP TABLE long_session_events AS
-WITH spans AS (
-    SELECT f.customer_id, f.increment, f."timestamp", f.event_id,
-           max(f."timestamp") OVER per_session - min(f."timestamp") OVER per_session AS span
-    FROM session_flags f
-    WHERE (SELECT cap FROM session_settings) IS NOT NULL
-    WINDOW per_session AS (PARTITION BY f.customer_id, f.increment)
+WITH long_sessions AS (
+    SELECT customer_id, increment, min("timestamp") AS session_started_at
+    FROM rule_session_events
+    GROUP BY customer_id, increment
+    HAVING max("timestamp") - min("timestamp") >= (SELECT cap FROM session_settings)
 )
-SELECT customer_id, increment, "timestamp", event_id
-FROM spans
-WHERE span >= (SELECT cap FROM session_settings);
+SELECT r.customer_id, r.increment, l.session_started_at, r."timestamp", r.event_id
+FROM rule_session_events r
+JOIN long_sessions l USING (customer_id, increment)
+WHERE r."timestamp" - l.session_started_at >= (SELECT cap FROM session_settings);
 CREATE INDEX ON long_session_events (customer_id, increment, "timestamp", event_id);
 ANALYZE long_session_events;
+DROP TABLE rule_session_events;
 
-CREATE TEMP TABLE session_cuts AS
+-- One step per cut: from each cut, an index probe finds the next one, so the work grows with the
+-- number of cuts, not with the number of events in a long session.
+INSERT INTO session_cuts
 WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
-    SELECT customer_id, increment, min("timestamp"), NULL::bigint
+    SELECT customer_id, increment, min(session_started_at), NULL::bigint
     FROM long_session_events
     GROUP BY customer_id, increment
     UNION ALL
@@ -164,28 +183,13 @@ WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
         LIMIT 1
     ) AS next_start
 )
-SELECT customer_id, "started_at" AS "timestamp", event_id
+SELECT customer_id, started_at, event_id
 FROM cuts
 WHERE event_id IS NOT NULL;
-CREATE INDEX ON session_cuts (customer_id, "timestamp", event_id);
 ANALYZE session_cuts;
 
--- The rebuilt customers' events: the flags, plus the cuts when there is a cap (each cut moves the
--- customer's later sessions up by one). Without a cap the second branch is switched off.
+-- The rebuilt customers' events, cut by the rules and the cap.
 CREATE TEMP VIEW session_events AS
 SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
        f.starts, f.increment
-FROM session_flags f
-WHERE (SELECT cap FROM session_settings) IS NULL
-UNION ALL
-SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
-       (f.starts OR c.event_id IS NOT NULL),
-       f.increment + CASE
-           WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
-           THEN (SELECT count(*) FROM session_cuts p
-                 WHERE p.customer_id = f.customer_id
-                   AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
-           ELSE 0 END
-FROM session_flags f
-LEFT JOIN session_cuts c ON c.event_id = f.event_id
-WHERE (SELECT cap FROM session_settings) IS NOT NULL;
+FROM session_flags f;

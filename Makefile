@@ -10,7 +10,7 @@ ARGS ?=
 $(BIN)/xccel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $@
 
 install: $(BIN)/xccel
@@ -31,11 +31,13 @@ test: install
 lint: install
 	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
 
-## speed and memory targets (issues 5 and 3); ARGS go to the pipeline benchmark (e.g. ARGS="--x10")
+## speed and memory targets (issues 5, 3 and 13) against the old design and DuckDB, with pass/fail; the output is
+## prepended, dated, to docs/performance.md. ARGS go to the pipeline benchmark (e.g. ARGS="--repeat 3")
+HEAVY_EVENTS ?= 2000000
 bench: bench-pipeline bench-serve
 
 bench-pipeline: install
-	$(BIN)/python bench/bench.py $(ARGS)
+	$(BIN)/python bench/bench.py --x10 --heavy-events $(HEAVY_EVENTS) --record docs/performance.md $(ARGS)
 
 ## needs wrk (apt-get install -y wrk); loads a real-size dump, then measures serve and the dashboard page
 bench-serve: install

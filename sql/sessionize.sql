@@ -15,9 +15,8 @@
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
 -- session_id and the sessions rows follow from those flags. The cap comes last: it only cuts inside
--- the sessions the other rules made (see session_cuts), and its cuts count as starts in the same window
--- pass as the rules' starts. A rule that is off costs nothing: its work sits behind a one-time filter
--- on its setting.
+-- the sessions the other rules made (see session_cuts), and only the customers it cuts are sorted again.
+-- A rule that is off costs nothing: its work sits behind a one-time filter on its setting.
 
 DROP VIEW IF EXISTS pg_temp.session_events;
 DROP VIEW IF EXISTS pg_temp.session_flags;
@@ -25,7 +24,7 @@ DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;
 DROP TABLE IF EXISTS pg_temp.session_cuts;
 DROP TABLE IF EXISTS pg_temp.long_session_events;
-DROP TABLE IF EXISTS pg_temp.rule_session_events;
+DROP TABLE IF EXISTS pg_temp.rule_flags;
 
 CREATE TEMP TABLE session_settings AS
 SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minutes', true), ''), '30')::int)
@@ -48,10 +47,6 @@ WHERE customer_id IS NOT NULL
   AND NOT (SELECT full_refresh FROM session_settings)
   AND run_id > (SELECT since_run_id FROM session_settings);
 
--- The events where the cap cuts a session (filled below when there is a cap).
-CREATE TEMP TABLE session_cuts AS
-SELECT customer_id, "timestamp", event_id FROM raw_events WITH NO DATA;
-
 -- Each rebuilt event with `starts` (the timeout, midnight and referrer rules) and `increment` (the
 -- running count of starts). Two branches, one per setting of the referrer rule; the other is switched
 -- off by its one-time filter, so the default pays for two window passes only.
@@ -64,9 +59,7 @@ WITH scope AS NOT MATERIALIZED (
                      OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
                 THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
            CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
-                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page,
-           ((SELECT cap FROM session_settings) IS NOT NULL
-            AND e.event_id IN (SELECT event_id FROM session_cuts)) AS cut
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)
@@ -92,8 +85,8 @@ gaps AS NOT MATERIALIZED (
     FROM with_previous w
 ),
 without_referrer_rule AS (
-    SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start OR g.cut AS starts,
-           count(*) FILTER (WHERE g.gap_start OR g.cut) OVER (
+    SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start AS starts,
+           count(*) FILTER (WHERE g.gap_start) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
            ) AS increment,
            g.referrer, g.page
@@ -127,8 +120,8 @@ referrer_starts AS (
     FROM referrer_positions r
 ),
 with_referrer_rule AS (
-    SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts OR r.cut AS starts,
-           count(*) FILTER (WHERE r.starts OR r.cut) OVER (
+    SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts,
+           count(*) FILTER (WHERE r.starts) OVER (
                PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
            ) AS increment,
            r.referrer, r.page
@@ -140,33 +133,29 @@ SELECT * FROM with_referrer_rule;
 
 -- The cap (xccel.max_session_hours): inside each session the rules made, the first event at least
 -- `cap` after the start of the current session starts the next one, and so on from that event.
--- While session_cuts is empty, session_flags gives the rules' sessions. Every cut lies at least `cap`
--- after the start of its rule session, so only those events are kept, with that start. Without a cap
--- all of this is switched off by one-time filters.
-SELECT set_config('xccel.carry_landing', 'false', false);  -- the cap needs neither page nor referrer
-CREATE TEMP TABLE rule_session_events AS
-SELECT f.customer_id, f.increment, f."timestamp", f.event_id
-FROM session_flags f
+-- With a cap, the rules' flags are computed once and kept; without one, rule_flags stays empty.
+CREATE TEMP TABLE rule_flags AS
+SELECT * FROM session_flags
 WHERE (SELECT cap FROM session_settings) IS NOT NULL;
 
+-- Every cut lies at least `cap` after the start of its rule session: only sessions at least `cap` long,
+-- and in them only the events at least `cap` after the start, are looked at.
 CREATE TEMP TABLE long_session_events AS
 WITH long_sessions AS (
     SELECT customer_id, increment, min("timestamp") AS session_started_at
-    FROM rule_session_events
+    FROM rule_flags
     GROUP BY customer_id, increment
     HAVING max("timestamp") - min("timestamp") >= (SELECT cap FROM session_settings)
 )
 SELECT r.customer_id, r.increment, l.session_started_at, r."timestamp", r.event_id
-FROM rule_session_events r
+FROM rule_flags r
 JOIN long_sessions l USING (customer_id, increment)
 WHERE r."timestamp" - l.session_started_at >= (SELECT cap FROM session_settings);
 CREATE INDEX ON long_session_events (customer_id, increment, "timestamp", event_id);
-ANALYZE long_session_events;
-DROP TABLE rule_session_events;
 
 -- One step per cut: from each cut, an index probe finds the next one, so the work grows with the
 -- number of cuts, not with the number of events in a long session.
-INSERT INTO session_cuts
+CREATE TEMP TABLE session_cuts AS
 WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
     SELECT customer_id, increment, min(session_started_at), NULL::bigint
     FROM long_session_events
@@ -183,13 +172,30 @@ WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
         LIMIT 1
     ) AS next_start
 )
-SELECT customer_id, started_at, event_id
+SELECT customer_id, started_at AS "timestamp", event_id
 FROM cuts
 WHERE event_id IS NOT NULL;
 ANALYZE session_cuts;
 
--- The rebuilt customers' events, cut by the rules and the cap.
+-- The rebuilt customers' events: without a cap, the flags (the other branches are switched off); with
+-- one, the kept flags, and for the customers with a cut a running count of the cuts so far moves
+-- their later sessions up (one more window pass, over those customers' events only).
 CREATE TEMP VIEW session_events AS
 SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
        f.starts, f.increment
-FROM session_flags f;
+FROM session_flags f
+WHERE (SELECT cap FROM session_settings) IS NULL
+UNION ALL
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
+       r.starts, r.increment
+FROM rule_flags r
+WHERE r.customer_id NOT IN (SELECT customer_id FROM session_cuts)
+UNION ALL
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
+       r.starts OR c.event_id IS NOT NULL,
+       r.increment + count(c.event_id) OVER (
+           PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
+       )
+FROM rule_flags r
+LEFT JOIN session_cuts c ON c.event_id = r.event_id
+WHERE r.customer_id IN (SELECT customer_id FROM session_cuts);

@@ -1,4 +1,4 @@
-"""`make bench`: time `xccel run-all` on a dump served over HTTP on 127.0.0.1, against two floors.
+"""`make bench`: time `xccel run-all` on a dump served over HTTP on 127.0.0.1, against what a user would pick instead.
 
 What it does, in one process (the xccel runs are subprocesses, measured from outside):
   1. takes --path, or generates a dump of --lines lines with /work/shared/tools/gen_events.py (or
@@ -11,15 +11,24 @@ What it does, in one process (the xccel runs are subprocesses, measured from out
      unchanged case: xccel may recognise the source and do nothing), one with --full-refresh (re-reads the
      dump: the merge path, 0 new events) and `xccel report --json`, whose figures must equal the first run's;
   5. measures the floors in the same run: streaming the same HTTP body into a one-column text
-     table with COPY, and a decode-only msgspec pass over the file (the fields xccel reads).
-Wall time, per-stage seconds (from run-all's stage_seconds), lines/s and peak RSS of each xccel
-process (os.wait4's rusage for that child alone) go into one table; medians over the repeats.
+     table with COPY, and a decode-only msgspec pass over the file (the fields xccel reads);
+  6. measures the alternatives in the same run (bench/old_design.py, bench/duckdb_sessions.py): DuckDB
+     sessionizing the same file, alternated with the xccel runs, and once the old design's pandas
+     algorithm into the same PostgreSQL; their figures must equal xccel's;
+  7. with --heavy-events or --heavy-path, appends one heavy customer's events to the dump and times
+     `xccel sessionize --full-refresh` with each rule set against the default rules, alternately;
+  8. prints the targets of issue 13 with pass/fail, and with --record prepends the whole output, dated
+     and with the CPU model, to a markdown file (make bench: docs/performance.md).
+Wall time, per-stage seconds (from run-all's stage_seconds), lines/s and peak RSS of each process
+(os.wait4's rusage for that child alone) go into one table; medians over the repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.server
+import io
 import json
 import os
 import shutil
@@ -41,6 +50,30 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GENERATOR = Path("/work/shared/tools/gen_events.py")
 DEFAULT_LINES = 667_961
+HERE = Path(__file__).resolve().parent
+# Rule sets timed against the default rules on the dump with a heavy customer: (label, sessionize options)
+RULE_SETS: tuple[tuple[str, list[str]], ...] = (
+    ("default rules (ga4)", []),
+    ("ga-universal (midnight, referrer)", ["--rules", "ga-universal"]),
+    ("--max-session-hours 2", ["--max-session-hours", "2"]),
+    ("all rules and --max-session-hours 2", ["--rules", "ga-universal", "--max-session-hours", "2"]),
+)
+# What report --json and the alternatives must agree on
+FIGURE_KEYS = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+    "customers",
+    "customers_with_orders",
+    "sessions",
+    "events",
+)
+# Targets of issue 13, as ratios measured in one run
+TARGET_OLD_DESIGN_SPEED_UP = 20.0
+TARGET_PEAK_RSS_MB = 100.0
+TARGET_DECODE_FLOOR_RATIO = 2.5
+TARGET_X10_RATIO = 10.0
+TARGET_RULES_RATIO = 2.0
 STAGES = ("init_db", "extract", "sessionize", "load", "report")
 
 
@@ -53,22 +86,37 @@ def generator() -> Path | None:
     return path if path.is_file() else None
 
 
-def make_dump(lines: int, directory: Path) -> Path:
+def make_dump(lines: int, directory: Path, heavy: bool = False) -> Path:
+    """A generated dump; heavy: all lines belong to one customer, with ids above the ordinary dumps'."""
     gen = generator()
     if gen is None:
         sys.exit(
             f"bench: no dump generator at {DEFAULT_GENERATOR} (or XCCEL_GEN_EVENTS): "
             "pass --path with an event dump (newline-delimited JSON)"
         )
-    out = directory / f"events-{lines}.ndjson"
+    out = directory / (f"heavy-{lines}.ndjson" if heavy else f"events-{lines}.ndjson")
     if not out.exists():
         print(f"generating {lines:,} lines into {out} ...", file=sys.stderr, flush=True)
         partial = out.with_suffix(".partial")
+        options = ["--customers", "1", "--logged-in-share", "1", "--id-offset", str(10**12), "--seed", "13"]
         subprocess.run(
-            [sys.executable, str(gen), "--events", str(lines), "--out", str(partial)],
+            [sys.executable, str(gen), "--events", str(lines), "--out", str(partial), *(options if heavy else [])],
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        partial.rename(out)
+    return out
+
+
+def with_heavy_customer(path: Path, heavy: Path, directory: Path) -> Path:
+    """The dump followed by the heavy customer's lines, as one file."""
+    out = directory / f"{path.stem}+{heavy.stem}.ndjson"
+    if not out.exists():
+        partial = out.with_suffix(".partial")
+        with partial.open("wb") as target:
+            for part in (path, heavy):
+                with part.open("rb") as source:
+                    shutil.copyfileobj(source, target, 1 << 20)
         partial.rename(out)
     return out
 
@@ -148,11 +196,16 @@ class Run:
 
 def xccel(args: list[str], parse: bool = True, extra_env: dict[str, str] | None = None) -> Run:
     """Run the real command from a cold process; wall time and that process's own peak RSS."""
+    return measured([str(Path(sys.executable).parent / "xccel"), *args], parse, extra_env)
+
+
+def measured(command: list[str], parse: bool = True, extra_env: dict[str, str] | None = None) -> Run:
+    """Run a command from a cold process; wall time, that process's own peak RSS and its JSON output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     env.update(extra_env or {})
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "xccel"), *args],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -163,8 +216,49 @@ def xccel(args: list[str], parse: bool = True, extra_env: dict[str, str] | None 
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"bench: xccel {' '.join(args[:1])} failed ({proc.returncode}): {stderr.decode().strip()}")
+        name = " ".join(Path(part).name for part in command[:3])
+        sys.exit(f"bench: {name} failed ({proc.returncode}): {stderr.decode().strip()[-2000:]}")
     return Run(wall, usage.ru_maxrss / 1024, json.loads(stdout) if parse else {})
+
+
+# --- the alternatives ------------------------------------------------------------------------------
+
+
+def duckdb_run(path: Path) -> Run:
+    """bench/duckdb_sessions.py on the same file, into a fresh DuckDB database file."""
+    directory = Path(tempfile.mkdtemp(prefix="xccel-bench-duckdb-"))
+    try:
+        return measured(
+            [
+                sys.executable,
+                str(HERE / "duckdb_sessions.py"),
+                "--path",
+                str(path),
+                "--database",
+                str(directory / "x.db"),
+            ]
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def old_design_run(source_url: str, database_url: str) -> Run:
+    """bench/old_design.py: the old script's pandas algorithm, reading the same HTTP body, into the same server."""
+    return measured(
+        [sys.executable, str(HERE / "old_design.py"), "--source", source_url, "--database-url", database_url]
+    )
+
+
+def same_figures(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """The metrics and counts of report --json, equal (floats up to rounding)."""
+    for key, value in theirs.items():
+        mine = ours.get(key)
+        if isinstance(value, float) and isinstance(mine, int | float):
+            if abs(mine - value) > 1e-9 * max(1.0, abs(value)):
+                return False
+        elif mine != value:
+            return False
+    return True
 
 
 # --- the floors ------------------------------------------------------------------------------------
@@ -252,13 +346,22 @@ def embedded_runs(source_url: str, repeat: int) -> list[Run]:
     return runs
 
 
-def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedded: bool = True) -> dict[str, Any]:
+def bench_dump(
+    path: Path,
+    admin_url: str,
+    repeat: int,
+    label: str,
+    with_embedded: bool = True,
+    with_duckdb: bool = False,
+    with_old_design: bool = False,
+) -> dict[str, Any]:
     lines = count_lines(path)
     template = f"xccel_bench_template_{os.getpid()}"
     admin(admin_url, f"DROP DATABASE IF EXISTS {template}")
     admin(admin_url, f"CREATE DATABASE {template}")
     xccel(["init-db", "--database-url", with_database(admin_url, template)], parse=False)
     runs: list[Run] = []
+    duckdb_runs: list[Run] = []
     databases: list[str] = []
     with serve(path) as source_url:
         for index in range(repeat):
@@ -273,7 +376,27 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedde
                 file=sys.stderr,
                 flush=True,
             )
-        last_url = with_database(admin_url, databases[-1])
+            if with_duckdb:  # alternated with xccel's runs, so both see the same machine
+                duckdb_runs.append(duckdb_run(path))
+                print(
+                    f"  {label} DuckDB {index + 1}/{repeat}: {duckdb_runs[-1].wall:.2f} s wall, "
+                    f"{duckdb_runs[-1].max_rss_mb:.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        old_design = None
+        if with_old_design:
+            old_name = f"xccel_bench_old_{os.getpid()}"
+            admin(admin_url, f"DROP DATABASE IF EXISTS {old_name}")
+            admin(admin_url, f"CREATE DATABASE {old_name}")
+            databases.append(old_name)
+            old_design = old_design_run(source_url, with_database(admin_url, old_name))
+            print(
+                f"  {label} old design: {old_design.wall:.2f} s wall, {old_design.max_rss_mb:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
+        last_url = with_database(admin_url, databases[repeat - 1])
         again = xccel(["run-all", "--source", source_url, "--json", "--database-url", last_url])
         reread = xccel(["run-all", "--source", source_url, "--json", "--full-refresh", "--database-url", last_url])
         reports = [xccel(["report", "--json", "--database-url", last_url]) for _ in range(repeat)]
@@ -315,6 +438,15 @@ def bench_dump(path: Path, admin_url: str, repeat: int, label: str, with_embedde
         "embedded_wall": [r.wall for r in embedded],
         "embedded_rss_mb": [r.max_rss_mb for r in embedded],
         "floor_decode": floor_decode,
+        "report": {k: v for k, v in first["report"].items() if k in FIGURE_KEYS},
+        "duckdb_wall": [r.wall for r in duckdb_runs],
+        "duckdb_rss_mb": [r.max_rss_mb for r in duckdb_runs],
+        "duckdb_same_figures": all(same_figures(first["report"], r.output) for r in duckdb_runs),
+        "duckdb_figures": duckdb_runs[-1].output if duckdb_runs else None,
+        "old_design_wall": old_design.wall if old_design else None,
+        "old_design_rss_mb": old_design.max_rss_mb if old_design else None,
+        "old_design_same_figures": same_figures(first["report"], old_design.output) if old_design else None,
+        "old_design_figures": old_design.output if old_design else None,
     }
 
 
@@ -336,7 +468,11 @@ def print_table(result: dict[str, Any]) -> None:
             f"{median(result['floor_copy']):.2f} s",
             f"run-all wall = {wall / median(result['floor_copy']):.2f}x",
         ),
-        ("floor: msgspec decode only", f"{median(result['floor_decode']):.2f} s", ""),
+        (
+            "floor: msgspec decode only",
+            f"{median(result['floor_decode']):.2f} s",
+            f"run-all wall = {wall / median(result['floor_decode']):.2f}x",
+        ),
         *(
             [
                 (
@@ -364,6 +500,32 @@ def print_table(result: dict[str, Any]) -> None:
             f"{median(result['report_wall']):.2f} s",
             f"max {max(result['report_wall']):.2f}, {max(result['report_rss_mb']):.0f} MB",
         ),
+        *(
+            [
+                (
+                    "DuckDB, same file, same job",
+                    f"{median(result['duckdb_wall']):.2f} s",
+                    f"min {min(result['duckdb_wall']):.2f}, max {max(result['duckdb_wall']):.2f}, "
+                    f"{max(result['duckdb_rss_mb']):.0f} MB; run-all / DuckDB = "
+                    f"{wall / median(result['duckdb_wall']):.2f}x; same figures: {result['duckdb_same_figures']}",
+                )
+            ]
+            if result["duckdb_wall"]
+            else []
+        ),
+        *(
+            [
+                (
+                    "old design (pandas, to_sql), once",
+                    f"{result['old_design_wall']:.2f} s",
+                    f"{result['old_design_rss_mb']:.0f} MB; {result['old_design_wall'] / wall:.1f}x run-all's wall, "
+                    f"{result['old_design_rss_mb'] / max(result['max_rss_mb']):.1f}x its RSS; "
+                    f"same figures: {result['old_design_same_figures']}",
+                )
+            ]
+            if result["old_design_wall"] is not None
+            else []
+        ),
     ]
     print(
         f"\n{result['label']}: {result['lines']:,} lines, {result['bytes'] / 1e6:.0f} MB, "
@@ -372,6 +534,151 @@ def print_table(result: dict[str, Any]) -> None:
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>10}  {note}")
+
+
+def rules_check(path: Path, admin_url: str, rounds: int) -> dict[str, Any]:
+    """`xccel sessionize --full-refresh` with each rule set on one loaded database, the sets alternated per round.
+
+    Timed as whole processes (start-up included, the same for every set); the ratio is to the default rules.
+    """
+    name = f"xccel_bench_rules_{os.getpid()}"
+    admin(admin_url, f"DROP DATABASE IF EXISTS {name}")
+    admin(admin_url, f"CREATE DATABASE {name}")
+    url = with_database(admin_url, name)
+    try:
+        xccel(["init-db", "--database-url", url], parse=False)
+        loaded = xccel(["run-all", "--source", str(path), "--json", "--database-url", url])
+        walls: dict[str, list[float]] = {label: [] for label, _ in RULE_SETS}
+        sessions: dict[str, int] = {}
+        for round_number in range(rounds):
+            for label, options in RULE_SETS:
+                run = xccel(["sessionize", "--full-refresh", *options, "--database-url", url], parse=False)
+                walls[label].append(run.wall)
+                print(
+                    f"  rules round {round_number + 1}/{rounds}, {label}: sessionize {run.wall:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if round_number == rounds - 1:
+                    xccel(["load", "--database-url", url], parse=False)
+                    report = xccel(["report", "--json", "--database-url", url]).output
+                    sessions[label] = report["sessions"]
+    finally:
+        admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return {
+        "path": str(path),
+        "events": loaded.output["run"]["loaded"],
+        "sessionize_wall": walls,
+        "sessions": sessions,
+    }
+
+
+def print_rules(result: dict[str, Any]) -> None:
+    walls = result["sessionize_wall"]
+    default = median(walls[RULE_SETS[0][0]])
+    print(f"\nrules, heavy customer included: {result['events']:,} events, `xccel sessionize --full-refresh` wall")
+    width = max(len(label) for label, _ in RULE_SETS)
+    for label, _ in RULE_SETS:
+        print(
+            f"  {label:<{width}}  {median(walls[label]):>8.2f} s  {median(walls[label]) / default:.2f}x default, "
+            f"{result['sessions'].get(label, 0):,} sessions"
+        )
+
+
+def targets(results: list[dict[str, Any]], rules: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+    """Issue 13's targets: (target, measured, met); met is None when the bench did not measure it."""
+    one = results[0]
+    wall = median(one["wall"])
+    rss = max(max(r["max_rss_mb"]) for r in results)
+    found: list[tuple[str, str, bool | None]] = []
+    if one["old_design_wall"] is not None:
+        speed_up = one["old_design_wall"] / wall
+        found.append(
+            (
+                f"run-all >= {TARGET_OLD_DESIGN_SPEED_UP:.0f}x faster than the old design",
+                f"{speed_up:.1f}x",
+                speed_up >= TARGET_OLD_DESIGN_SPEED_UP,
+            )
+        )
+    else:
+        found.append((f"run-all >= {TARGET_OLD_DESIGN_SPEED_UP:.0f}x faster than the old design", "not run", None))
+    found.append((f"peak RSS <= {TARGET_PEAK_RSS_MB:.0f} MB", f"{rss:.0f} MB", rss <= TARGET_PEAK_RSS_MB))
+    if one["duckdb_wall"]:
+        ratio = wall / median(one["duckdb_wall"])
+        found.append(("run-all no slower than DuckDB", f"{ratio:.2f}x DuckDB's wall", ratio <= 1.0))
+        found.append(("DuckDB's figures equal xccel's", str(one["duckdb_same_figures"]), one["duckdb_same_figures"]))
+    else:
+        found.append(("run-all no slower than DuckDB", "not run", None))
+    decode = wall / median(one["floor_decode"])
+    found.append(
+        (
+            f"run-all <= {TARGET_DECODE_FLOOR_RATIO}x the decode floor",
+            f"{decode:.2f}x",
+            decode <= TARGET_DECODE_FLOOR_RATIO,
+        )
+    )
+    if len(results) > 1:
+        ratio = median(results[1]["wall"]) / wall
+        big_rss = max(results[1]["max_rss_mb"])
+        found.append(
+            (
+                f"10x dump <= {TARGET_X10_RATIO:.0f}x the 1x time, RSS flat",
+                f"{ratio:.2f}x, {big_rss:.0f} MB",
+                ratio <= TARGET_X10_RATIO and big_rss <= TARGET_PEAK_RSS_MB,
+            )
+        )
+    else:
+        found.append((f"10x dump <= {TARGET_X10_RATIO:.0f}x the 1x time, RSS flat", "not run (--x10)", None))
+    if rules is not None:
+        default = median(rules["sessionize_wall"][RULE_SETS[0][0]])
+        worst_label, worst = max(
+            ((label, median(walls) / default) for label, walls in rules["sessionize_wall"].items()), key=lambda x: x[1]
+        )
+        found.append(
+            (
+                f"any rule set's sessionize <= {TARGET_RULES_RATIO:.0f}x the default's, heavy customer included",
+                f"worst {worst:.2f}x ({worst_label})",
+                worst <= TARGET_RULES_RATIO,
+            )
+        )
+    else:
+        found.append(
+            (f"any rule set's sessionize <= {TARGET_RULES_RATIO:.0f}x the default's", "not run (--heavy-*)", None)
+        )
+    return found
+
+
+def print_targets(found: list[tuple[str, str, bool | None]]) -> None:
+    print("\ntargets (issue 13), from this run:")
+    width = max(len(name) for name, _, _ in found)
+    for name, value, met in found:
+        verdict = "pass" if met else ("-" if met is None else "FAIL")
+        print(f"  {verdict:<4}  {name:<{width}}  {value}")
+
+
+class Tee(io.TextIOBase):
+    """stdout, also kept for the performance record."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.kept = io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def record(path: Path, command: str, output: str) -> None:
+    """Prepend this run to the dated record (newest first), keeping the earlier entries."""
+    heading = "# Performance record\n"
+    earlier = path.read_text() if path.exists() else heading
+    body = earlier.split("\n", 1)[1] if earlier.startswith(heading) else earlier
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    entry = f"\n## {now}: `{command}`\n\n```\n{output.strip()}\n```\n"
+    path.write_text(heading + entry + body)
 
 
 def machine() -> str:
@@ -412,24 +719,75 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "xccel-bench",
         help="where generated dumps are kept between runs (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-duckdb", action="store_true", help="skip DuckDB doing the same job (bench/duckdb_sessions.py)"
+    )
+    parser.add_argument(
+        "--no-old-design", action="store_true", help="skip the old design's pandas algorithm (bench/old_design.py)"
+    )
+    heavy = parser.add_mutually_exclusive_group()
+    heavy.add_argument(
+        "--heavy-events",
+        type=int,
+        help="append a generated customer with this many events to the dump and time sessionize per rule set",
+    )
+    heavy.add_argument("--heavy-path", type=Path, help="the same with this dump as the heavy customer's events")
+    parser.add_argument("--rules-rounds", type=int, default=2, help="rounds of the rule sets (median reported)")
+    parser.add_argument("--record", type=Path, help="prepend this run's output, dated, to this markdown file")
     parser.add_argument("--json-out", type=Path, help="also write the raw measurements here")
     args = parser.parse_args()
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     path = args.path or make_dump(args.lines, args.work_dir)
     big = make_dump(10 * args.lines, args.work_dir) if args.x10 else None
-    print(f"machine: {machine()}")
-    results = []
-    with postgres(args.database_url) as admin_url:
-        results.append(bench_dump(path, admin_url, args.repeat, "1x", with_embedded=not args.skip_embedded))
-        print_table(results[-1])
-        if big is not None:
-            results.append(bench_dump(big, admin_url, max(1, min(args.repeat, 2)), "10x", with_embedded=False))
+    heavy_path = args.heavy_path or (
+        make_dump(args.heavy_events, args.work_dir, heavy=True) if args.heavy_events else None
+    )
+    tee = Tee(sys.stdout)
+    sys.stdout = tee
+    try:
+        print(f"machine: {machine()}")
+        results = []
+        rules = None
+        with postgres(args.database_url) as admin_url:
+            results.append(
+                bench_dump(
+                    path,
+                    admin_url,
+                    args.repeat,
+                    "1x",
+                    with_embedded=not args.skip_embedded,
+                    with_duckdb=not args.no_duckdb,
+                    with_old_design=not args.no_old_design,
+                )
+            )
             print_table(results[-1])
-            ratio = median(results[1]["wall"]) / median(results[0]["wall"])
-            print(f"\n10x / 1x run-all wall: {ratio:.2f} (linear: <= 10.5)")
+            if big is not None:
+                results.append(
+                    bench_dump(
+                        big,
+                        admin_url,
+                        max(1, min(args.repeat, 2)),
+                        "10x",
+                        with_embedded=False,
+                        with_duckdb=not args.no_duckdb,
+                    )
+                )
+                print_table(results[-1])
+                ratio = median(results[1]["wall"]) / median(results[0]["wall"])
+                print(f"\n10x / 1x run-all wall: {ratio:.2f}")
+            if heavy_path is not None:
+                rules = rules_check(with_heavy_customer(path, heavy_path, args.work_dir), admin_url, args.rules_rounds)
+                print_rules(rules)
+        found = targets(results, rules)
+        print_targets(found)
+    finally:
+        sys.stdout = tee.target
+    if args.record:
+        record(args.record, "python bench/bench.py " + " ".join(sys.argv[1:]), tee.kept.getvalue())
     if args.json_out:
-        args.json_out.write_text(json.dumps(results, indent=2))
+        measurements = {"dumps": results, "rules": rules, "targets": [list(t) for t in found]}
+        args.json_out.write_text(json.dumps(measurements, indent=2))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
 -- session_id and the sessions rows follow from those flags. The cap comes last: it only cuts inside
--- the sessions the other rules made (see session_cuts). A rule that is off costs nothing: its work
--- sits behind a one-time filter on its setting.
+-- the sessions the other rules made (see session_cuts), and only the customers it cuts are sorted again.
+-- A rule that is off costs nothing: its work sits behind a one-time filter on its setting.
 
 DROP VIEW IF EXISTS pg_temp.session_events;
 DROP VIEW IF EXISTS pg_temp.session_flags;
@@ -24,6 +24,7 @@ DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;
 DROP TABLE IF EXISTS pg_temp.session_cuts;
 DROP TABLE IF EXISTS pg_temp.long_session_events;
+DROP TABLE IF EXISTS pg_temp.rule_flags;
 
 CREATE TEMP TABLE session_settings AS
 SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minutes', true), ''), '30')::int)
@@ -132,24 +133,31 @@ SELECT * FROM with_referrer_rule;
 
 -- The cap (xccel.max_session_hours): inside each session the rules made, the first event at least
 -- `cap` after the start of the current session starts the next one, and so on from that event.
--- Only sessions at least `cap` long can be cut, so only their events are looked at.
-CREATE TEMP TABLE long_session_events AS
-WITH spans AS (
-    SELECT f.customer_id, f.increment, f."timestamp", f.event_id,
-           max(f."timestamp") OVER per_session - min(f."timestamp") OVER per_session AS span
-    FROM session_flags f
-    WHERE (SELECT cap FROM session_settings) IS NOT NULL
-    WINDOW per_session AS (PARTITION BY f.customer_id, f.increment)
-)
-SELECT customer_id, increment, "timestamp", event_id
-FROM spans
-WHERE span >= (SELECT cap FROM session_settings);
-CREATE INDEX ON long_session_events (customer_id, increment, "timestamp", event_id);
-ANALYZE long_session_events;
+-- With a cap, the rules' flags are computed once and kept; without one, rule_flags stays empty.
+CREATE TEMP TABLE rule_flags AS
+SELECT * FROM session_flags
+WHERE (SELECT cap FROM session_settings) IS NOT NULL;
 
+-- Every cut lies at least `cap` after the start of its rule session: only sessions at least `cap` long,
+-- and in them only the events at least `cap` after the start, are looked at.
+CREATE TEMP TABLE long_session_events AS
+WITH long_sessions AS (
+    SELECT customer_id, increment, min("timestamp") AS session_started_at
+    FROM rule_flags
+    GROUP BY customer_id, increment
+    HAVING max("timestamp") - min("timestamp") >= (SELECT cap FROM session_settings)
+)
+SELECT r.customer_id, r.increment, l.session_started_at, r."timestamp", r.event_id
+FROM rule_flags r
+JOIN long_sessions l USING (customer_id, increment)
+WHERE r."timestamp" - l.session_started_at >= (SELECT cap FROM session_settings);
+CREATE INDEX ON long_session_events (customer_id, increment, "timestamp", event_id);
+
+-- One step per cut: from each cut, an index probe finds the next one, so the work grows with the
+-- number of cuts, not with the number of events in a long session.
 CREATE TEMP TABLE session_cuts AS
 WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
-    SELECT customer_id, increment, min("timestamp"), NULL::bigint
+    SELECT customer_id, increment, min(session_started_at), NULL::bigint
     FROM long_session_events
     GROUP BY customer_id, increment
     UNION ALL
@@ -164,28 +172,30 @@ WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
         LIMIT 1
     ) AS next_start
 )
-SELECT customer_id, "started_at" AS "timestamp", event_id
+SELECT customer_id, started_at AS "timestamp", event_id
 FROM cuts
 WHERE event_id IS NOT NULL;
-CREATE INDEX ON session_cuts (customer_id, "timestamp", event_id);
 ANALYZE session_cuts;
 
--- The rebuilt customers' events: the flags, plus the cuts when there is a cap (each cut moves the
--- customer's later sessions up by one). Without a cap the second branch is switched off.
+-- The rebuilt customers' events: without a cap, the flags (the other branches are switched off); with
+-- one, the kept flags, and for the customers with a cut a running count of the cuts so far moves
+-- their later sessions up (one more window pass, over those customers' events only).
 CREATE TEMP VIEW session_events AS
 SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
        f.starts, f.increment
 FROM session_flags f
 WHERE (SELECT cap FROM session_settings) IS NULL
 UNION ALL
-SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
-       (f.starts OR c.event_id IS NOT NULL),
-       f.increment + CASE
-           WHEN f.customer_id IN (SELECT customer_id FROM session_cuts)
-           THEN (SELECT count(*) FROM session_cuts p
-                 WHERE p.customer_id = f.customer_id
-                   AND (p."timestamp", p.event_id) <= (f."timestamp", f.event_id))
-           ELSE 0 END
-FROM session_flags f
-LEFT JOIN session_cuts c ON c.event_id = f.event_id
-WHERE (SELECT cap FROM session_settings) IS NOT NULL;
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
+       r.starts, r.increment
+FROM rule_flags r
+WHERE r.customer_id NOT IN (SELECT customer_id FROM session_cuts)
+UNION ALL
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
+       r.starts OR c.event_id IS NOT NULL,
+       r.increment + count(c.event_id) OVER (
+           PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
+       )
+FROM rule_flags r
+LEFT JOIN session_cuts c ON c.event_id = r.event_id
+WHERE r.customer_id IN (SELECT customer_id FROM session_cuts);

@@ -16,12 +16,30 @@ from tests.test_extract_paths import event_line
 pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
 
-def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path: Path) -> None:
+def heavy_customer_lines() -> list[str]:
+    """One customer with an event every 5 minutes for 10 hours (one long session): cut by a 2-hour cap."""
+    return [
+        json.dumps(
+            {
+                "id": 50_000 + i,
+                "type": "placed_order" if i == 100 else "page_view",
+                "event": {"customer-id": 99, "timestamp": f"2022-04-23T{8 + i // 12:02d}:{(i % 12) * 5:02d}:00"},
+            }
+        )
+        for i in range(120)
+    ]
+
+
+def test_bench_runs_run_all_the_alternatives_the_rules_and_the_floors(pg_admin_url: str, tmp_path: Path) -> None:
     lines = [event_line(i, i % 7 if i % 3 else None, minute=i % 60) for i in range(1, 301)]
     lines += [event_line(5, 5, "duplicate"), event_line(2000, 1, "order")]
     dump = tmp_path / "events.ndjson"
     dump.write_text("".join(line + "\n" for line in lines))
+    heavy = tmp_path / "heavy.ndjson"
+    heavy.write_text("".join(line + "\n" for line in heavy_customer_lines()))
     out = tmp_path / "bench.json"
+    record = tmp_path / "performance.md"
+    record.write_text("# Performance record\n\n## an earlier entry\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -33,6 +51,14 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
             "--database-url",
             pg_admin_url,
             "--skip-embedded",
+            "--heavy-path",
+            str(heavy),
+            "--rules-rounds",
+            "1",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--record",
+            str(record),
             "--json-out",
             str(out),
             "--work-dir",
@@ -40,11 +66,12 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "run-all wall (cold process)" in proc.stdout and "floor: COPY into text table" in proc.stdout
-    (result,) = json.loads(out.read_text())
+    measurements = json.loads(out.read_text())
+    (result,) = measurements["dumps"]
     assert result["lines"] == 302
     assert result["loaded"] == 201  # ids 1..300 not divisible by 3, plus 2000; the duplicate id 5 counts once
     assert result["again_loaded"] == 0
@@ -52,6 +79,30 @@ def test_bench_runs_run_all_reload_report_and_floors(pg_admin_url: str, tmp_path
     assert result["reload_same_report"] is True
     assert all(seconds > 0 for seconds in result["wall"] + result["floor_copy"] + result["floor_decode"])
     assert result["max_rss_mb"][0] > 10  # the xccel process's own peak RSS, not zero or the bench's
+    # the alternatives did the same job and found the same figures
+    assert result["report"]["events"] == 201 and result["report"]["sessions"] > 0
+    assert result["duckdb_figures"] == result["report"] and result["duckdb_same_figures"] is True
+    assert result["old_design_figures"] == result["report"] and result["old_design_same_figures"] is True
+    assert result["duckdb_wall"][0] > 0 and result["duckdb_rss_mb"][0] > 10
+    assert result["old_design_wall"] > 0 and result["old_design_rss_mb"] > 10
+    # the rule sets on the dump with the heavy customer: the cap cuts its 10-hour session into five
+    rules = measurements["rules"]
+    assert rules["events"] == 201 + 120
+    sessions = rules["sessions"]
+    assert sessions["--max-session-hours 2"] == sessions["default rules (ga4)"] + 4
+    assert all(len(walls) == 1 and walls[0] > 0 for walls in rules["sessionize_wall"].values())
+    # every target is printed with its verdict; those not measured say so
+    verdicts = {name: met for name, _, met in measurements["targets"]}
+    assert len(verdicts) == 7
+    assert verdicts["run-all no slower than DuckDB"] in (True, False)
+    assert any(name.startswith("10x dump") and met is None for name, met in verdicts.items())
+    targets = proc.stdout.split("targets (issue 13), from this run:", 1)[1]
+    for name, met in verdicts.items():
+        assert f"{'pass' if met else ('-' if met is None else 'FAIL'):<4}  {name}" in targets
+    # the dated record: this run first, the earlier entry kept
+    text = record.read_text()
+    assert text.startswith("# Performance record\n\n## 20") and "machine: " in text
+    assert text.index("run-all wall (cold process)") < text.index("## an earlier entry")
 
 
 def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: str, database_url: str) -> None:

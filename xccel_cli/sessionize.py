@@ -92,9 +92,11 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         "since_run_id": since,
     }
     with db.helper() as helper, db.transaction() as conn:
-        _prepare(db, settings)
         # tb_events_next here, sessions_next on the helper connection at the same time (each connection
-        # sorts the events itself: two cores instead of one; without a helper, one after the other)
+        # sorts the events itself: two cores instead of one; without a helper, one after the other).
+        # carry_landing: whether the flags read landing page and referrer out of the payloads (with a
+        # cap they are kept by sessionize.sql itself, so it must know which table they are for).
+        _prepare(db, {**settings, "carry_landing": helper is None})
         with _in_background(helper, lambda: _build_sessions(helper, settings)) if helper else nullcontext():
             db.run_file("sessionize_events.sql")
         if helper is None:
@@ -140,7 +142,7 @@ def _prepare(db: Database, settings: dict[str, Any]) -> None:
 def _build_sessions(helper: Database, settings: dict[str, Any]) -> None:
     """sessions_next on the helper connection, committed on its own (see sessionize: staged_result)."""
     with helper.transaction():
-        _prepare(helper, settings)
+        _prepare(helper, {**settings, "carry_landing": True})
         helper.run_file("sessionize_sessions.sql")
 
 

@@ -272,7 +272,7 @@ def test_head_is_answered_like_get_without_a_body(server: Server, path: str) -> 
 def test_openapi_documents_get_only(server: Server) -> None:
     paths = server.get_json("/openapi.json")["paths"]
     assert {path: list(operations) for path, operations in paths.items()} == {
-        path: ["get"] for path in (*ENDPOINTS, "/dashboard")
+        path: ["get"] for path in (*ENDPOINTS, "/dashboard", "/metrics")
     }
 
 
@@ -302,7 +302,7 @@ def test_openapi_describes_every_endpoint_and_field(server: Server, loaded_url: 
 
 
 def test_the_connection_pool_stays_small_under_concurrent_requests(server: Server, loaded_url: str) -> None:
-    from xccel_cli.serve import CHECK_LANES, POOL_MAX_SIZE
+    from xccel_cli.web.service import CHECK_LANES, POOL_MAX_SIZE
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         statuses = list(pool.map(lambda i: server.request(ENDPOINTS[i % 4]).status, range(400)))
@@ -532,7 +532,7 @@ def test_shared_check_answers_each_request_with_a_check_sent_after_it_arrived() 
     import asyncio
     import random
 
-    from xccel_cli.serve import SharedCheck
+    from xccel_cli.web.cache import SharedCheck
 
     async def scenario() -> tuple[list[tuple[int, int]], int]:
         started: list[int] = []

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -258,3 +259,31 @@ def mask_url(url: str) -> str:
     user = parts.username or ""
     masked = urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{netloc[-1]}"))
     return mask_password(masked)
+
+
+def cors_origins(options: list[str] | None) -> tuple[str, ...]:
+    """--cors-origin (repeatable), else XCCEL_CORS_ORIGINS (comma or space separated); none: CORS stays off.
+
+    An origin is scheme://host[:port], as a browser sends it in the Origin header (no path, no slash).
+    """
+    raw = list(options or []) or re.split(r"[,\s]+", env("XCCEL_CORS_ORIGINS") or "")
+    origins = tuple(dict.fromkeys(origin.strip() for origin in raw if origin.strip()))
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            where = "--cors-origin" if options else "XCCEL_CORS_ORIGINS"
+            raise ConfigError(f"{where} must be origins like https://example.com (no path), got {origin[:200]!r}")
+    return origins
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def metrics_file(option: str | None) -> Path | None:
+    """--metrics-file, else XCCEL_METRICS_FILE: where run-all writes its figures for node_exporter."""
+    raw = option or env("XCCEL_METRICS_FILE")
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.parent.is_dir():
+        raise ConfigError(f"the metrics file's directory does not exist: {path.parent}")
+    return path

@@ -51,14 +51,16 @@ class Reply:
 class Server:
     """`python -m xccel_cli serve` in a subprocess; its stdout and stderr go to a file we can read."""
 
-    def __init__(self, database_url: str | None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str | None, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="xccel-serve-", suffix=".log")[1])
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
         self.data_dir = tempfile.mkdtemp(prefix="xccel-data-")
         full_env["XCCEL_DATA_DIR"] = self.data_dir
         full_env.update(env or {})
-        args = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "xccel_cli", *global_args, "serve", "--port", str(self.port)]
         if database_url is not None:
             args += ["--database-url", database_url]
         with self.log_path.open("wb") as log:
@@ -114,8 +116,8 @@ def serve() -> Iterator[Any]:
     """Start servers for a test; each is stopped (SIGTERM) at the end and must then exit cleanly."""
     started: list[Server] = []
 
-    def start(database_url: str | None, env: dict[str, str] | None = None) -> Server:
-        server = Server(database_url, env)
+    def start(database_url: str | None, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()) -> Server:
+        server = Server(database_url, env, global_args)
         started.append(server)
         return server
 

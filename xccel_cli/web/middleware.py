@@ -109,6 +109,7 @@ class Front:
         try:
             if method == "OPTIONS" and self.cors_origins and origin is not None and preflight_method is not None:
                 status, headers, body = self._preflight(origin, preflight_method)
+                shared = SECURITY_HEADERS  # the preflight's own Access-Control-* headers, not a request's
             elif head or method == "GET":
                 offers = self.offers.get(path)
                 fast = self.fast_paths.get(path)

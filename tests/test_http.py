@@ -7,6 +7,10 @@ import gzip
 import http.client
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from tests.conftest import run_xccel, with_database
-from tests.test_serve import EXAMPLE, Server, raw_exchange, report_json, xccel_ok
+from tests.test_serve import EXAMPLE, RestartablePostgres, Server, raw_exchange, report_json, xccel_ok
 
 ORIGIN = "https://figures.example"
 VALIDATED = ("/", "/metrics/orders", "/metrics/referrers", "/dashboard", "/health", "/openapi.json")
@@ -390,3 +394,75 @@ def test_one_log_setup_serve_writes_to_the_log_file(serve: Any, database_url: st
     assert "xccel_cli.web.runtime" in written  # the module's logger, one stack for every command
     assert all(line.split(" ")[2].isdigit() for line in written.splitlines())  # timestamp, pid, ...
     assert "Traceback" not in written
+
+
+# --- the contract, tried by an outside client ------------------------------------------------------
+
+
+def schemathesis(port: int, cwd: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """schemathesis 4 (the test extra) against the running server's own /openapi.json: every check,
+    the stateful phase off (there are no links between these read-only endpoints)."""
+    command = Path(sys.executable).with_name("st")
+    args = [
+        str(command),
+        *(["--config-file", str(config)] if config else []),
+        "run",
+        f"http://127.0.0.1:{port}/openapi.json",
+        "--checks",
+        "all",
+    ]
+    args += ["--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--seed", "15", "--workers", "1"]
+    env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_schemathesis_finds_nothing_with_the_database_up(cors_server: Server, tmp_path: Path) -> None:
+    done = schemathesis(cors_server.port, tmp_path)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "6 selected / 6 total" in done.stdout and " passed" in done.stdout
+
+
+def test_schemathesis_finds_nothing_with_the_database_down(tmp_path: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="xccel-st-"))  # short: the socket path must fit
+    postgres = RestartablePostgres(directory)
+    server = None
+    try:
+        with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        xccel_ok("run-all", "--source", str(EXAMPLE), "--database-url", postgres.url("shop"))
+        server = Server(postgres.url("shop"))
+        postgres.stop()
+        assert ask(server.port, "/metrics/orders").status == 503
+        # every check still runs; a 503 (documented, with Retry-After) is this outage's right answer, while
+        # any other 5xx would still fail the check
+        config = tmp_path / "schemathesis.toml"
+        config.write_text('[checks.not_a_server_error]\nexpected-statuses = ["1xx", "2xx", "3xx", "4xx", "503"]\n')
+        done = schemathesis(server.port, tmp_path, config=config)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        assert "6 selected / 6 total" in done.stdout
+        scraped = metric_samples(ask(server.port, "/metrics").body.decode())
+        assert scraped[("xccel_database_up", ())] == 0
+        outages = ("xccel_http_requests_total", (("endpoint", "/metrics/orders"), ("status", "503")))
+        assert scraped[outages] >= 1
+    finally:
+        if server is not None:
+            assert server.stop() == 0
+            server.log_path.unlink(missing_ok=True)
+        postgres.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_openapi_says_what_each_answer_is(cors_server: Server) -> None:
+    document = ask(cors_server.port, "/openapi.json").json
+    for path, operations in document["paths"].items():
+        for status, answer in operations["get"]["responses"].items():
+            media = set(answer.get("content", {}))
+            if status in ("406", "503") and path != "/health":
+                expected = {"application/json", "text/html"} if (path, status) == ("/dashboard", "503") else None
+                assert media == (expected or {"application/json"}), (path, status)
+                if status == "503":
+                    assert "Retry-After" in answer["headers"], path
+    dashboard = document["paths"]["/dashboard"]["get"]["responses"]
+    assert set(dashboard["200"]["content"]) == {"text/html"} and "304" in dashboard
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert set(metrics) == {"text/plain", "application/openmetrics-text"}

@@ -130,20 +130,36 @@ VALIDATOR_HEADERS = {
 RETRY_AFTER = {"Retry-After": _header("Seconds to wait before asking again.", "integer")}
 
 
+ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
 def documented(
-    *, unavailable: str | None = None, html_outage: bool = False, validated: bool = True
+    *, unavailable: str | None = None, html_outage: bool = False, validated: bool = True, json_route: bool = True
 ) -> dict[int | str, dict[str, Any]]:
-    """The answers besides 200 that an endpoint sends, for /openapi.json."""
+    """The answers besides 200 that an endpoint sends, for /openapi.json. Errors are JSON on every route:
+    on a route that answers HTML or text (json_route=False) that has to be said, or FastAPI would
+    document them in the route's own media type."""
+
+    def error(description: str) -> dict[str, Any]:
+        return (
+            {"model": ErrorBody, "description": description}
+            if json_route
+            else {
+                "description": description,
+                "content": dict(ERROR_JSON),
+            }
+        )
+
     answers: dict[int | str, dict[str, Any]] = {
-        406: {"model": ErrorBody, "description": "The Accept header admits no media type this endpoint sends."},
+        406: error("The Accept header admits no media type this endpoint sends."),
     }
     if validated:
         answers[200] = {"headers": VALIDATOR_HEADERS}
         answers[304] = {"description": "Not Modified: the ETag in If-None-Match is current (no body)."}
     if unavailable:
-        outage: dict[str, Any] = {"model": ErrorBody, "description": unavailable, "headers": RETRY_AFTER}
+        outage = {**error(unavailable), "headers": RETRY_AFTER}
         if html_outage:
-            outage["content"] = {"text/html": {"schema": {"type": "string"}}}
+            outage["content"] = {**ERROR_JSON, "text/html": {"schema": {"type": "string"}}}
         answers[503] = outage
     return answers
 
@@ -288,6 +304,7 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
             unavailable="The data is unavailable: an HTML page for clients preferring text/html (browsers, and "
             "clients that send no Accept), else the JSON error.",
             html_outage=True,
+            json_route=False,
         ),
         summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`); gzip if accepted",
     )
@@ -339,7 +356,10 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        responses={406: documented()[406]},
+        responses={
+            200: {"content": {OPENMETRICS: {"schema": {"type": "string"}}}},
+            406: documented(json_route=False)[406],
+        },
         summary="Prometheus metrics: the last run, the published result, and this server's requests",
     )
     async def prometheus_metrics(request: Request) -> Response:

@@ -124,6 +124,9 @@ def test_every_get_has_a_strong_etag_and_answers_304_to_it(cors_server: Server, 
         assert stale.status == 200 and stale.body == first.body, path
         head = ask(cors_server.port, path, {"If-None-Match": etag}, method="HEAD")
         assert head.status == 304, path
+        if "last-modified" in first.headers:
+            since = ask(cors_server.port, path, {"If-Modified-Since": first.headers["last-modified"]})
+            assert (since.status, since.body) == (304, b""), path
 
 
 def test_vary_and_q_values_at_the_root(cors_server: Server) -> None:

@@ -96,3 +96,18 @@ def test_each_representation_has_its_own_strong_etag_and_headers() -> None:
     assert answer.respond(None, answer.plain.etag) == (304, answer.plain.not_modified_headers, b"")
     small = cached_answer(key, b"{}", JSON, "Accept", compress=True)
     assert small.gzipped is None  # too small to be worth it
+
+
+def test_if_modified_since_only_without_if_none_match() -> None:
+    from datetime import UTC, datetime
+
+    key = (7, datetime(2024, 5, 1, 12, 0, 0, 654321, tzinfo=UTC))
+    answer = cached_answer(key, b'{"a":1}', JSON, "Accept", compress=False)
+    same_second = "Wed, 01 May 2024 12:00:00 GMT"
+    assert answer.respond(None, None, same_second)[0] == 304  # HTTP dates have whole seconds
+    assert answer.respond(None, None, "Wed, 01 May 2024 13:00:00 GMT")[0] == 304
+    assert answer.respond(None, None, "Wed, 01 May 2024 11:59:59 GMT")[0] == 200
+    assert answer.respond(None, None, "yesterday")[0] == 200  # not a date: ignored
+    assert answer.respond(None, '"other"', same_second)[0] == 200  # If-None-Match decides when present
+    unpublished = cached_answer(None, b"{}", JSON, "Accept", compress=False)
+    assert unpublished.respond(None, None, same_second)[0] == 200

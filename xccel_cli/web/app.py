@@ -183,7 +183,10 @@ class Prepared(Response):
 
 def send_cached(request: Request, answer: CachedAnswer) -> Prepared:
     """200 with the representation the client accepts, or 304 when its copy is current."""
-    return Prepared(*answer.respond(request.headers.get("accept-encoding"), request.headers.get("if-none-match")))
+    headers = request.headers
+    return Prepared(
+        *answer.respond(headers.get("accept-encoding"), headers.get("if-none-match"), headers.get("if-modified-since"))
+    )
 
 
 def validated_json(request: Request, data: Any, vary: str, status: int = 200, extra: Headers | None = None) -> Prepared:

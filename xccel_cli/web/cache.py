@@ -15,7 +15,8 @@ import gzip
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from xccel_cli.web.negotiation import accepts_gzip, etag_matches
@@ -126,12 +127,35 @@ class CachedAnswer:
             return self.gzipped
         return self.plain
 
-    def respond(self, accept_encoding: str | None, if_none_match: str | None) -> tuple[int, Headers, bytes]:
-        """(status, headers, body): 304 when the client's copy is current, else 200 with the body."""
+    def respond(
+        self, accept_encoding: str | None, if_none_match: str | None, if_modified_since: str | None = None
+    ) -> tuple[int, Headers, bytes]:
+        """(status, headers, body): 304 when the client's copy is current, else 200 with the body.
+
+        If-None-Match decides when present; If-Modified-Since only without it (RFC 9110, 13.2.2)."""
         chosen = self.choose(accept_encoding)
-        if if_none_match is not None and etag_matches(if_none_match, chosen.etag):
+        if if_none_match is not None:
+            current = etag_matches(if_none_match, chosen.etag)
+        else:
+            current = if_modified_since is not None and not_modified_since(self.key, if_modified_since)
+        if current:
             return 304, chosen.not_modified_headers, b""
         return 200, chosen.ok_headers, chosen.body
+
+
+def not_modified_since(key: PublicationKey, if_modified_since: str) -> bool:
+    """Whether the publication is no newer than the client's date (HTTP dates have whole seconds)."""
+    since = _http_date(if_modified_since)
+    return key is not None and since is not None and int(key[1].timestamp()) <= since
+
+
+@lru_cache(maxsize=64)
+def _http_date(text: str) -> int | None:
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return int(parsed.timestamp()) if parsed.tzinfo is not None else None
 
 
 def cached_answer(key: PublicationKey, body: bytes, media_type: str, vary: str, *, compress: bool) -> CachedAnswer:

@@ -82,7 +82,7 @@ class Front:
         started = time.perf_counter()
         path: str = scope["path"]
         method: str = scope["method"]
-        accept = if_none_match = accept_encoding = None
+        accept = if_none_match = accept_encoding = if_modified_since = None
         origin: bytes | None = None
         preflight_method: bytes | None = None
         for name, value in scope["headers"]:
@@ -92,6 +92,8 @@ class Front:
                 if_none_match = value.decode("latin-1")
             elif name == b"accept-encoding":
                 accept_encoding = value.decode("latin-1")
+            elif name == b"if-modified-since":
+                if_modified_since = value.decode("latin-1")
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
@@ -120,7 +122,7 @@ class Front:
                         406, f"this endpoint sends only {', '.join(offers)}; the request's Accept admits none of it"
                     )
                 elif fast is not None and (answer := await _or_none(fast)) is not None:
-                    status, headers, body = answer.respond(accept_encoding, if_none_match)
+                    status, headers, body = answer.respond(accept_encoding, if_none_match, if_modified_since)
                 else:
                     status = await self._inner(scope, receive, send, shared, head)
                     return

@@ -256,7 +256,7 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
     )
 
     def vary(path: str) -> str:
-        return VARY[path] + (", Origin" if cors_origins else "")
+        return VARY.get(path, "Accept") + (", Origin" if cors_origins else "")
 
     check = SharedCheck(service.latest_key, CHECK_LANES)
     orders_cache = AnswerCache(service.orders_answer, JSON, vary("/metrics/orders"))

@@ -15,6 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -89,7 +90,7 @@ def figures_or_down(db: Database) -> RunFigures:
     """run_figures, or, when the database fails, figures that say so (database_up 0) instead of an error."""
     try:
         return run_figures(db)
-    except XccelError:
+    except (XccelError, psycopg.Error):  # after a failed run the connection itself may be what failed
         return RunFigures(database_up=False)
 
 

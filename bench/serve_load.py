@@ -127,14 +127,23 @@ def parse_wrk(name: str, output: str) -> LoadFigures:
     )
 
 
-def measure(name: str, url: str, options: argparse.Namespace) -> LoadFigures:
+def measure(name: str, url: str, options: argparse.Namespace, headers: tuple[str, ...] = ()) -> LoadFigures:
     if options.warmup:  # connections opened, caches and code paths warm: measure the steady state
-        run_wrk(name, url, options.connections, options.warmup, options.threads)
-    return run_wrk(name, url, options.connections, options.seconds, options.threads)
+        run_wrk(name, url, options.connections, options.warmup, options.threads, headers)
+    return run_wrk(name, url, options.connections, options.seconds, options.threads, headers)
 
 
-def run_wrk(name: str, url: str, connections: int, seconds: int, threads: int) -> LoadFigures:
-    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency", url]
+def current_etag(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        response.read()
+        return str(response.headers["ETag"])
+
+
+def run_wrk(
+    name: str, url: str, connections: int, seconds: int, threads: int, headers: tuple[str, ...] = ()
+) -> LoadFigures:
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency"]
+    args += [option for header in headers for option in ("-H", header)] + [url]
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120, check=False)
     if done.returncode != 0:
         raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
@@ -287,6 +296,14 @@ def main() -> int:
         serve = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(port), "--database-url", url]
         with running(serve, f"http://127.0.0.1:{port}{PATH}", env):
             figures.append(measure("xccel serve (uvicorn, 1 worker)", f"http://127.0.0.1:{port}{PATH}", options))
+            # a client (or cache) revalidating its copy: If-None-Match with the current ETag, answered 304
+            etag = current_etag(f"http://127.0.0.1:{port}{PATH}")
+            revalidated = measure(
+                "xccel serve, 304 (If-None-Match)",
+                f"http://127.0.0.1:{port}{PATH}",
+                options,
+                (f"If-None-Match: {etag}",),
+            )
         if not options.skip_flask:
             port = free_port()
             flask = [
@@ -301,7 +318,7 @@ def main() -> int:
                 figures.append(measure("flask dev server, SQL per request", f"http://127.0.0.1:{port}{PATH}", options))
 
     print(f"{'server':<36} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'errors':>7}")
-    for f in figures:
+    for f in [figures[0], revalidated, *figures[1:]]:
         print(
             f"{f.server:<36} {f.requests_per_second:>11,.1f} {f.p50_ms:>9,.2f} {f.p99_ms:>9,.2f} "
             f"{f.requests:>9,} {f.errors:>7,}"
@@ -310,6 +327,7 @@ def main() -> int:
     met = serve_figures.p99_ms <= TARGET_P99_MS and serve_figures.errors == 0
     summary: dict[str, Any] = {
         "figures": [asdict(f) for f in figures],
+        "revalidated": asdict(revalidated),
         "data": counts,
         "p99_target_ms": TARGET_P99_MS,
         "p99_met": serve_figures.p99_ms <= TARGET_P99_MS,

@@ -222,3 +222,25 @@ def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url:
 
     png = screenshot(browser, ARTIFACTS / "dashboard.png")
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_the_page_satisfies_its_content_security_policy(browser: Browser, dashboard_url: str) -> None:
+    """The served CSP is enforced (a fetch is refused) and the page needs nothing it forbids: no violation is
+    reported, and its inline stylesheet applies."""
+    browser.page("Log.enable")
+    load_page(browser, dashboard_url)
+    violations = [
+        event["params"]["entry"]["text"]
+        for event in browser.events
+        if event.get("method") == "Log.entryAdded" and "Content Security Policy" in event["params"]["entry"]["text"]
+    ]
+    assert violations == []
+    styled = browser.evaluate("[...document.styleSheets].every(sheet => sheet.cssRules.length > 0)")
+    assert styled and browser.evaluate("document.styleSheets.length") >= 1  # the inline stylesheet applies
+    fetched = browser.page(
+        "Runtime.evaluate",
+        awaitPromise=True,
+        returnByValue=True,
+        expression="fetch('/health').then(() => 'fetched', () => 'refused')",
+    )
+    assert fetched["result"]["value"] == "refused"  # connect-src falls back to default-src 'none'

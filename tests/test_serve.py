@@ -53,7 +53,9 @@ class Reply:
 class Server:
     """`python -m xccel_cli serve` in a subprocess; its stdout and stderr go to a file we can read."""
 
-    def __init__(self, database_url: str | None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str | None, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         descriptor, log_name = tempfile.mkstemp(prefix="xccel-serve-", suffix=".log")
         os.close(descriptor)
@@ -62,7 +64,7 @@ class Server:
         self.data_dir = tempfile.mkdtemp(prefix="xccel-data-")
         full_env["XCCEL_DATA_DIR"] = self.data_dir
         full_env.update(env or {})
-        args = [sys.executable, "-m", "xccel_cli", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "xccel_cli", *global_args, "serve", "--port", str(self.port)]
         if database_url is not None:
             args += ["--database-url", database_url]
         with self.log_path.open("wb") as log:
@@ -118,8 +120,8 @@ def serve() -> Iterator[Any]:
     """Start servers for a test; each is stopped (SIGTERM) at the end and must then exit cleanly."""
     started: list[Server] = []
 
-    def start(database_url: str | None, env: dict[str, str] | None = None) -> Server:
-        server = Server(database_url, env)
+    def start(database_url: str | None, env: dict[str, str] | None = None, global_args: tuple[str, ...] = ()) -> Server:
+        server = Server(database_url, env, global_args)
         started.append(server)
         return server
 
@@ -277,7 +279,7 @@ def test_head_is_answered_like_get_without_a_body(server: Server, path: str) -> 
 def test_openapi_documents_get_only(server: Server) -> None:
     paths = server.get_json("/openapi.json")["paths"]
     assert {path: list(operations) for path, operations in paths.items()} == {
-        path: ["get"] for path in (*ENDPOINTS, "/dashboard")
+        path: ["get"] for path in (*ENDPOINTS, "/dashboard", "/metrics")
     }
 
 
@@ -307,7 +309,7 @@ def test_openapi_describes_every_endpoint_and_field(server: Server, loaded_url: 
 
 
 def test_the_connection_pool_stays_small_under_concurrent_requests(server: Server, loaded_url: str) -> None:
-    from xccel_cli.serve import CHECK_LANES, POOL_MAX_SIZE
+    from xccel_cli.web.service import CHECK_LANES, POOL_MAX_SIZE
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         statuses = list(pool.map(lambda i: server.request(ENDPOINTS[i % 4]).status, range(400)))
@@ -537,7 +539,7 @@ def test_shared_check_answers_each_request_with_a_check_sent_after_it_arrived() 
     import asyncio
     import random
 
-    from xccel_cli.serve import SharedCheck
+    from xccel_cli.web.cache import SharedCheck
 
     rng = random.Random(16)  # the same interleaving on every run: a failure can be replayed
 

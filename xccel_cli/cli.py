@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import click
 import typer
 
-from xccel_cli import config
+from xccel_cli import config, logs
 from xccel_cli.errors import ExitCode, XccelError
 
 if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
@@ -227,52 +227,12 @@ def main_options(
     ctx.obj = CliState(debug=debug or os.environ.get("XCCEL_DEBUG") == "1", quiet=quiet)
     token = _current_state.set(ctx.obj)
     ctx.call_on_close(lambda: _current_state.reset(token))
-    ctx.call_on_close(_close_logging)
-    _configure_logging(verbose, quiet, log_file or config.env("XCCEL_LOG_FILE"))
-
-
-class _MaskingFormatter(logging.Formatter):
-    """No password reaches a log, whatever a message quotes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return config.mask_password(super().format(record))
-
-
-class _NotFileOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False)
-
-
-def _configure_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
-    """The core logs to the `xccel_cli` logger; stderr shows warnings (retries), more with -v, less with -q."""
-    _close_logging()  # idempotent: a second command in the same process starts from a clean logger
-    root = logging.getLogger("xccel_cli")
-    root.propagate = False
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.ERROR + 1 if quiet else level)  # errors are printed once, by handle_errors
-    stderr.addFilter(_NotFileOnly())
-    stderr.setFormatter(_MaskingFormatter("xccel: %(message)s"))
-    root.addHandler(stderr)
-    root.setLevel(min(level, logging.INFO) if log_file else level)
-    if log_file:
-        try:
-            handler = logging.FileHandler(os.path.expanduser(log_file), encoding="utf-8")
-        except OSError as exc:
-            typer.echo(f"Error: cannot open the log file {log_file}: {exc.strerror or exc}", err=True)
-            raise typer.Exit(int(ExitCode.CONFIG)) from None
-        handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-        handler.setFormatter(_MaskingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-
-
-def _close_logging() -> None:
-    """Remove and close the handlers a command added (the log file is released; stderr is not closed)."""
-    root = logging.getLogger("xccel_cli")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        if isinstance(handler, logging.FileHandler):
-            handler.close()
+    ctx.call_on_close(logs.close)
+    try:
+        logs.configure(verbose, quiet, log_file or config.env("XCCEL_LOG_FILE"), debug=ctx.obj.debug)
+    except XccelError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(int(exc.exit_code)) from None
 
 
 def _log_failure(exc: BaseException) -> None:
@@ -493,6 +453,16 @@ def run_all_command(
     retries: Retries = None,
     wait: Wait = False,
     as_json: AsJson = False,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file",
+            metavar="PATH",
+            help="After the run (also a failed one), write its figures in the Prometheus text format to PATH, "
+            "replaced atomically (for node_exporter's textfile collector). Default: XCCEL_METRICS_FILE, else none.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """init-db, extract, sessionize, load and report in one go, with a summary at the end.
@@ -514,9 +484,16 @@ def run_all_command(
         from xccel_cli.render import progress_reporter
 
         reporter = progress_reporter(_state().quiet)
+    metrics_path = config.metrics_file(metrics_file)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
-        result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
+        try:
+            result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
+        finally:
+            if metrics_path is not None:
+                from xccel_cli.monitoring import write_run_metrics
+
+                write_run_metrics(db, metrics_path)
     if isinstance(result, UnchangedResult):
         if as_json:
             _print_json({"run": result.summary()})
@@ -570,20 +547,32 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log one line per request.")] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="Let pages from this origin (e.g. https://intranet.example) read the answers with GET/HEAD; "
+            "repeatable. Default: XCCEL_CORS_ORIGINS (comma separated), else none (CORS off).",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
 
     GET /metrics/orders (also / for JSON clients), /metrics/referrers, /dashboard (HTML), /health,
-    /openapi.json. Stop with Ctrl+C.
+    /metrics (Prometheus), /openapi.json. Stop with Ctrl+C.
 
     Example: xccel serve --port 8000
     """
-    from xccel_cli.serve import serve
+    from xccel_cli.web.runtime import serve
 
     url = config.database_url(database_url)
+    origins = config.cors_origins(cors_origin)
     with _connect(database_url) as db:
-        serve(db, url or (db.embedded.url if db.embedded else ""), host, port, access_log=access_log)
+        real_url = url or (db.embedded.url if db.embedded else "")
+        serve(db, real_url, host, port, access_log=access_log, cors_origins=origins)
 
 
 @app.command("runs")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,3 +223,31 @@ def _check_timezone(name: str, variable: str | None = None) -> None:
                 f"{variable} must be an IANA time zone name such as Europe/Amsterdam, got {name!r}"
             ) from None
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam") from None
+
+
+def cors_origins(options: list[str] | None) -> tuple[str, ...]:
+    """--cors-origin (repeatable), else XCCEL_CORS_ORIGINS (comma or space separated); none: CORS stays off.
+
+    An origin is scheme://host[:port], as a browser sends it in the Origin header (no path, no slash).
+    """
+    raw = list(options or []) or re.split(r"[,\s]+", env("XCCEL_CORS_ORIGINS") or "")
+    origins = tuple(dict.fromkeys(origin.strip() for origin in raw if origin.strip()))
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            where = "--cors-origin" if options else "XCCEL_CORS_ORIGINS"
+            raise ConfigError(f"{where} must be origins like https://example.com (no path), got {origin[:200]!r}")
+    return origins
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def metrics_file(option: str | None) -> Path | None:
+    """--metrics-file, else XCCEL_METRICS_FILE: where run-all writes its figures for node_exporter."""
+    raw = option or env("XCCEL_METRICS_FILE")
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.parent.is_dir():
+        raise ConfigError(f"the metrics file's directory does not exist: {path.parent}")
+    return path

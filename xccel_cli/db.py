@@ -333,7 +333,8 @@ class Database:
                             "releases it when its statement ends: try again, or pass --wait"
                         )
                     time.sleep(0.2)
-            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), os.getpid()))
+            # shared: two connections of one process (in-process callers) hold it side by side
+            self.conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (host_tag(), os.getpid()))
 
     def _try_lock(self, key: int) -> bool:
         got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()

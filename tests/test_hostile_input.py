@@ -35,6 +35,9 @@ from xccel_cli.extract import ExtractResult, LineReader, Rejects, _stream, copy_
 from xccel_cli.lines import ParsedLine, RefusedLine, bad_number, is_cut, parse_line
 from xccel_cli.pipeline import ExtractOptions, run_extract
 
+# real xccel processes (the command, serve): started, measured, their output read
+pytestmark = pytest.mark.integration
+
 RSS_LIMIT_MB = 150
 MIB = 1 << 20
 

@@ -24,6 +24,9 @@ from psycopg import sql
 from tests.conftest import run_xccel, with_database
 from tests.test_serve import EXAMPLE, RestartablePostgres, Server, raw_exchange, report_json, xccel_ok
 
+# real xccel processes (the command, serve): started, measured, their output read
+pytestmark = pytest.mark.integration
+
 ORIGIN = "https://figures.example"
 VALIDATED = ("/", "/metrics/orders", "/metrics/referrers", "/dashboard", "/health", "/openapi.json")
 MAX_ERROR_BYTES = 512

@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ROOT, run_xccel
 from xccel_cli.monitoring import RunFigures, exposition, write_textfile
 
+# real xccel processes (the command, serve): started, measured, their output read
+pytestmark = pytest.mark.integration
+
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

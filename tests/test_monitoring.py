@@ -9,6 +9,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+import pytest
+
 from tests.conftest import ROOT, run_xccel
 from xccel_cli.monitoring import RunFigures, exposition, write_textfile
 

@@ -7,9 +7,8 @@ import os
 import threading
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, run_xccel
 from xccel_cli.monitoring import RunFigures, exposition, write_textfile

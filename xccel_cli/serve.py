@@ -29,11 +29,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import datetime
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
 import psycopg
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xccel_cli import __version__, dashboard, metrics, referrers
+from xccel_cli import __version__, conversion, dashboard, metrics, referrers
 from xccel_cli.config import mask_password
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError, DatabaseError, StateError, XccelError
@@ -195,6 +195,15 @@ class MetricsService:
         data = self.run(dashboard.dashboard_data)
         return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
 
+    def windowed_answer(self, kind: str, window: conversion.Window) -> tuple[PublicationKey, bytes]:
+        """/metrics/orders, /metrics/conversion or /dashboard over a window of first sessions."""
+        if kind == "dashboard":
+            data = self.run(lambda db: dashboard.dashboard_data(db, window))
+            return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
+        report = self.run(lambda db: metrics.report(db, window))
+        body = report.as_json() if kind == "orders" else report.conversion
+        return _key(report.publication_id, report.published_at), _json_bytes(body)
+
     def referrers_answer(self) -> tuple[PublicationKey, bytes]:
         result = self.run(referrers.referrer_report)
         return _key(result.publication_id, result.published_at), _json_bytes(result.as_json())
@@ -293,6 +302,24 @@ class AnswerCache:
         return answer.body
 
 
+class WindowedAnswers:
+    """Answers with since/until: one AnswerCache per (kind, window), the most recently used few kept."""
+
+    LIMIT = 32
+
+    def __init__(self, compute: Callable[[str, conversion.Window], tuple[PublicationKey, bytes]]) -> None:
+        self._compute = compute
+        self._caches: dict[tuple[str, conversion.Window], AnswerCache] = {}
+
+    async def get(self, kind: str, window: conversion.Window, latest: PublicationKey) -> bytes:
+        key = (kind, window)
+        cache = self._caches.pop(key, None) or AnswerCache(lambda: self._compute(kind, window))
+        self._caches[key] = cache  # the newest last: dicts keep insertion order
+        while len(self._caches) > self.LIMIT:
+            del self._caches[next(iter(self._caches))]
+        return await cache.get(latest)
+
+
 # ---------------------------------------------------------------------------------------------------
 # HTTP side: response models (for /openapi.json), the app, errors as JSON.
 
@@ -347,6 +374,15 @@ class Health(BaseModel):
     error: str | None = Field(default=None, description="Why the database is unavailable, when it is.")
 
 
+SinceParam = Annotated[
+    str | None,
+    Query(description="Only customers whose first session starts on or after this UTC day (YYYY-MM-DD, inclusive)."),
+]
+UntilParam = Annotated[
+    str | None,
+    Query(description="Only customers whose first session starts on or before this UTC day (YYYY-MM-DD, inclusive)."),
+]
+
 UNAVAILABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The database is unreachable, or has no xccel schema yet."},
 }
@@ -373,6 +409,7 @@ def create_app(service: MetricsService) -> FastAPI:
     orders_cache = AnswerCache(service.orders_answer)
     referrers_cache = AnswerCache(service.referrers_answer)
     dashboard_cache = AnswerCache(service.dashboard_answer)
+    windowed = WindowedAnswers(service.windowed_answer)
 
     outage = OutageLog()
 
@@ -393,8 +430,11 @@ def create_app(service: MetricsService) -> FastAPI:
         responses=UNAVAILABLE_RESPONSE,
         summary="Visits and time before the first order (the object of `xccel report --json`)",
     )
-    async def orders() -> Response:
-        return await answer(orders_cache)
+    async def orders(since: SinceParam = None, until: UntilParam = None) -> Response:
+        window = conversion.parse_window(since, until)
+        if window.is_open:
+            return await answer(orders_cache)
+        return Response(await windowed.get("orders", window, await latest()), media_type="application/json")
 
     @app.get(
         "/",
@@ -413,8 +453,22 @@ def create_app(service: MetricsService) -> FastAPI:
         responses=UNAVAILABLE_RESPONSE,
         summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`)",
     )
-    async def dashboard_page() -> Response:
-        return HTMLResponse(await body_of(dashboard_cache))
+    async def dashboard_page(since: SinceParam = None, until: UntilParam = None) -> Response:
+        window = conversion.parse_window(since, until)
+        if window.is_open:
+            return HTMLResponse(await body_of(dashboard_cache))
+        return HTMLResponse(await windowed.get("dashboard", window, await latest()))
+
+    @app.get(
+        "/metrics/conversion",
+        response_model=dict[str, Any],
+        responses={**UNAVAILABLE_RESPONSE, 400: {"model": ErrorBody, "description": "A bad since/until."}},
+        summary="Conversion by visit number: hazard and Kaplan–Meier share bought per session number, 95 % "
+        "intervals, the Kaplan–Meier median beside the buyers-only one (`xccel report --by visit --json`)",
+    )
+    async def conversion_by_visit(since: SinceParam = None, until: UntilParam = None) -> Response:
+        window = conversion.parse_window(since, until)
+        return Response(await windowed.get("conversion", window, await latest()), media_type="application/json")
 
     @app.get(
         "/metrics/referrers",
@@ -469,6 +523,10 @@ def create_app(service: MetricsService) -> FastAPI:
         else:
             message = str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(ConfigError)
+    async def bad_parameter(request: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.exception_handler(StateError)
     async def not_ready(request: Request, exc: StateError) -> JSONResponse:
@@ -541,7 +599,8 @@ class FastPaths:
         self.answers = answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = self.answers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        plain = scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string")
+        answer = self.answers.get(scope["path"]) if plain else None  # a query (since/until) goes to the route
         if answer is not None:
             try:
                 body = await answer()

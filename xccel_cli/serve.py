@@ -354,6 +354,35 @@ ReferrerRow = _model_of(
 )
 
 
+ConversionReport = create_model(
+    "ConversionReport",
+    __doc__="Conversion by visit number (`xccel report --by visit --json`), over the window asked for.",
+    km_median_order_session=(int | None, Field(description=conversion.DEFINITIONS["km_median_order_session"])),
+    km_median_interval=(
+        dict[str, float | None],
+        Field(description="95 % interval of km_median_order_session (low, high; null: not reached)."),
+    ),
+    buyers_median_order_session=(
+        float | None,
+        Field(description=conversion.DEFINITIONS["buyers_median_order_session"]),
+    ),
+    window=(dict[str, Any], Field(description=conversion.DEFINITIONS["window"])),
+    rows=(
+        list[dict[str, Any]],
+        Field(
+            description="Per session number k: "
+            + "; ".join(
+                f"{key}: {conversion.DEFINITIONS[key]}"
+                for key in ("session_number", "customers_reached", "at_risk", "first_orders", "censored", "hazard")
+            )
+            + "; hazard_interval: its Wilson 95 % interval; cumulative_share: the Kaplan–Meier share bought by k; "
+            "cumulative_interval: its Greenwood log-log 95 % interval."
+        ),
+    ),
+    definitions=(dict[str, str], Field(description="A one-line definition of each figure.")),
+)
+
+
 class ErrorBody(BaseModel):
     """Every error answer."""
 
@@ -461,7 +490,7 @@ def create_app(service: MetricsService) -> FastAPI:
 
     @app.get(
         "/metrics/conversion",
-        response_model=dict[str, Any],
+        response_model=ConversionReport,
         responses={**UNAVAILABLE_RESPONSE, 400: {"model": ErrorBody, "description": "A bad since/until."}},
         summary="Conversion by visit number: hazard and Kaplan–Meier share bought per session number, 95 % "
         "intervals, the Kaplan–Meier median beside the buyers-only one (`xccel report --by visit --json`)",

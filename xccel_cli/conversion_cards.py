@@ -21,6 +21,7 @@ GRID = "#e3e7ee"
 BAND = "#c9daf0"
 WIDTH, HEIGHT = 520, 300
 LEFT, RIGHT, TOP, BOTTOM = 58, 16, 34, 58
+CHART_IDS = ("chart-km", "chart-hazard", "chart-weekly-visits", "chart-weekly-minutes")
 MAX_STEPS = 30  # the charts stop at this session number; the table under them lists every row
 
 
@@ -128,11 +129,11 @@ def hazard_chart(rows: Sequence[dict[str, Any]]) -> str:
     top = max([r["hazard_interval"]["high"] or r["hazard"] for r in shown] + [0.01])
     scale = 1.0 if top > 0.5 else 0.5 if top > 0.25 else 0.25 if top > 0.1 else 0.1
     description = f"Hazard of a first order per session number k = 1 to {steps}, bars with 95 % Wilson intervals."
-    out = _frame(chart_id, title, description, steps, "session number k", f"hazard (% of at risk, axis to {scale:.0%})")
+    out = _frame(chart_id, title, description, steps, "session number k", "hazard (% of those at risk)")
     # the frame's gridlines are 0-100 %; relabel them for the chosen scale
     out = [part for part in out if not (part.startswith("<text") and part.endswith("%</text>"))]
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        out.append(_text(LEFT - 6, _y(tick) + 4, f"{tick * scale * 100:.1f}%", anchor="end", size=11))
+        out.append(_text(LEFT - 6, _y(tick) + 4, f"{tick * scale * 100:g}%", anchor="end", size=11))
     for row in shown:
         k = row["session_number"]
         x = _x(k, steps)
@@ -161,6 +162,11 @@ def weekly_charts(weeks: Sequence[WeekRow]) -> str:
     if not weeks:
         return charts.empty_chart("chart-weekly-visits", title_visits, "No customers in this window.") + (
             charts.empty_chart("chart-weekly-minutes", title_minutes, "No customers in this window.")
+        )
+    if len(weeks) == 1:
+        message = f"One week of first sessions ({weeks[0].week_start}): no trend yet; see the numbers."
+        return charts.empty_chart("chart-weekly-visits", title_visits, message) + (
+            charts.empty_chart("chart-weekly-minutes", title_minutes, message)
         )
     categories = [f"{w.week_start:%m-%d}" for w in weeks]
     axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})"
@@ -250,7 +256,9 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
     )
     weekly_caption = (
         "Customers grouped by the week (Monday, UTC) of their first session; the first and last weeks may be "
-        "partial, and a week without buyers has no point." + scope
+        "partial, and a week without buyers has no point. Customers of recent weeks have had less time to come "
+        "back before the data ends, so their buyers-only medians lean low (the Kaplan–Meier figures above "
+        "account for that)." + scope
     )
     week_rows = "".join(
         "<tr>"

@@ -38,6 +38,7 @@ CHART_IDS = (
     "chart-daily-counts",
     "chart-daily-share",
     "chart-funnel",
+    *conversion_cards.CHART_IDS,
 )
 HEADLINES = (
     ("median_visits_before_order", "sessions before the first order", "sessions"),

@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 
 from tests import oracle
 from tests.test_properties import dump_dir, dumps, shared_db  # noqa: F401 (module-scope fixtures reused)
+from tests.test_referrers import assert_rows_equal, expected_by_referrer
 from tests.xccel_driver import event, line, publish, reset, utc
 from xccel_cli.conversion import Window, median_interval, order_statistic_ranks, weekly_medians, wilson
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import report
+from xccel_cli.referrers import referrer_report
 
 HOUR = timedelta(hours=1)
 
@@ -186,7 +188,7 @@ def assert_conversion_matches(got: dict[str, Any], want: dict[str, Any]) -> None
 
 @settings(COMMON, max_examples=40)
 @given(dump=dumps(max_events=60), since=DAYS, until=DAYS, longer=st.booleans())
-def test_every_new_figure_equals_the_oracle_in_any_window(
+def test_every_figure_equals_the_oracle_in_any_window(
     shared_db: Database,  # noqa: F811 (the module-scope fixture of test_properties)
     dump_dir: Path,  # noqa: F811
     dump: tuple[list[str], list[dict[str, Any]]],
@@ -223,6 +225,9 @@ def test_every_new_figure_equals_the_oracle_in_any_window(
     for key, (low, high, coverage) in oracle.median_intervals(kept).items():
         got = rep.median_intervals[key]
         assert _close(got["low"], low) and _close(got["high"], high) and _close(got["coverage"], coverage), key
+
+    by_referrer = referrer_report(shared_db, window).as_json()
+    assert_rows_equal(by_referrer, expected_by_referrer(kept))
 
     with shared_db.published_snapshot():
         weeks = weekly_medians(shared_db, window)

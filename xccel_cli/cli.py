@@ -17,7 +17,7 @@ import click
 import typer
 
 from xccel_cli import config
-from xccel_cli.errors import ConfigError, ExitCode, XccelError
+from xccel_cli.errors import ExitCode, XccelError
 
 app = typer.Typer(
     name="xccel",
@@ -423,8 +423,6 @@ def report_command(
     from xccel_cli.conversion import Window
 
     window = Window(since.date() if since else None, until.date() if until else None)
-    if by is ReportBy.referrer and not window.is_open:
-        raise ConfigError("--since/--until do not apply to --by referrer (it covers every session)")
     if by is ReportBy.visit:
         from xccel_cli.metrics import report as visit_report
 
@@ -441,7 +439,7 @@ def report_command(
         from xccel_cli.referrers import referrer_report
 
         with _connect(database_url) as db:
-            by_referrer = referrer_report(db)
+            by_referrer = referrer_report(db, window)
         if as_json:
             _print_json(by_referrer.as_json())
         else:

@@ -200,6 +200,9 @@ class MetricsService:
         if kind == "dashboard":
             data = self.run(lambda db: dashboard.dashboard_data(db, window))
             return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
+        if kind == "referrers":
+            result = self.run(lambda db: referrers.referrer_report(db, window))
+            return _key(result.publication_id, result.published_at), _json_bytes(result.as_json())
         report = self.run(lambda db: metrics.report(db, window))
         body = report.as_json() if kind == "orders" else report.conversion
         return _key(report.publication_id, report.published_at), _json_bytes(body)
@@ -505,8 +508,11 @@ def create_app(service: MetricsService) -> FastAPI:
         responses=UNAVAILABLE_RESPONSE,
         summary="Sessions by referrer: duration and share with an order (`xccel report --by referrer`)",
     )
-    async def by_referrer() -> Response:
-        return await answer(referrers_cache)
+    async def by_referrer(since: SinceParam = None, until: UntilParam = None) -> Response:
+        window = conversion.parse_window(since, until)
+        if window.is_open:
+            return await answer(referrers_cache)
+        return Response(await windowed.get("referrers", window, await latest()), media_type="application/json")
 
     @app.get(
         "/health",

@@ -213,7 +213,8 @@ def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url:
     for chart_id, box in boxes.items():
         assert box["width"] > 100 and box["height"] > 80, (chart_id, box)
         assert box["right"] <= box["page_width"], (chart_id, box)  # nothing cut off at the side
-        assert box["marks"] > 3, (chart_id, box)
+        # the weekly trend of this one-week dump is a frame with a message, not a chart
+        assert box["marks"] > (0 if chart_id.startswith("chart-weekly") else 3), (chart_id, box)
         assert box["title"], chart_id
     headline = browser.evaluate(
         "document.querySelector('#headline-median_visits_before_order .value').getBoundingClientRect().height"

@@ -30,7 +30,7 @@ from tests.conftest import ROOT, invoke_xccel, run_xccel, with_database
 pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
-ENDPOINTS = ("/", "/metrics/orders", "/metrics/referrers", "/health")
+ENDPOINTS = ("/", "/metrics/orders", "/metrics/referrers", "/metrics/conversion", "/health")
 
 
 def free_port() -> int:
@@ -306,6 +306,8 @@ def test_openapi_describes_every_endpoint_and_field(server: Server, loaded_url: 
     assert response_schema("/health") == {"$ref": "#/components/schemas/Health"}
     assert set(fields("Health")) == set(server.get_json("/health"))
     assert set(fields("ErrorBody")) == {"error"}
+    assert response_schema("/metrics/conversion") == {"$ref": "#/components/schemas/ConversionReport"}
+    assert set(fields("ConversionReport")) == set(report_json(loaded_url, "--by", "visit"))
 
 
 def test_the_connection_pool_stays_small_under_concurrent_requests(server: Server, loaded_url: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -372,6 +373,29 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
 
 class ReportBy(StrEnum):
     referrer = "referrer"
+    visit = "visit"
+
+
+Since = Annotated[
+    datetime | None,
+    typer.Option(
+        "--since",
+        formats=["%Y-%m-%d"],
+        metavar="DATE",
+        show_default=False,
+        help="Only customers whose first session starts on or after this UTC day (YYYY-MM-DD, inclusive).",
+    ),
+]
+Until = Annotated[
+    datetime | None,
+    typer.Option(
+        "--until",
+        formats=["%Y-%m-%d"],
+        metavar="DATE",
+        show_default=False,
+        help="Only customers whose first session starts on or before this UTC day (YYYY-MM-DD, inclusive).",
+    ),
+]
 
 
 @app.command("report")
@@ -384,7 +408,8 @@ def report_command(
             "--by",
             help="Break sessions down instead: 'referrer' gives, per "
             "session referrer, sessions, customers, median and p90 duration, "
-            "share with an order and mean events (--json: a list).",
+            "share with an order and mean events (--json: a list); 'visit' gives conversion by visit number "
+            "(hazard and Kaplan-Meier share bought, with 95% intervals).",
             show_default=False,
         ),
     ] = None,
@@ -397,18 +422,35 @@ def report_command(
             help="Also write the dashboard, one self-contained HTML page, to this file.",
         ),
     ] = None,
+    since: Since = None,
+    until: Until = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print the metrics, each with its definition (or --json: one object; --html FILE: also the dashboard;
-    --by referrer: the referrer table).
+    --by referrer: the referrer table; --by visit: conversion by visit number).
 
-    Example: xccel report --json --html dashboard.html ; xccel report --by referrer
+    Example: xccel report --json --html dashboard.html ; xccel report --by visit --since 2022-04-01
     """
+    from xccel_cli.conversion import Window
+
+    window = Window(since.date() if since else None, until.date() if until else None)
+    if by is ReportBy.visit:
+        from xccel_cli.metrics import report as visit_report
+
+        with _connect(database_url) as db:
+            by_visit = visit_report(db, window)
+        if as_json:
+            _print_json(by_visit.conversion)
+        else:
+            from xccel_cli.render import render_conversion
+
+            render_conversion(by_visit)
+        return
     if by is ReportBy.referrer:
         from xccel_cli.referrers import referrer_report
 
         with _connect(database_url) as db:
-            by_referrer = referrer_report(db)
+            by_referrer = referrer_report(db, window)
         if as_json:
             _print_json(by_referrer.as_json())
         else:
@@ -421,11 +463,11 @@ def report_command(
 
     with _connect(database_url) as db:
         if html is None:
-            result = report(db)
+            result = report(db, window)
         else:
             from xccel_cli.dashboard import write_dashboard
 
-            written = write_dashboard(db, html)
+            written = write_dashboard(db, html, window)
             result = written.report
             _say(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
     if as_json:

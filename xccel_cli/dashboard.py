@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from xccel_cli import charts
+from xccel_cli import charts, conversion_cards
 from xccel_cli.charts import BLUE, GREY, ORANGE, Panel, Series, number, percent
 from xccel_cli.config import SessionRules
+from xccel_cli.conversion import WeekRow, Window, weekly_medians
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
@@ -38,6 +39,7 @@ CHART_IDS = (
     "chart-daily-counts",
     "chart-daily-share",
     "chart-funnel",
+    *conversion_cards.CHART_IDS,
 )
 HEADLINES = (
     ("median_visits_before_order", "sessions before the first order", "sessions"),
@@ -70,6 +72,7 @@ class DashboardData:
     referrers: list[dict[str, Any]]
     daily: list[dict[str, Any]]
     funnel: list[dict[str, Any]]
+    weeks: list[WeekRow] = field(default_factory=list)
 
 
 @dataclass
@@ -79,30 +82,32 @@ class WrittenPage:
     report: Report
 
 
-def dashboard_data(db: Database) -> DashboardData:
+def dashboard_data(db: Database, window: Window | None = None) -> DashboardData:
     """The report and every chart's rows, all from the same publication.
 
     report() takes its own snapshot, so the charts' snapshot checks it saw the same publication and reads
-    again in the rare case a load published in between.
+    again in the rare case a load published in between. The window applies to the headline figures, the
+    conversion and the weekly trend.
     """
     for _attempt in range(5):
-        headline = report(db)
+        headline = report(db, window)
         with db.published_snapshot():
             published = latest_publication(db)
             rows = {key: db.query_file(name) for key, name in QUERIES.items()}
+            weeks = weekly_medians(db, window)
         if (published["publication_id"] if published else None) == headline.publication_id:
             break
-    return DashboardData(report=headline, **rows)
+    return DashboardData(report=headline, weeks=weeks, **rows)
 
 
-def render_dashboard(db: Database) -> str:
+def render_dashboard(db: Database, window: Window | None = None) -> str:
     """The complete HTML page for the data published now."""
-    return render_page(dashboard_data(db))
+    return render_page(dashboard_data(db, window))
 
 
-def write_dashboard(db: Database, path: Path) -> WrittenPage:
+def write_dashboard(db: Database, path: Path, window: Window | None = None) -> WrittenPage:
     """Write the page to path (whole or not at all: a temporary file renamed into place)."""
-    data = dashboard_data(db)
+    data = dashboard_data(db, window)
     page = render_page(data).encode()
     target = Path(path)
     try:
@@ -138,7 +143,9 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
     sections = [
         _header(rep, data.daily, generated),
         banner,
+        _window_banner(rep),
         _headlines(rep),
+        conversion_cards.conversion_cards(rep.conversion, data.weeks, rep.window),
         '<div class="grid">',
         _visits_figure(data.visits, rep),
         _durations_figure(data.durations, rep),
@@ -237,6 +244,7 @@ def _headlines(rep: Report) -> str:
             f'<div class="headline" id="headline-{key}" data-key="{key}" data-value="{_raw(value)}">'
             f'<div class="label">Median {escape(label)}</div>'
             f'<div><span class="value">{shown}</span><span class="unit">{"" if value is None else unit}</span></div>'
+            f"{_interval_line(rep, key)}"
             f'<div class="meta">{escape(DEFINITIONS[key])}</div></div>'
         )
     counts = (
@@ -248,6 +256,30 @@ def _headlines(rep: Report) -> str:
         f'<p class="counts" id="counts" data-customers="{rep.customers}" data-customers-with-orders='
         f'"{rep.customers_with_orders}" data-sessions="{rep.sessions}" data-events="{rep.events}">'
         f"{escape(counts)}</p>"
+    )
+
+
+def _interval_line(rep: Report, key: str) -> str:
+    interval = (rep.median_intervals or {}).get(key)
+    if not interval:
+        return ""
+    if interval["low"] is None:
+        text = "95 % interval: too few values" if interval["n"] else ""
+    else:
+        text = f"95 % interval: {number(interval['low'])} to {number(interval['high'])} (exact, order statistics)"
+    bounds = f'data-low="{_raw(interval["low"])}" data-high="{_raw(interval["high"])}"'
+    return f'<div class="meta" id="interval-{key}" {bounds}>{escape(text)}</div>'
+
+
+def _window_banner(rep: Report) -> str:
+    since, until = rep.window.get("since"), rep.window.get("until")
+    if since is None and until is None:
+        return ""
+    return (
+        f'<p class="empty" id="window" data-since="{escape(since or "")}" data-until="{escape(until or "")}">'
+        f"Window: customers whose first session starts from {escape(since or 'the start')} to "
+        f"{escape(until or 'the end')} (UTC days, both included). It applies to the headline figures, the "
+        "conversion by visit number and the weekly trend; the other charts cover every session.</p>"
     )
 
 

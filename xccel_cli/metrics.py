@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from xccel_cli.conversion import Window, conversion, median_intervals
 from xccel_cli.db import Database
 from xccel_cli.schema import require_schema
 from xccel_cli.sessionize import latest_publication
@@ -22,6 +23,12 @@ DEFINITIONS: dict[str, str] = {
     "sessions": "Sessions: bursts of a customer's events separated by the inactivity gap (and the other rules).",
     "events": "Sessionized events (rows of tb_events; duplicate event ids count once).",
     "cut_sessions": "Sessions ended by --max-session-hours (0 when no cap is set).",
+    "window": "The figures cover customers whose first session starts in this window (UTC days, both bounds "
+    "inclusive; null: open). cut_sessions and rules are the publication's.",
+    "median_intervals": "95 % interval of each median: the exact distribution-free interval between two order "
+    "statistics of its sample (null bounds: fewer than 6 values).",
+    "conversion": "Conversion by visit number: per session number k, customers at risk, first orders, the hazard "
+    "and the Kaplan–Meier share bought by k, with 95 % intervals; its median beside the buyers-only one.",
 }
 
 METRIC_FILES = (
@@ -44,6 +51,9 @@ class Report:
     rules: dict[str, Any] | None = None
     published_at: datetime | None = None
     publication_id: int | None = None
+    window: dict[str, Any] = field(default_factory=lambda: Window().as_json())
+    median_intervals: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = None
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
     def as_json(self) -> dict[str, Any]:
@@ -52,14 +62,21 @@ class Report:
         return data
 
 
-def report(db: Database) -> Report:
-    """Every figure from one consistent read of the published tables."""
+def report(db: Database, window: Window | None = None) -> Report:
+    """Every figure from one consistent read of the published tables, over the customers whose first session
+    starts in the window (default: all)."""
+    window = window or Window()
     require_schema(db)
     with db.published_snapshot():
         values: dict[str, Any] = {}
-        for key, name in METRIC_FILES:
-            values[key] = db.query_file(name)[0][key]
-        values.update(db.query_file("report_counts.sql")[0])
+        if window.is_open:
+            for key, name in METRIC_FILES:
+                values[key] = db.query_file(name)[0][key]
+            values.update(db.query_file("report_counts.sql")[0])
+        else:
+            values.update(db.query_file("report_window.sql", window.settings())[0])
+        intervals = median_intervals(db, window)
+        by_visit = conversion(db, window, values["median_visits_before_order"])
         published = latest_publication(db)
     return Report(
         **values,
@@ -67,4 +84,7 @@ def report(db: Database) -> Report:
         rules=published["rules"] if published else None,
         published_at=published["published_at"] if published else None,
         publication_id=published["publication_id"] if published else None,
+        window=window.as_json(),
+        median_intervals={key: interval.as_json() for key, interval in intervals.items()},
+        conversion=by_visit.as_json(),
     )

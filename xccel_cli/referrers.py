@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from xccel_cli.conversion import Window
 from xccel_cli.db import Database
 from xccel_cli.schema import require_schema
 from xccel_cli.sessionize import latest_publication
@@ -53,11 +54,12 @@ class ReferrerReport:
         return [row.as_json() for row in self.rows]
 
 
-def referrer_report(db: Database) -> ReferrerReport:
-    """One row per session referrer, largest first, from one consistent read of the published tables."""
+def referrer_report(db: Database, window: Window | None = None) -> ReferrerReport:
+    """One row per session referrer, largest first, from one consistent read of the published tables
+    (with a window: the sessions of customers whose first session starts in it)."""
     require_schema(db)
     with db.published_snapshot():
-        rows = [ReferrerRow(**row) for row in db.query_file("referrers.sql")]
+        rows = [ReferrerRow(**row) for row in db.query_file("referrers.sql", (window or Window()).settings())]
         published = latest_publication(db)
     return ReferrerReport(
         rows=rows,

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -70,7 +71,16 @@ def render_report(report: Report) -> None:
         "sessions",
         "events",
     ):
-        table.add_row(f"{key}\n[dim]{DEFINITIONS[key]}[/dim]", _fmt(getattr(report, key)))
+        table.add_row(
+            f"{key}\n[dim]{DEFINITIONS[key]}[/dim]", _fmt(getattr(report, key)) + _median_interval(report, key)
+        )
+    if report.conversion is not None:
+        by_visit = report.conversion
+        table.add_row(
+            "km_median_order_session\n[dim]Kaplan–Meier: the session number by which half of all customers have "
+            "bought (see report --by visit)[/dim]",
+            _km_median(by_visit),
+        )
     if report.published_at is None:
         table.caption = "nothing published yet: run `xccel run-all`"
     else:
@@ -81,7 +91,99 @@ def render_report(report: Report) -> None:
         table.caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
         if rules.get("max_session_hours") is not None:
             table.caption += f"; {report.cut_sessions:,} sessions cut by the cap"
+    window = _window_text(report.window)
+    if window:
+        table.caption = f"{table.caption}\n{window}"
     console.print(table)
+
+
+def _median_interval(report: Report, key: str) -> str:
+    interval = (report.median_intervals or {}).get(key)
+    if not interval or interval["low"] is None:
+        return "" if not interval or interval["n"] == 0 else "\n[dim]95 %: n/a (n < 6)[/dim]"
+    return f"\n[dim]95 %: {_fmt(interval['low'])}–{_fmt(interval['high'])}[/dim]"
+
+
+def _km_median(by_visit: dict[str, Any]) -> str:
+    median = by_visit["km_median_order_session"]
+    interval = by_visit["km_median_interval"]
+    low = "n/a" if interval["low"] is None else f"{interval['low']:.0f}"
+    high = "not reached" if interval["high"] is None else f"{interval['high']:.0f}"
+    shown = "not reached" if median is None else f"{median:,}"
+    return f"{shown}\n[dim]95 %: {low}–{high}[/dim]" if median is not None or interval["low"] is not None else shown
+
+
+def _km_median_text(by_visit: dict[str, Any]) -> str:
+    return _km_median(by_visit).replace("\n[dim]", " (").replace("[/dim]", ")")
+
+
+def _window_text(window: dict[str, Any] | None) -> str:
+    if not window or (window["since"] is None and window["until"] is None):
+        return ""
+    return (
+        f"customers whose first session starts from {window['since'] or 'the start'} to "
+        f"{window['until'] or 'the end'} (UTC days, both included)"
+    )
+
+
+def _rate(value: float, interval: dict[str, Any]) -> str:
+    if interval["low"] is None:
+        return f"{value:.1%}"
+    return f"{value:.1%} ({interval['low']:.1%}–{interval['high']:.1%})"
+
+
+def render_conversion(report: Report) -> None:
+    """Conversion by visit number: one row per session number k, rates with their 95 % intervals."""
+    from xccel_cli.conversion import DEFINITIONS as CONVERSION_DEFINITIONS
+
+    by_visit = report.conversion or {"rows": [], "km_median_order_session": None}
+    table = Table(title="xccel report by visit number", caption_justify="left")
+    table.add_column("k", justify="right", no_wrap=True)
+    for header in ("reached", "at risk", "first\norders", "cen-\nsored"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("hazard (95 %)", justify="right")
+    table.add_column("bought by k, KM (95 %)", justify="right")
+    for row in by_visit["rows"]:
+        table.add_row(
+            _fmt(row["session_number"]),
+            _fmt(row["customers_reached"]),
+            _fmt(row["at_risk"]),
+            _fmt(row["first_orders"]),
+            _fmt(row["censored"]),
+            _rate(row["hazard"], row["hazard_interval"]),
+            _rate(row["cumulative_share"], row["cumulative_interval"]),
+        )
+    buyers = by_visit.get("buyers_median_order_session")
+    notes = [
+        f"Kaplan–Meier median: half of all customers have bought by session {_km_median_text(by_visit)}",
+        f"buyers only: median first-order session {_fmt(buyers)} (ignores customers who have not bought)",
+    ]
+    notes += [
+        f"{key}: {CONVERSION_DEFINITIONS[key]}"
+        for key in ("at_risk", "first_orders", "censored", "hazard", "cumulative_share", "intervals")
+    ]
+    window = _window_text(report.window)
+    if window:
+        notes.append(window)
+    if report.published_at is None:
+        notes.append("nothing published yet: run `xccel run-all`")
+    else:
+        notes.append(f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}")
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if natural <= console.width:
+        table.caption = "\n".join(notes)
+        console.print(table)
+        return
+    # too narrow for the table: one block per session number, so that no figure is cut or wrapped
+    say = partial(console.print, soft_wrap=True)
+    say("xccel report by visit number")
+    for row in by_visit["rows"]:
+        say(f"[bold]session {row['session_number']:,}[/bold]")
+        say(f"  reached {row['customers_reached']:,}, at risk {row['at_risk']:,}")
+        say(f"  first orders {row['first_orders']:,}, censored {row['censored']:,}")
+        say(f"  hazard {_rate(row['hazard'], row['hazard_interval'])}")
+        say(f"  bought by k {_rate(row['cumulative_share'], row['cumulative_interval'])}")
+    console.print("\n".join(notes))
 
 
 def render_extract(result: ExtractResult) -> None:

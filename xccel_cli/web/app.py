@@ -17,18 +17,26 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from xccel_cli import __version__, metrics, referrers
+from xccel_cli import __version__, conversion, metrics, referrers
 from xccel_cli.config import mask_password
-from xccel_cli.errors import DatabaseError, StateError, XccelError
-from xccel_cli.web.cache import AnswerCache, CachedAnswer, Headers, PublicationKey, SharedCheck, cached_answer
+from xccel_cli.errors import ConfigError, DatabaseError, StateError, XccelError
+from xccel_cli.web.cache import (
+    AnswerCache,
+    CachedAnswer,
+    Headers,
+    PublicationKey,
+    SharedCheck,
+    WindowedAnswers,
+    cached_answer,
+)
 from xccel_cli.web.middleware import Front, InternalErrorsAsJson, clipped, json_error
 from xccel_cli.web.negotiation import HTML, JSON, TEXT, negotiate
 from xccel_cli.web.service import CHECK_LANES, MetricsService
@@ -47,6 +55,7 @@ OFFERS: dict[str, tuple[str, ...]] = {
     "/": (JSON, HTML),
     "/metrics/orders": (JSON,),
     "/metrics/referrers": (JSON,),
+    "/metrics/conversion": (JSON,),
     "/dashboard": (HTML,),
     "/health": (JSON,),
     "/openapi.json": (JSON,),
@@ -57,6 +66,7 @@ VARY = {
     "/": "Accept",
     "/metrics/orders": "Accept",
     "/metrics/referrers": "Accept",
+    "/metrics/conversion": "Accept",
     "/dashboard": "Accept, Accept-Encoding",
     "/health": "Accept",
     "/openapi.json": "Accept",
@@ -95,6 +105,44 @@ ReferrerRow = _model_of(
     referrers.DEFINITIONS,
     "Sessions with one referrer (that of their first event); largest groups first.",
 )
+
+
+ConversionReport = create_model(
+    "ConversionReport",
+    __doc__="Conversion by visit number (`xccel report --by visit --json`), over the window asked for.",
+    km_median_order_session=(int | None, Field(description=conversion.DEFINITIONS["km_median_order_session"])),
+    km_median_interval=(
+        dict[str, float | None],
+        Field(description="95 % interval of km_median_order_session (low, high; null: not reached)."),
+    ),
+    buyers_median_order_session=(
+        float | None,
+        Field(description=conversion.DEFINITIONS["buyers_median_order_session"]),
+    ),
+    window=(dict[str, Any], Field(description=conversion.DEFINITIONS["window"])),
+    rows=(
+        list[dict[str, Any]],
+        Field(
+            description="Per session number k: "
+            + "; ".join(
+                f"{key}: {conversion.DEFINITIONS[key]}"
+                for key in ("session_number", "customers_reached", "at_risk", "first_orders", "censored", "hazard")
+            )
+            + "; hazard_interval: its Wilson 95 % interval; cumulative_share: the Kaplan–Meier share bought by k; "
+            "cumulative_interval: its Greenwood log-log 95 % interval."
+        ),
+    ),
+    definitions=(dict[str, str], Field(description="A one-line definition of each figure.")),
+)
+
+SinceParam = Annotated[
+    str | None,
+    Query(description="Only customers whose first session starts on or after this UTC day (YYYY-MM-DD, inclusive)."),
+]
+UntilParam = Annotated[
+    str | None,
+    Query(description="Only customers whose first session starts on or before this UTC day (YYYY-MM-DD, inclusive)."),
+]
 
 
 class ErrorBody(BaseModel):
@@ -264,6 +312,16 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
     dashboard_cache = AnswerCache(
         service.dashboard_answer, "text/html; charset=utf-8", vary("/dashboard"), compress=True
     )
+    html_type = "text/html; charset=utf-8"
+    windowed = WindowedAnswers(
+        service.windowed_answer,
+        {
+            "orders": (JSON, vary("/metrics/orders"), False),
+            "referrers": (JSON, vary("/metrics/referrers"), False),
+            "conversion": (JSON, vary("/metrics/conversion"), False),
+            "dashboard": (html_type, vary("/dashboard"), True),
+        },
+    )
     telemetry = RequestMetrics(frozenset(OFFERS))
     outage = OutageLog()
 
@@ -275,14 +333,25 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
     async def current(cache: AnswerCache) -> CachedAnswer:
         return await cache.get(await latest())
 
+    async def current_in(kind: str, cache: AnswerCache | None, since: str | None, until: str | None) -> CachedAnswer:
+        """The answer over a window of first sessions (since/until); without one, the plain cache's."""
+        window = conversion.parse_window(since, until)
+        if window.is_open and cache is not None:
+            return await current(cache)
+        return await windowed.get(kind, window, await latest())
+
+    bad_window: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "A bad since/until (not a date, or since after until)."}
+    }
+
     @app.get(
         "/metrics/orders",
         response_model=OrdersReport,
-        responses=documented(unavailable=UNAVAILABLE_TEXT),
+        responses={**documented(unavailable=UNAVAILABLE_TEXT), **bad_window},
         summary="Visits and time before the first order (the object of `xccel report --json`)",
     )
-    async def orders(request: Request) -> Response:
-        return send_cached(request, await current(orders_cache))
+    async def orders(request: Request, since: SinceParam = None, until: UntilParam = None) -> Response:
+        return send_cached(request, await current_in("orders", orders_cache, since, until))
 
     @app.get(
         "/",
@@ -311,17 +380,27 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         ),
         summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`); gzip if accepted",
     )
-    async def dashboard_page(request: Request) -> Response:
-        return send_cached(request, await current(dashboard_cache))
+    async def dashboard_page(request: Request, since: SinceParam = None, until: UntilParam = None) -> Response:
+        return send_cached(request, await current_in("dashboard", dashboard_cache, since, until))
+
+    @app.get(
+        "/metrics/conversion",
+        response_model=ConversionReport,
+        responses={**documented(unavailable=UNAVAILABLE_TEXT), **bad_window},
+        summary="Conversion by visit number: hazard and Kaplan–Meier share bought per session number, 95 % "
+        "intervals, the Kaplan–Meier median beside the buyers-only one (`xccel report --by visit --json`)",
+    )
+    async def conversion_by_visit(request: Request, since: SinceParam = None, until: UntilParam = None) -> Response:
+        return send_cached(request, await current_in("conversion", None, since, until))
 
     @app.get(
         "/metrics/referrers",
         response_model=list[ReferrerRow],  # type: ignore[valid-type]
-        responses=documented(unavailable=UNAVAILABLE_TEXT),
+        responses={**documented(unavailable=UNAVAILABLE_TEXT), **bad_window},
         summary="Sessions by referrer: duration and share with an order (`xccel report --by referrer`)",
     )
-    async def by_referrer(request: Request) -> Response:
-        return send_cached(request, await current(referrers_cache))
+    async def by_referrer(request: Request, since: SinceParam = None, until: UntilParam = None) -> Response:
+        return send_cached(request, await current_in("referrers", referrers_cache, since, until))
 
     @app.get(
         "/health",
@@ -409,6 +488,10 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         if path_vary:
             extra.append((b"vary", (path_vary + (", Origin" if cors_origins else "")).encode()))
         return Prepared(*json_error(503, message, extra))
+
+    @app.exception_handler(ConfigError)
+    async def bad_parameter(request: Request, exc: ConfigError) -> Response:
+        return Prepared(*json_error(400, clipped(str(exc))))
 
     @app.exception_handler(StateError)
     async def not_ready(request: Request, exc: StateError) -> Response:

@@ -198,3 +198,29 @@ class AnswerCache:
             if answer is None or answer.key != latest:
                 answer = self._answer = await asyncio.to_thread(self._build)
         return answer
+
+
+class WindowedAnswers:
+    """Answers asked with since/until: one AnswerCache per (kind, window), the most recently asked few kept."""
+
+    LIMIT = 32
+
+    def __init__(
+        self,
+        compute: Callable[[str, Any], tuple[PublicationKey, bytes]],
+        formats: dict[str, tuple[str, str, bool]],
+    ) -> None:
+        self._compute = compute
+        self._formats = formats  # kind -> (media type, vary, compress)
+        self._caches: dict[tuple[str, Any], AnswerCache] = {}
+
+    async def get(self, kind: str, window: Any, latest: PublicationKey) -> CachedAnswer:
+        key = (kind, window)
+        cache = self._caches.pop(key, None)
+        if cache is None:
+            media_type, vary, compress = self._formats[kind]
+            cache = AnswerCache(lambda: self._compute(kind, window), media_type, vary, compress=compress)
+        self._caches[key] = cache  # the newest last: dicts keep insertion order
+        while len(self._caches) > self.LIMIT:
+            del self._caches[next(iter(self._caches))]
+        return await cache.get(latest)

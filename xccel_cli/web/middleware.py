@@ -114,7 +114,8 @@ class Front:
                 shared = SECURITY_HEADERS  # the preflight's own Access-Control-* headers, not a request's
             elif head or method == "GET":
                 offers = self.offers.get(path)
-                fast = self.fast_paths.get(path)
+                # a query (since/until) is the route's: the fast paths answer the plain figures only
+                fast = None if scope.get("query_string") else self.fast_paths.get(path)
                 if offers is None and len(path) > 1 and path.endswith("/") and path.rstrip("/") in self.offers:
                     status, headers, body = self._slash_redirect(path.rstrip("/"), scope.get("query_string", b""))
                 elif offers is not None and negotiate(accept, offers) is None:

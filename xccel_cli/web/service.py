@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from xccel_cli import dashboard, metrics, monitoring, referrers
+from xccel_cli import conversion, dashboard, metrics, monitoring, referrers
 from xccel_cli.config import mask_password
 from xccel_cli.db import Database
 from xccel_cli.errors import DatabaseError, XccelError
@@ -161,6 +161,18 @@ class MetricsService:
     def dashboard_answer(self) -> tuple[PublicationKey, bytes]:
         data = self.run(dashboard.dashboard_data)
         return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
+
+    def windowed_answer(self, kind: str, window: conversion.Window) -> tuple[PublicationKey, bytes]:
+        """/metrics/orders, /metrics/conversion, /metrics/referrers or /dashboard over a window of first sessions."""
+        if kind == "dashboard":
+            data = self.run(lambda db: dashboard.dashboard_data(db, window))
+            return _key(data.report.publication_id, data.report.published_at), dashboard.render_page(data).encode()
+        if kind == "referrers":
+            result = self.run(lambda db: referrers.referrer_report(db, window))
+            return _key(result.publication_id, result.published_at), _json_bytes(result.as_json())
+        report = self.run(lambda db: metrics.report(db, window))
+        body = report.as_json() if kind == "orders" else report.conversion
+        return _key(report.publication_id, report.published_at), _json_bytes(body)
 
     def referrers_answer(self) -> tuple[PublicationKey, bytes]:
         result = self.run(referrers.referrer_report)

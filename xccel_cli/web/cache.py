@@ -133,6 +133,8 @@ class CachedAnswer:
         """(status, headers, body): 304 when the client's copy is current, else 200 with the body.
 
         If-None-Match decides when present; If-Modified-Since only without it (RFC 9110, 13.2.2)."""
+        if accept_encoding is None and if_none_match is None and if_modified_since is None:
+            return 200, self.plain.ok_headers, self.plain.body  # most API clients: nothing to choose
         chosen = self.choose(accept_encoding)
         if if_none_match is not None:
             current = etag_matches(if_none_match, chosen.etag)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from xccel_cli.web.cache import CachedAnswer, Headers
 from xccel_cli.web.negotiation import negotiate
 from xccel_cli.web.service import describe
-from xccel_cli.web.telemetry import RequestMetrics
+from xccel_cli.web.telemetry import OTHER, RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +118,30 @@ class Front:
                 fast = None if scope.get("query_string") else self.fast_paths.get(path)
                 if offers is None and len(path) > 1 and path.endswith("/") and path.rstrip("/") in self.offers:
                     status, headers, body = self._slash_redirect(path.rstrip("/"), scope.get("query_string", b""))
-                elif offers is not None and negotiate(accept, offers) is None:
+                elif offers is not None and accept is not None and negotiate(accept, offers) is None:
                     status, headers, body = json_error(
                         406, f"this endpoint sends only {', '.join(offers)}; the request's Accept admits none of it"
                     )
-                elif fast is not None and (answer := await _or_none(fast)) is not None:
-                    status, headers, body = answer.respond(accept_encoding, if_none_match, if_modified_since)
                 else:
-                    status = await self._inner(scope, receive, send, shared, head)
-                    return
+                    answer = None
+                    if fast is not None:
+                        try:
+                            answer = await fast()
+                        except Exception:  # the route answers again, with the error handling
+                            answer = None
+                    if answer is None:
+                        status = await self._inner(scope, receive, send, shared, head)
+                        return
+                    status, headers, body = answer.respond(accept_encoding, if_none_match, if_modified_since)
             else:
                 status = await self._inner(scope, receive, send, shared, head)
                 return
             await send({"type": "http.response.start", "status": status, "headers": headers + shared})
             await send({"type": "http.response.body", "body": b"" if head else body})
         finally:
-            self.telemetry.observe(self.telemetry.endpoint(path), status, time.perf_counter() - started)
+            telemetry = self.telemetry
+            endpoint = path if path in telemetry.endpoints else OTHER
+            telemetry.observe(endpoint, status, time.perf_counter() - started)
 
     def _preflight(self, origin: bytes, method: bytes) -> tuple[int, Headers, bytes]:
         vary = (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
@@ -199,13 +207,6 @@ def _with_vary_origin(headers: Headers) -> Headers:
                 headers[index] = (name, value + b", Origin")
             return headers
     return [*headers, (b"vary", b"Origin")]
-
-
-async def _or_none(fast: Callable[[], Awaitable[CachedAnswer]]) -> CachedAnswer | None:
-    try:
-        return await fast()
-    except Exception:  # the route answers again, with the error handling
-        return None
 
 
 class InternalErrorsAsJson:

@@ -385,6 +385,7 @@ GOOD_LINES = dump([event(i, 1 + i % 3, START) for i in range(1, 41)])
     [
         ("utf-16 with BOM", GOOD_LINES.decode().encode("utf-16"), 6, "is UTF-16 text, not UTF-8"),
         ("utf-16-le", GOOD_LINES.decode().encode("utf-16-le"), 6, "is UTF-16 text, not UTF-8"),
+        ("utf-16-be", GOOD_LINES.decode().encode("utf-16-be"), 6, "is UTF-16 text, not UTF-8"),
         ("cr-only", GOOD_LINES.replace(b"\n", b"\r"), 6, "ends its lines with CR alone"),
         ("cut last line", GOOD_LINES[:-30], 6, "the download was probably truncated"),
         ("cut in a character", GOOD_LINES + b'{"id": 99, "type": "x", "event": {"page": "caf\xc3', 6, "truncated"),

@@ -457,9 +457,10 @@ class LineReader:
     def _start(self, chunk: bytes) -> bytes:
         if chunk.startswith(BOM):
             return chunk[len(BOM) :]
-        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or (
-            len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
-        ):
+        # a BOM, or ASCII text with a NUL before (big-endian) or after (little-endian) every character
+        little = len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
+        big = len(chunk) >= 4 and chunk[0] == 0 and chunk[1] != 0 and chunk[2] == 0 and chunk[3] != 0
+        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or little or big:
             raise DataQualityError(
                 f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
                 "(iconv -f UTF-16 -t UTF-8); nothing was loaded"

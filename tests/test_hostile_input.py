@@ -642,3 +642,14 @@ def server_accepts(db: Database, query: str, value: str) -> bool:
 )
 def test_bad_number_is_exactly_what_postgresql_numeric_refuses(db: Database, number: str) -> None:
     assert (bad_number(number.encode()) is None) == server_accepts(db, "SELECT %s::jsonb IS NOT NULL", number)
+
+
+def test_an_over_long_first_line_read_past_in_a_crlf_file_is_no_cr_only_file(db: Database, tmp_path: Path) -> None:
+    first = with_timestamp(900, PLAIN, ', "x": "' + "z" * (3 * MIB) + '"')  # spans several chunks
+    source = tmp_path / "dump.json"
+    source.write_bytes(first + b"\r\n" + GOOD_LINES.replace(b"\n", b"\r\n"))
+    result = run_extract(db, ExtractOptions(str(source), max_reject_share=0.05, max_line_bytes=1024))
+    assert (result.lines_read, result.rejected, result.loaded) == (41, 1, 40)
+    assert db.conn.execute("SELECT line_number, reason, length(raw_line) FROM rejects").fetchall() == [
+        (1, "line_too_long", 1024)
+    ]

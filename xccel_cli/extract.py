@@ -419,9 +419,11 @@ class LineReader:
                     continue
                 chunk = chunk[newline + 1 :]
                 skipping = False
+                self.saw_newline = True
             cut = chunk.rfind(b"\n")
             if cut < 0:
-                if not self.saw_newline and b"\r" in chunk:
+                # a CR with more after it (a CR at the very end may be the first half of a CRLF)
+                if not self.saw_newline and b"\r" in chunk[:-1]:
                     self.cr_before_first_newline = True
                 parts.append(chunk)
                 held += len(chunk)

@@ -388,6 +388,7 @@ GOOD_LINES = dump([event(i, 1 + i % 3, START) for i in range(1, 41)])
     [
         ("utf-16 with BOM", GOOD_LINES.decode().encode("utf-16"), 6, "is UTF-16 text, not UTF-8"),
         ("utf-16-le", GOOD_LINES.decode().encode("utf-16-le"), 6, "is UTF-16 text, not UTF-8"),
+        ("utf-16-be", GOOD_LINES.decode().encode("utf-16-be"), 6, "is UTF-16 text, not UTF-8"),
         ("cr-only", GOOD_LINES.replace(b"\n", b"\r"), 6, "ends its lines with CR alone"),
         ("cut last line", GOOD_LINES[:-30], 6, "the download was probably truncated"),
         ("cut in a character", GOOD_LINES + b'{"id": 99, "type": "x", "event": {"page": "caf\xc3', 6, "truncated"),
@@ -644,3 +645,14 @@ def server_accepts(db: Database, query: str, value: str) -> bool:
 )
 def test_bad_number_is_exactly_what_postgresql_numeric_refuses(db: Database, number: str) -> None:
     assert (bad_number(number.encode()) is None) == server_accepts(db, "SELECT %s::jsonb IS NOT NULL", number)
+
+
+def test_an_over_long_first_line_read_past_in_a_crlf_file_is_no_cr_only_file(db: Database, tmp_path: Path) -> None:
+    first = with_timestamp(900, PLAIN, ', "x": "' + "z" * (3 * MIB) + '"')  # spans several chunks
+    source = tmp_path / "dump.json"
+    source.write_bytes(first + b"\r\n" + GOOD_LINES.replace(b"\n", b"\r\n"))
+    result = run_extract(db, ExtractOptions(str(source), max_reject_share=0.05, max_line_bytes=1024))
+    assert (result.lines_read, result.rejected, result.loaded) == (41, 1, 40)
+    assert db.conn.execute("SELECT line_number, reason, length(raw_line) FROM rejects").fetchall() == [
+        (1, "line_too_long", 1024)
+    ]

@@ -425,9 +425,11 @@ class LineReader:
                     continue
                 chunk = chunk[newline + 1 :]
                 skipping = False
+                self.saw_newline = True
             cut = chunk.rfind(b"\n")
             if cut < 0:
-                if not self.saw_newline and b"\r" in chunk:
+                # a CR with more after it (a CR at the very end may be the first half of a CRLF)
+                if not self.saw_newline and b"\r" in chunk[:-1]:
                     self.cr_before_first_newline = True
                 parts.append(chunk)
                 held += len(chunk)
@@ -463,9 +465,10 @@ class LineReader:
     def _start(self, chunk: bytes) -> bytes:
         if chunk.startswith(BOM):
             return chunk[len(BOM) :]
-        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or (
-            len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
-        ):
+        # a BOM, or ASCII text with a NUL before (big-endian) or after (little-endian) every character
+        little = len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
+        big = len(chunk) >= 4 and chunk[0] == 0 and chunk[1] != 0 and chunk[2] == 0 and chunk[3] != 0
+        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or little or big:
             raise DataQualityError(
                 f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
                 "(iconv -f UTF-16 -t UTF-8); nothing was loaded"

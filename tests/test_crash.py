@@ -40,7 +40,7 @@ def days(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def scalar(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
+    row = conn.execute(query, params or None).fetchone()
     assert row is not None
     return row[0]
 

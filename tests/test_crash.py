@@ -139,7 +139,7 @@ def fake_holder(database_url: str, days: tuple[Path, Path]) -> Iterator[psycopg.
 
 
 def test_status_and_the_lock_message_tell_a_live_run(fake_holder: psycopg.Connection, database_url: str) -> None:
-    fake_holder.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), os.getpid()))  # this process: alive
+    fake_holder.execute("SELECT pg_advisory_lock_shared(%s, %s)", (host_tag(), os.getpid()))  # this process: alive
     status = run_xccel(["status", "--json", "--database-url", database_url])
     assert status.exit_code == 0
     assert json.loads(status.stdout)["last_run"]["status"] == "running"
@@ -150,7 +150,7 @@ def test_status_and_the_lock_message_tell_a_live_run(fake_holder: psycopg.Connec
 
 def test_status_and_the_lock_message_tell_a_killed_run(fake_holder: psycopg.Connection, database_url: str) -> None:
     gone = dead_pid()
-    fake_holder.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), gone))
+    fake_holder.execute("SELECT pg_advisory_lock_shared(%s, %s)", (host_tag(), gone))
     status = run_xccel(["status", "--json", "--database-url", database_url])
     assert status.exit_code == 9
     last = json.loads(status.stdout)["last_run"]

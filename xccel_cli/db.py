@@ -339,7 +339,8 @@ class Database:
                             "releases it when its statement ends: try again, or pass --wait"
                         )
                     time.sleep(0.2)
-            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (host_tag(), os.getpid()))
+            # shared: several connections of one process (tests, two schemas) may each hold a pipeline lock
+            self.conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (host_tag(), os.getpid()))
         self._locked = True
 
     def _try_lock(self, key: int) -> bool:

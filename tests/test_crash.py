@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -40,6 +41,12 @@ def days(tmp_path: Path) -> tuple[Path, Path]:
     return first, second
 
 
+def scalar(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> Any:
+    row = conn.execute(query, params or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def pipeline_lock_held(url: str, schema: str = "public") -> bool:
     key = lock_key(schema)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -53,7 +60,7 @@ def pipeline_lock_held(url: str, schema: str = "public") -> bool:
 
 def published_events(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        return int(conn.execute("SELECT count(*) FROM tb_events").fetchone()[0])
+        return int(scalar(conn, "SELECT count(*) FROM tb_events"))
 
 
 def dead_pid() -> int:
@@ -78,10 +85,11 @@ def test_a_killed_runs_session_lets_go_of_the_lock_while_its_statement_would_sti
         def blocked() -> bool:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 return bool(
-                    conn.execute(
+                    scalar(
+                        conn,
                         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'"
-                        " AND wait_event_type = 'Lock'"
-                    ).fetchone()[0]
+                        " AND wait_event_type = 'Lock'",
+                    )
                 )
 
         wait_until(blocked, "the run to block on the reader's lock", timeout=120)
@@ -176,7 +184,7 @@ def test_a_long_reader_neither_fails_load_nor_queues_readers_behind_it(
             with psycopg.connect(database_url) as other:
                 other.execute("SET lock_timeout = '5s'")
                 other.execute("LOCK TABLE tb_events, sessions, publications IN ACCESS SHARE MODE")
-                assert other.execute("SELECT count(*) FROM tb_events").fetchone()[0] == before
+                assert scalar(other, "SELECT count(*) FROM tb_events") == before
             time.sleep(0.3)
         assert proc.poll() is None  # still waiting for the first reader, not failed
         reader.rollback()
@@ -247,7 +255,7 @@ def test_two_names_of_one_schema_share_one_lock(database_url: str, days: tuple[P
     assert server_name(first) == server_name(second) == stem + "a"
     assert lock_key(first) == lock_key(second)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        assert conn.execute("SELECT %s::name", (first,)).fetchone()[0] == server_name(first)
+        assert scalar(conn, "SELECT %s::name", (first,)) == server_name(first)
     resume = tmp_path / "resume"
     proc = start_xccel(
         ["run-all", "--source", str(days[0]), "--database-url", database_url],
@@ -429,7 +437,7 @@ def test_keep_anonymous_is_not_ignored_when_the_source_is_unchanged(database_url
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["run"].get("status") != "unchanged"
     with psycopg.connect(database_url) as conn:
-        anonymous = conn.execute("SELECT count(*) FROM raw_events WHERE customer_id IS NULL").fetchone()[0]
+        anonymous = scalar(conn, "SELECT count(*) FROM raw_events WHERE customer_id IS NULL")
     assert anonymous == sum(1 for r in RECORDS[:4000] if r["event"]["customer-id"] is None)
     third = run_xccel(
         ["run-all", "--keep-anonymous", "--json", "--source", str(days[0]), "--database-url", database_url]
@@ -456,9 +464,11 @@ def test_the_database_stopping_during_copy_is_one_line(tmp_path: Path) -> None:
         def copying() -> bool:
             with psycopg.connect(url, autocommit=True) as conn:
                 return bool(
-                    conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel' AND query LIKE 'COPY %'"
-                    ).fetchone()[0]
+                    scalar(
+                        conn,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'xccel'"
+                        " AND query LIKE 'COPY %'",
+                    )
                 )
 
         wait_until(copying, "the run to be copying rows", timeout=120)

@@ -15,14 +15,27 @@ $(BIN)/xccel: pyproject.toml
 
 install: $(BIN)/xccel
 
-## run the main job: the configured source (XCCEL_SOURCE, else the public dump) into the configured
-## database (XCCEL_DATABASE_URL, else the embedded one)
+EXAMPLE := examples/events.ndjson.gz
+
+## run the main job into the configured database (XCCEL_DATABASE_URL, else the embedded one), from
+## SOURCE=..., else XCCEL_SOURCE (environment or .env); with neither, from the example dump shipped here,
+## so the first command works anywhere, even without network (`xccel run-all` alone reads the public dump)
 run: install
-	$(BIN)/xccel run-all $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+ifneq ($(SOURCE),)
+	$(BIN)/xccel run-all --source '$(SOURCE)' $(ARGS)
+else
+	@if [ -n "$${XCCEL_SOURCE+set}" ] || grep -qs '^[[:space:]]*\(export[[:space:]]\+\)\?XCCEL_SOURCE=' .env; then \
+		$(BIN)/xccel run-all $(ARGS); \
+	else \
+		echo "make run: no source configured, so this runs on the example dump $(EXAMPLE)." >&2; \
+		$(BIN)/xccel run-all --source $(EXAMPLE) $(ARGS) || exit $$?; \
+		echo "make run: that was the example dump; for the real data: make run SOURCE=URL-or-PATH, or set XCCEL_SOURCE (environment or .env)." >&2; \
+	fi
+endif
 
 ## the same on the example dump shipped in the repository (no network needed)
 run-example: install
-	$(BIN)/xccel run-all --source examples/events.ndjson.gz $(ARGS)
+	$(BIN)/xccel run-all --source $(EXAMPLE) $(ARGS)
 
 test: install
 	$(BIN)/ruff check xccel_cli tests $(wildcard bench)

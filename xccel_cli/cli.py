@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -23,9 +24,11 @@ app = typer.Typer(
     help="Sessionize webshop clickstream dumps in PostgreSQL and report how many visits, and how much "
     "time, customers need before their first order.\n\nExample: xccel run-all --source events.json",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # click never wraps help narrower than 50 columns, so a narrow terminal breaks its lines mid-word
+    context_settings={"terminal_width": max(min(shutil.get_terminal_size().columns, 80) - 2, 30)},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,8 +169,22 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from xccel_cli import __version__
+
+        typer.echo(f"xccel {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True, expose_value=False
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     verbose: Annotated[
         int,
@@ -272,7 +289,7 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
-@app.command("init-db")
+@app.command("init-db", short_help="Create or upgrade the schema; safe to run again.")
 @handle_errors
 def init_db_command(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade the schema (versioned migrations from sql/migrations); safe to run again.
@@ -287,7 +304,7 @@ def init_db_command(database_url: DatabaseUrl = None) -> None:
     _say(f"schema {config.schema()!r} at version {result.version} ({done})")
 
 
-@app.command("extract")
+@app.command("extract", short_help="Stream the dump into raw_events; refused lines go to rejects.")
 @handle_errors
 def extract_command(
     source: Source = None,
@@ -314,7 +331,7 @@ def extract_command(
         render_extract(result)
 
 
-@app.command("sessionize")
+@app.command("sessionize", short_help="Cut each customer's events into sessions, ready to load.")
 @handle_errors
 def sessionize_command(
     timeout_minutes: TimeoutMinutes = None,
@@ -342,7 +359,7 @@ def sessionize_command(
     )
 
 
-@app.command("load")
+@app.command("load", short_help="Publish the sessions into tb_events and sessions atomically.")
 @handle_errors
 def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     """Publish the sessionized events and sessions atomically into tb_events and sessions.
@@ -363,7 +380,7 @@ class ReportBy(StrEnum):
     referrer = "referrer"
 
 
-@app.command("report")
+@app.command("report", short_help="Print the metrics (--json, --by referrer, --html FILE).")
 @handle_errors
 def report_command(
     as_json: AsJson = False,
@@ -425,7 +442,7 @@ def report_command(
         render_report(result)
 
 
-@app.command("run-all")
+@app.command("run-all", short_help="init-db, extract, sessionize, load and report in one go.")
 @handle_errors
 def run_all_command(
     source: Source = None,
@@ -464,23 +481,21 @@ def run_all_command(
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
-    if isinstance(result, UnchangedResult):
-        if as_json:
-            _print_json({"run": result.summary()})
-        elif not State.quiet:
+    if as_json:  # one shape whatever happened: the run (with its status) and the report
+        _print_json({"run": result.summary(), "report": result.report.as_json()})
+    elif isinstance(result, UnchangedResult):
+        if not State.quiet:
             typer.echo(
                 f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
                 "--full-refresh rebuilds anyway)"
             )
-    elif as_json:
-        _print_json({"run": result.summary(), "report": result.report.as_json()})
     elif not State.quiet:
         from xccel_cli.render import render_run_all
 
         render_run_all(result)
 
 
-@app.command("db")
+@app.command("db", short_help="Say where the data lives; --psql opens psql on it.")
 @handle_errors
 def db_command(
     psql: Annotated[
@@ -511,7 +526,7 @@ def db_command(
             run_psql(db, real_url)
 
 
-@app.command("serve")
+@app.command("serve", short_help="Serve the metrics and the dashboard over HTTP.")
 @handle_errors
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -533,7 +548,7 @@ def serve_command(
         serve(db, url or (db.embedded.url if db.embedded else ""), host, port, access_log=access_log)
 
 
-@app.command("runs")
+@app.command("runs", short_help="List recent runs: outcome, counts, time per stage.")
 @handle_errors
 def runs_command(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.", min=1)] = 20,
@@ -558,7 +573,7 @@ def runs_command(
     render_runs(rows)
 
 
-@app.command("status")
+@app.command("status", short_help="How fresh the data is; exit 9 if the last run failed.")
 @handle_errors
 def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
     """How fresh the data is: the last publication, the last run and its outcome.

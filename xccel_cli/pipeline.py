@@ -216,6 +216,8 @@ class RunAllResult:
         e = self.extract
         return {
             "run_id": self.run_id,
+            "status": "succeeded",
+            "unchanged_since_run_id": None,
             "source": e.source,
             "lines_read": e.lines_read,
             "loaded": e.loaded,
@@ -235,21 +237,33 @@ class RunAllResult:
 
 @dataclass
 class UnchangedResult:
-    """run-all found the source as the last successful run left it, and the result up to date."""
+    """run-all found the source as the run that loaded it left it, and the result up to date."""
 
     run_id: int
     source: str
-    since_run_id: int
+    since_run_id: int  # the run that loaded what is published now
+    report: Report
     seconds: float
 
     def summary(self) -> dict[str, Any]:
+        """The same keys as RunAllResult.summary(): nothing was read, so the counts are null."""
         return {
             "run_id": self.run_id,
             "status": "unchanged",
-            "source": self.source,
             "unchanged_since_run_id": self.since_run_id,
+            "source": self.source,
+            **{key: None for key in UNREAD_COUNTS},
+            "reject_reasons": {},
+            "customers": self.report.customers,
+            "customers_rebuilt": 0,
+            "sessions": self.report.sessions,
+            "events": self.report.events,
+            "stage_seconds": {},
             "total_seconds": round(self.seconds, 3),
         }
+
+
+UNREAD_COUNTS = ("lines_read", "loaded", "anonymous", "duplicates", "already_loaded", "rejected")
 
 
 def run_all(
@@ -276,19 +290,22 @@ def run_all(
                 record.status = "unchanged"
                 record.fingerprint = previous[1]
                 log.info("source %s unchanged since run %d", mask_url(options.source), previous[0])
-        if record.status == "unchanged":
-            assert previous is not None
-            return UnchangedResult(record.run_id, mask_url(options.source), previous[0], time.perf_counter() - started)
-        extracted = _extract_stage(db, options, record)
-        stages["extract"] = extracted.seconds
-        sessionized = _sessionize_stage(db, rules, record, full_refresh)
-        stages["sessionize"] = sessionized.seconds
-        loaded = _load_stage(db, record)
-        stages["load"] = loaded.seconds
-        pause_point("finish")
+                since_run_id = previous[0]
+        if record.status != "unchanged":
+            extracted = _extract_stage(db, options, record)
+            stages["extract"] = extracted.seconds
+            sessionized = _sessionize_stage(db, rules, record, full_refresh)
+            stages["sessionize"] = sessionized.seconds
+            loaded = _load_stage(db, record)
+            stages["load"] = loaded.seconds
+            pause_point("finish")
     t = time.perf_counter()
     metrics = report(db)
     stages["report"] = time.perf_counter() - t
+    if record.status == "unchanged":
+        return UnchangedResult(
+            record.run_id, mask_url(options.source), since_run_id, metrics, time.perf_counter() - started
+        )
     return RunAllResult(
         record.run_id, init, extracted, sessionized, loaded, metrics, stages, time.perf_counter() - started
     )

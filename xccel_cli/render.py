@@ -179,6 +179,8 @@ def render_runs(rows: list[RunRow]) -> None:
             for name, value in (
                 ("lines", row.lines_read),
                 ("loaded", row.loaded),
+                ("already loaded", row.already_loaded),
+                ("anonymous", row.anonymous),
                 ("duplicates", row.duplicates),
                 ("rejected", row.rejected),
                 ("customers touched", row.customers_touched),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
 import re
 import statistics
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from tests.conftest import run_xccel
 from xccel_cli.charts import nice_ticks, number
 from xccel_cli.config import SessionRules
-from xccel_cli.dashboard import CHART_IDS, render_dashboard
+from xccel_cli.dashboard import CHART_IDS, CHART_VARIANT_IDS, render_dashboard
 from xccel_cli.db import Database
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
@@ -34,7 +35,8 @@ EVENT_TYPES = ["page_view"] * 2 + [
     "add_product_to_cart",
     "remove_product_from_cart",
 ]
-DURATION_LOWER_BOUNDS = [0, 5, 10, 15, 20, 30, 45, 60, 90, 120]
+DURATION_BIN_MINUTES = 5  # equal widths; the last bin holds 120 minutes and more
+DURATION_BINS = 26
 
 __all__ = ["CHART_IDS", "write_dump"]
 
@@ -188,12 +190,12 @@ def expected_visits(sessions: list[dict[str, Any]]) -> list[list[Any]]:
 def duration_bin(minutes: float) -> int:
     if minutes == 0:
         return 0
-    return max(i + 1 for i, lower in enumerate(DURATION_LOWER_BOUNDS) if minutes >= lower)
+    return min(int(minutes // DURATION_BIN_MINUTES), DURATION_BINS - 2) + 1
 
 
 def expected_durations(sessions: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     first = first_order_sessions(sessions)
-    before, every = [0] * 11, [0] * 11
+    before, every = [0] * DURATION_BINS, [0] * DURATION_BINS
     for s in sessions:
         b = duration_bin(s["duration_minutes"])
         every[b] += 1
@@ -211,6 +213,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
+    """The 95 % Wilson score interval of a share, in plain Python."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))]
+
+
 def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in sessions:
@@ -226,12 +236,14 @@ def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
                 percentile(durations, 0.9),
                 sum(s["has_order"] for s in group) / len(group),
                 statistics.fmean(s["event_count"] for s in group),
+                wilson(sum(s["has_order"] for s in group), len(group)),
             ]
         )
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 
 def expected_daily(events: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> list[list[Any]]:
+    """Every day from the first to the last (no outliers in these dumps), with the hours of it the data covers."""
     started: Counter[Any] = Counter()
     converted: Counter[Any] = Counter()
     for s in sessions:
@@ -239,12 +251,17 @@ def expected_daily(events: list[dict[str, Any]], sessions: list[dict[str, Any]])
         started[day] += 1
         converted[day] += s["has_order"]
     orders = Counter(e["timestamp"].astimezone(UTC).date() for e in events if e["event_type"] == "placed_order")
+    first_event = min(e["timestamp"] for e in events).astimezone(UTC)
+    last_event = max(e["timestamp"] for e in events).astimezone(UTC)
     days = set(started) | set(orders)
     rows = []
     day = min(days)
     while day <= max(days):
         share = converted[day] / started[day] if started[day] else None
-        rows.append([day.isoformat(), started[day], converted[day], orders[day], share])
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        covered = min(midnight + timedelta(days=1), last_event) - max(midnight, first_event)
+        hours = max(covered.total_seconds() / 3600, 0.0)
+        rows.append([day.isoformat(), started[day], converted[day], orders[day], share, round(hours, 2)])
         day += timedelta(days=1)
     return rows
 
@@ -275,12 +292,12 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     assert_self_contained(parsed)
     assert "url(" not in page.lower() and "http" not in "".join(parsed.styles)
     charts = {attrs.get("id"): attrs for tag, attrs in parsed.tags if tag == "svg"}
-    assert set(charts) == set(CHART_IDS)
+    assert set(charts) == {svg_id for ids in CHART_VARIANT_IDS.values() for svg_id in ids}
     for chart_id, attrs in charts.items():
         assert attrs["role"] == "img" and attrs["aria-labelledby"] == f"{chart_id}-title {chart_id}-desc"
         assert re.search(rf'<title id="{chart_id}-title">[^<]+</title>', page)
     assert "Nothing is published yet" not in page
-    assert "sessions before the first order session" in page and "session duration (minutes)" in page  # axes
+    assert "sessions before the first order session" in page and "session duration (minutes, 5-minute bins)" in page
 
     expected = report(db)
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
@@ -307,12 +324,16 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     referrers = table(parsed, "table-referrers")
     assert [row[:2] for row in referrers] == [row[:2] for row in expected_referrers(sessions)]
     for got, want in zip(referrers, expected_referrers(sessions), strict=True):
-        assert got[2:] == pytest.approx(want[2:])
+        assert got[2:6] == pytest.approx(want[2:6])
+        assert got[6] == pytest.approx(want[6]) and got[6][0] <= got[4] <= got[6][1]
     assert {row[0] for row in referrers} <= {"(direct)", *REFERRERS}
     daily = table(parsed, "table-daily")
     want_daily = expected_daily(events, sessions)
     assert [row[:4] for row in daily] == [row[:4] for row in want_daily]
     assert [row[4] for row in daily] == pytest.approx([row[4] for row in want_daily])
+    assert [row[5] for row in daily] == pytest.approx([row[5] for row in want_daily], abs=0.01)
+    assert daily[0][5] < 23 and daily[-1][5] < 23  # these dumps start and end during a day: partial, marked
+    assert 'class="partial"' in page and "Open circles: partial days" in page
     funnel = table(parsed, "table-funnel")
     assert funnel == expected_funnel(events)
     if customers >= 40:  # the larger dumps exercise every part: buyers, sessions before orders, referrers, days
@@ -324,7 +345,7 @@ def test_empty_database_renders_every_chart_frame(db: Database) -> None:
     page = render_dashboard(db)
     parsed = parse(page)
     assert_self_contained(parsed)
-    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} >= set(CHART_IDS)
     assert 'id="nothing-published"' in page and "No data published yet" in page
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
     assert set(headlines.values()) == {"null"}
@@ -356,7 +377,7 @@ def test_report_html_writes_the_same_page(database_url: str, tmp_path: Path) -> 
     assert figures == json.loads(loaded.stdout)["report"]
     parsed = parse(page_path.read_text())
     assert_self_contained(parsed)
-    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} >= set(CHART_IDS)
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
     for key, value in headlines.items():
         assert value == repr(figures[key])

@@ -2,28 +2,35 @@
 -- sessions with an order. Every day of the drawn window is listed, empty ones with zeros.
 --
 -- The window is the bulk of the data, not its extremes: one event dated 0001 or 9999 would otherwise make
--- millions of empty days. Bulk = the 1st to the 99th percentile of session starts, widened on each side by
--- half its span plus a day (at most 3660 days), so a dump's own first and last day always stay in; kept
--- within the dates Python can read and at most 1000 days long (the latest). Sessions and orders outside it are
--- counted on every row (sessions_outside, orders_outside, with the extreme dates as text), so the page can
--- say what it leaves out.
+-- millions of empty days. Bulk = Tukey's far-out fences over the session start days: from the first quartile
+-- minus 3 times (the interquartile range + 1 day) to the third quartile plus as much, so a dump's own first
+-- and last days always stay in (quartiles, not extreme percentiles: a quarter of the sessions may be
+-- outliers before the window moves). Kept within the data, within the dates Python can read, and at most
+-- 1000 days long (the latest). Sessions and orders outside it are counted on every row (sessions_outside,
+-- orders_outside, with the extreme session starts as text), so the page can say what it leaves out.
 --
 -- A day is partial when the data covers less than 23 hours of it (the dump starts or ends during it):
 -- hours_covered is the part of the day between the first and the last event inside the window.
 WITH starts AS (
     SELECT (started_at AT TIME ZONE 'UTC')::date AS day, has_order FROM sessions
 ),
-bulk AS (
-    SELECT percentile_disc(0.01) WITHIN GROUP (ORDER BY day) AS low,
-           percentile_disc(0.99) WITHIN GROUP (ORDER BY day) AS high,
-           min(day) AS first_day,
-           max(day) AS last_day
+quartiles AS (
+    SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY day) AS low,
+           percentile_disc(0.75) WITHIN GROUP (ORDER BY day) AS high
     FROM starts
 ),
-widened AS (
-    SELECT greatest(low - least((high - low) / 2 + 1, 3660), first_day, date '0001-01-01') AS first_day,
-           least(high + least((high - low) / 2 + 1, 3660), last_day, date '9999-12-30') AS last_day
-    FROM bulk
+fences AS (  -- clamped first: date arithmetic near the ends of PostgreSQL's range would overflow
+    SELECT greatest(greatest(low, date '0001-01-01') - least(3 * (high - low + 1), 3660), date '0001-01-01') AS low,
+           least(least(high, date '9999-12-30') + least(3 * (high - low + 1), 3660), date '9999-12-30') AS high
+    FROM quartiles
+),
+order_events AS (
+    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day FROM tb_events WHERE event_type = 'placed_order'
+),
+widened AS (  -- the first and last day with a session start or an order inside the fences
+    SELECT min(day) AS first_day, max(day) AS last_day
+    FROM (SELECT day FROM starts UNION ALL SELECT day FROM order_events) AS d, fences
+    WHERE day BETWEEN fences.low AND fences.high
 ),
 drawn AS (
     SELECT greatest(first_day, last_day - 999) AS first_day, last_day FROM widened
@@ -33,9 +40,6 @@ per_day AS (
     FROM starts, drawn
     WHERE day BETWEEN drawn.first_day AND drawn.last_day
     GROUP BY day
-),
-order_events AS (
-    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day FROM tb_events WHERE event_type = 'placed_order'
 ),
 orders AS (
     SELECT day, count(*) AS orders

@@ -398,3 +398,53 @@ def test_axis_ticks_start_at_zero_and_cover_the_largest_value(top: float, count:
     ticks = nice_ticks(top, count)
     assert ticks[0] == 0 and ticks[-1] >= top
     assert ticks == sorted(set(ticks)) and len(ticks) <= 2 * count + 2
+
+
+OUTLIERS = [  # one customer's clock far off, in both directions (issue 12)
+    {"id": 900_001, "type": "page_view", "event": {"customer-id": 1, "timestamp": "9999-06-01T12:00:00"}},
+    {"id": 900_002, "type": "placed_order", "event": {"customer-id": 2, "timestamp": "9999-12-31T23:59:59"}},
+    {"id": 900_003, "type": "page_view", "event": {"customer-id": 2, "timestamp": "0001-01-01T00:00:00"}},
+    {"id": 900_004, "type": "page_view", "event": {"customer-id": 3, "timestamp": "0001-01-01T00:00:00+14:00"}},
+]
+
+
+def test_outlier_timestamps_keep_the_page_small_and_say_what_is_left_out(database_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.test_serve import Server
+
+    normal = write_dump(tmp_path / "normal.ndjson")
+    with_outliers = tmp_path / "outliers.ndjson"
+    with_outliers.write_text(normal.read_text() + "".join(json.dumps(line) + "\n" for line in OUTLIERS))
+    pages = {}
+    for dump_path in (normal, with_outliers):  # the same dump, then again with the outliers added
+        loaded = run_xccel(["run-all", "--source", str(dump_path), "--json", "--database-url", database_url])
+        assert loaded.exit_code == 0, loaded.stderr
+        page_path = tmp_path / f"{dump_path.stem}.html"
+        written = run_xccel(["report", "--html", str(page_path), "--database-url", database_url])
+        assert written.exit_code == 0, written.stderr
+        pages[dump_path.stem] = page_path.read_text()
+
+    with psycopg.connect(database_url) as conn:
+        far = conn.execute(
+            "SELECT count(*) FROM sessions WHERE started_at NOT BETWEEN '2022-01-01' AND '2023-01-01'"
+        ).fetchone()
+    outside = far[0] if far else 0
+    assert outside >= 3  # 9999 twice (two customers), 0001 at least once (extract may refuse the +14:00 one)
+
+    page, baseline = pages["outliers"], pages["normal"]
+    assert len(page.encode()) < len(baseline.encode()) + 20_000  # the same page, plus a note: not megabytes
+    parsed, base = parse(page), parse(baseline)
+    assert len(table(parsed, "table-daily")) == len(table(base, "table-daily"))  # the same days drawn
+    assert f"Not drawn: {outside:,} sessions" in page and "9999-12-31 23:59:59" in page
+    assert f"{outside:,} sessions far outside these dates are not drawn." in page  # on the charts themselves
+    assert f"and {outside:,} far outside those dates" in page  # and in the page header
+
+    server = Server(database_url)
+    try:
+        served = server.request("/dashboard", timeout=120)
+    finally:
+        assert server.stop() == 0
+        server.log_path.unlink(missing_ok=True)
+    assert served.status == 200
+    assert abs(len(served.text.encode()) - len(page.encode())) < 2_000  # the same page (its clock line differs)

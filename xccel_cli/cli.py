@@ -590,23 +590,25 @@ def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) ->
     if as_json:
         _print_json(result.as_json())
     elif not State.quiet:
+        from xccel_cli.render import say  # wraps at spaces, never inside a word or a figure
+
         if result.published_at is None:
-            typer.echo("published: nothing yet (run `xccel run-all`)")
+            say("published: nothing yet (run `xccel run-all`)")
         else:
-            typer.echo(
+            say(
                 f"published: {result.published_at:%Y-%m-%d %H:%M:%S} UTC ({_age(result.age_seconds)} ago) "
                 f"by run {result.published_by_run_id}: {result.events:,} events, {result.sessions:,} sessions"
             )
         last = result.last_run
         if last is None:
-            typer.echo("last run: none")
+            say("last run: none")
         else:
-            typer.echo(
+            say(
                 f"last run: {last.run_id} ({last.command}) started {last.started_at:%Y-%m-%d %H:%M:%S} UTC: "
                 f"{last.status}{': ' + last.error if last.error else ''}"
             )
             if result.last_success and result.last_success.run_id != last.run_id:
-                typer.echo(
+                say(
                     f"last successful run: {result.last_success.run_id} "
                     f"({result.last_success.started_at:%Y-%m-%d %H:%M:%S} UTC)"
                 )

@@ -1,15 +1,21 @@
-"""Terminal output with rich: tables, the progress bar. Only the CLI imports this module."""
+"""Terminal output with rich: tables, the progress bar. Only the CLI imports this module.
+
+No figure is ever dropped or cut, whatever the width: a table is printed only when it fits the console whole
+(every column at its natural width); otherwise the same figures come as one block per record. Prose wraps at
+spaces; a word longer than the line (a URL) is printed whole on its own line, never broken.
+"""
 
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -57,89 +63,141 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def say(text: str = "", *, indent: int = 0, hang: int = 2, style: str | None = None) -> None:
+    """Print text wrapped at spaces to the console width (continued lines indented by hang more); a word
+    longer than the line stays whole on a line of its own."""
+    lines = textwrap.wrap(
+        text,
+        width=max(console.width, 20),
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent + hang),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    for line in lines or [""]:
+        console.print(escape(line), style=style, soft_wrap=True)
+
+
+def fits(table: Table) -> bool:
+    """Whether the table, with every column at its natural width, fits the console."""
+    return Measurement.get(console, console.options.update(width=1_000_000), table).minimum <= console.width
+
+
+def records(title: str, blocks: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    """The vertical layout: a heading per record, then one `label  value` line per figure."""
+    say(title, style="bold")
+    for heading, fields in blocks:
+        say()
+        say(heading, style="bold")
+        width = max((len(label) for label, _ in fields), default=0)
+        for label, value in fields:
+            say(f"{label:<{width}}  {value}", indent=2)
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]], *, show_lines: bool = False) -> Table:
+    """Every column unwrapped: the table is shown whole or not at all (see fits)."""
+    table = Table(title=title, show_lines=show_lines)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+REPORT_KEYS = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+    "customers",
+    "customers_with_orders",
+    "sessions",
+    "events",
+)
+
+
 def render_report(report: Report) -> None:
     table = Table(title="xccel report", show_lines=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
-        "median_visits_before_order",
-        "median_session_duration_minutes_before_order",
-        "median_total_minutes_before_order",
-        "customers",
-        "customers_with_orders",
-        "sessions",
-        "events",
-    ):
-        table.add_row(f"{key}\n[dim]{DEFINITIONS[key]}[/dim]", _fmt(getattr(report, key)))
+    table.add_column("metric")  # the key never breaks (one word); its definition wraps at spaces
+    table.add_column("value", justify="right", no_wrap=True)
+    for key in REPORT_KEYS:
+        table.add_row(f"{key}\n[dim]{escape(DEFINITIONS[key])}[/dim]", _fmt(getattr(report, key)))
+    if fits(table):
+        console.print(table)
+    else:
+        say("xccel report", style="bold")
+        for key in REPORT_KEYS:
+            say()
+            say(f"{key}  {_fmt(getattr(report, key))}", style="bold")
+            say(DEFINITIONS[key], indent=2, hang=0, style="dim")
+        say()
     if report.published_at is None:
-        table.caption = "nothing published yet: run `xccel run-all`"
+        say("nothing published yet: run `xccel run-all`")
     else:
         rules = report.rules or {}
         from xccel_cli.config import SessionRules
 
         described = SessionRules(**rules).describe() if rules else "unknown rules"
-        table.caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
+        caption = f"published {report.published_at:%Y-%m-%d %H:%M:%S %Z}; sessions: {described}"
         if rules.get("max_session_hours") is not None:
-            table.caption += f"; {report.cut_sessions:,} sessions cut by the cap"
-    console.print(table)
+            caption += f"; {report.cut_sessions:,} sessions cut by the cap"
+        say(caption)
 
 
 def render_extract(result: ExtractResult) -> None:
-    console.print(
+    say(
         f"read {result.lines_read:,} lines from {result.source}: {result.loaded:,} new events loaded, "
         f"{result.already_loaded:,} already loaded, {result.anonymous:,} anonymous, "
         f"{result.duplicates:,} duplicates, {result.rejected:,} rejected ({result.seconds:.2f} s)"
     )
     if result.reject_reasons:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in result.reject_reasons.items())
-        console.print(f"rejected lines by reason: {reasons} (see the rejects table)")
+        say(f"rejected lines by reason: {reasons} (see the rejects table)")
+
+
+RUN_KEYS = (
+    "source",
+    "lines_read",
+    "loaded",
+    "already_loaded",
+    "anonymous",
+    "duplicates",
+    "rejected",
+    "customers",
+    "customers_rebuilt",
+    "sessions",
+    "events",
+)
 
 
 def render_run_all(result: RunAllResult) -> None:
     summary = result.summary()
-    table = Table(title=f"xccel run {result.run_id}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for key in (
-        "source",
-        "lines_read",
-        "loaded",
-        "already_loaded",
-        "anonymous",
-        "duplicates",
-        "rejected",
-        "customers",
-        "customers_rebuilt",
-        "sessions",
-        "events",
-    ):
-        table.add_row(key, _fmt(summary[key]))
-    for stage, seconds in summary["stage_seconds"].items():
-        table.add_row(f"time: {stage}", f"{seconds:.3f} s")
-    table.add_row("time: total", f"{summary['total_seconds']:.3f} s")
-    console.print(table)
+    rows = [[key, _fmt(summary[key])] for key in RUN_KEYS]
+    rows += [[f"time: {stage}", f"{seconds:.3f} s"] for stage, seconds in summary["stage_seconds"].items()]
+    rows.append(["time: total", f"{summary['total_seconds']:.3f} s"])
+    title = f"xccel run {result.run_id}"
+    table = _table(title, ["what", "value"], rows)
+    table.show_header = False
+    if fits(table):
+        console.print(table)
+    else:
+        records(title, [("", [(key, value) for key, value in rows])])
     render_report(result.report)
 
 
+REFERRER_COLUMNS = (
+    ("referrer", "referrer"),
+    ("sessions", "sessions"),
+    ("customers", "customers"),
+    ("median_duration_minutes", "median min"),
+    ("p90_duration_minutes", "p90 min"),
+    ("share_with_order", "with order"),
+    ("mean_events_per_session", "mean events"),
+)
+
+
 def render_referrers(result: ReferrerReport) -> None:
-    table = Table(title="xccel report by referrer", caption_justify="left")
-    columns = (
-        "referrer",
-        "sessions",
-        "customers",
-        "median_duration_minutes",
-        "p90_duration_minutes",
-        "share_with_order",
-        "mean_events_per_session",
-    )
-    headers = ("referrer", "sessions", "custo-\nmers", "median\nmin", "p90\nmin", "with\norder", "mean\nevents")
-    for column, header in zip(columns, headers, strict=True):
-        if column == "referrer":
-            table.add_column(header, overflow="fold", min_width=22)
-        else:
-            table.add_column(header, justify="right", no_wrap=True)
-    for row in result.rows:
-        table.add_row(
+    rows = [
+        [
             row.referrer,
             _fmt(row.sessions),
             _fmt(row.customers),
@@ -147,17 +205,23 @@ def render_referrers(result: ReferrerReport) -> None:
             _fmt(row.p90_duration_minutes),
             f"{row.share_with_order:.1%}",
             _fmt(row.mean_events_per_session),
-        )
-    notes = [
-        f"{header.replace('-' + chr(10), '').replace(chr(10), ' ')}: {REFERRER_DEFINITIONS[column]}"
-        for column, header in zip(columns, headers, strict=True)
+        ]
+        for row in result.rows
     ]
-    if result.published_at is None:
-        notes.append("nothing published yet: run `xccel run-all`")
+    headers = [header for _, header in REFERRER_COLUMNS]
+    title = "xccel report by referrer"
+    table = _table(title, headers, rows)
+    if fits(table):
+        console.print(table)
     else:
-        notes.append(f"published {result.published_at:%Y-%m-%d %H:%M:%S %Z}")
-    table.caption = "\n".join(notes)
-    console.print(table)
+        records(title, [(row[0], list(zip(headers[1:], row[1:], strict=True))) for row in rows])
+    say()
+    for column, header in REFERRER_COLUMNS:
+        say(f"{header}: {REFERRER_DEFINITIONS[column]}")
+    if result.published_at is None:
+        say("nothing published yet: run `xccel run-all`")
+    else:
+        say(f"published {result.published_at:%Y-%m-%d %H:%M:%S %Z}")
 
 
 STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow", "failed": "red", "interrupted": "red"}
@@ -165,14 +229,13 @@ STATUS_STYLE = {"succeeded": "green", "unchanged": "green", "running": "yellow",
 
 def render_runs(rows: list[RunRow]) -> None:
     """One block per run, like `git log`: nothing is cut off on a narrow terminal or in a pipe."""
-    say = partial(console.print, soft_wrap=True)  # a long source or error stays one line
     say("xccel runs (newest first)")
     for row in rows:
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        style = STATUS_STYLE.get(row.status, "default")
         say(
-            f"[bold]run {row.run_id}[/bold]  {row.command}  [{style}]{row.status}[/{style}]  "
-            f"started {row.started_at:%Y-%m-%d %H:%M:%S} UTC" + ("" if seconds is None else f"  {seconds:.1f} s")
+            f"run {row.run_id}  {row.command}  {row.status}  started {row.started_at:%Y-%m-%d %H:%M:%S} UTC"
+            + ("" if seconds is None else f"  {seconds:.1f} s"),
+            style=f"bold {STATUS_STYLE.get(row.status, 'default')}",
         )
         counts = [
             f"{name} {value:,}"
@@ -193,10 +256,10 @@ def render_runs(rows: list[RunRow]) -> None:
         )
         stages = [f"{stage} {value:.2f} s" for stage, value in ranked]
         for label, text in (
-            ("source", escape(row.source or "")),
+            ("source", row.source or ""),
             ("counts", " · ".join(counts)),
             ("stages", " · ".join(stages)),
-            ("error", f"[red]{escape(row.error or '')}[/red]" if row.error else ""),
+            ("error", row.error or ""),
         ):
             if text:
-                say(f"    {label:<7} {text}")
+                say(f"{label:<7} {text}", indent=4, style="red" if label == "error" else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,63 @@ def test_make_run_without_a_source_uses_the_example_dump_offline(database_url: s
     configured = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert configured.returncode != 0
     assert "example dump" not in configured.stderr and "Error: " in configured.stderr
+
+
+def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: str, tmp_path: Path) -> None:
+    """On a terminal (a pty here) run-all draws a bar with the file's size as total, then names the stage
+    running; paused inside sessionize, the screen says so."""
+    import pty
+    import select
+    import time
+
+    path = tmp_path / "events.json"
+    path.write_bytes(dump(random_events(3000, seed=9)))
+    resume = tmp_path / "resume"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_")}
+    env.update(
+        XCCEL_DATA_DIR=str(tmp_path / "data"),
+        XCCEL_TEST_PAUSE_AT="sessionize",
+        XCCEL_TEST_RESUME_FILE=str(resume),
+        COLUMNS="160",
+        TERM="xterm-256color",
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xccel_cli", "run-all", "--source", str(path), "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and b"sessionize: cutting events into sessions" not in screen:
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+        time.sleep(0.5)  # a few more frames of the stage display
+    finally:
+        resume.touch()
+        # keep reading the terminal until the run ends: a full pty would block the display, and the run
+        while proc.poll() is None or select.select([master], [], [], 0.2)[0]:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+        out = proc.stdout.read() if proc.stdout else b""
+        proc.wait(timeout=120)
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text[-2000:]
+    assert "sessionize: cutting events into sessions" in text
+    size_kb = f"{path.stat().st_size / 1000:.1f}"
+    assert f"/{size_kb} kB" in text or f"{size_kb}/{size_kb} kB" in text, text[-3000:]  # the total is known
+    assert "100%" in text and "3,000 lines" in text
+    assert re.search(r"\d+:\d\d:\d\d", text)  # time left
+    assert b"median_visits_before_order" in out  # stdout is the report, untouched by the display

@@ -324,7 +324,7 @@ def extract_command(
     options = ExtractOptions(
         config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
     )
-    with _connect(database_url) as db, progress_reporter(State.quiet) as progress:
+    with _connect(database_url) as db, progress_reporter(State.quiet, options.source) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
     if not State.quiet:
@@ -477,9 +477,10 @@ def run_all_command(
     else:
         from xccel_cli.render import progress_reporter
 
-        reporter = progress_reporter(State.quiet)
+        reporter = progress_reporter(State.quiet, options.source)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
+        options.phase = progress.phase if progress is not None else None
         result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
     if as_json:  # one shape whatever happened: the run (with its status) and the report
         _print_json({"run": result.summary(), "report": result.report.as_json()})

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +113,7 @@ class ExtractOptions:
     max_reject_share: float = 0.05
     retries: int | None = None  # None: XCCEL_RETRIES, else 3
     progress: ProgressCallback | None = None
+    phase: Callable[[str], None] | None = None  # told the name of each stage of run_all as it starts
 
 
 def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) -> ExtractResult:
@@ -266,6 +267,11 @@ class UnchangedResult:
 UNREAD_COUNTS = ("lines_read", "loaded", "anonymous", "duplicates", "already_loaded", "rejected")
 
 
+def _announce(options: ExtractOptions, stage: str) -> None:
+    if options.phase is not None:
+        options.phase(stage)
+
+
 def run_all(
     db: Database, options: ExtractOptions, rules: SessionRules, *, full_refresh: bool = False, wait: bool = False
 ) -> RunAllResult | UnchangedResult:
@@ -292,10 +298,13 @@ def run_all(
                 log.info("source %s unchanged since run %d", mask_url(options.source), previous[0])
                 since_run_id = previous[0]
         if record.status != "unchanged":
+            _announce(options, "extract")
             extracted = _extract_stage(db, options, record)
             stages["extract"] = extracted.seconds
+            _announce(options, "sessionize")
             sessionized = _sessionize_stage(db, rules, record, full_refresh)
             stages["sessionize"] = sessionized.seconds
+            _announce(options, "load")
             loaded = _load_stage(db, record)
             stages["load"] = loaded.seconds
             pause_point("finish")

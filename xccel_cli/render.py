@@ -7,16 +7,27 @@ spaces; a word longer than the line (a URL) is printed whole on its own line, ne
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from xccel_cli.extract import ExtractResult
@@ -30,27 +41,72 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def expected_bytes(source: str) -> int | None:
+    """How many bytes extract will read from a local file (after gunzip), when that can be known up front:
+    the file's size, or for a gzip file the size its trailer records (exact for one member under 4 GiB; a
+    trailer smaller than the file itself cannot be right, so then None). HTTP and stdin: None (the bar then
+    shows bytes, lines and rate without a total)."""
+    if source == "-" or "://" in source:
+        return None
+    try:
+        path = Path(source).expanduser()
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            if handle.read(2) != b"\x1f\x8b":
+                return size
+            handle.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(handle.read(4), "little")
+    except OSError:
+        return None  # extract says why it cannot read it
+    return recorded if recorded >= size else None
+
+
+class TerminalProgress:
+    """The extract bar (with total, percentage and time left when the size is known), then the stage now
+    running, so that sessionize and load do not look like a hung terminal."""
+
+    def __init__(self, progress: Progress, total: int | None) -> None:
+        self.progress = progress
+        self.total = total
+        self.task = progress.add_task("extract", total=total, detail="0 lines")
+
+    def __call__(self, bytes_read: int, lines: int) -> None:
+        if self.total is not None and bytes_read > self.total:  # the estimate was wrong: no total, no lie
+            self.total = None
+            self.progress.update(self.task, total=None)
+        self.progress.update(self.task, completed=bytes_read, detail=f"{lines:,} lines")
+
+    def phase(self, stage: str) -> None:
+        if stage == "extract":
+            return
+        self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(STAGE_TEXT.get(stage, stage), total=None, detail="")
+
+
+STAGE_TEXT = {
+    "sessionize": "sessionize: cutting events into sessions",
+    "load": "load: publishing tb_events and sessions",
+}
+
+
 @contextmanager
-def progress_reporter(quiet: bool = False) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress callback drawing bytes, lines and rate on a terminal; None when stderr is not one."""
+def progress_reporter(quiet: bool = False, source: str | None = None) -> Iterator[TerminalProgress | None]:
+    """A progress display on stderr when it is a terminal; None otherwise (and with --quiet)."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
     columns = (
         SpinnerColumn(),
-        TextColumn("extract"),
+        TextColumn("{task.description}"),
         BarColumn(),
+        TaskProgressColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        TextColumn("{task.fields[lines]:,} lines"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[detail]}"),
     )
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("extract", total=None, lines=0)
-
-        def update(bytes_read: int, lines: int) -> None:
-            progress.update(task, completed=bytes_read, lines=lines)
-
-        yield update
+        yield TerminalProgress(progress, expected_bytes(source) if source else None)
 
 
 def _fmt(value: Any) -> str:

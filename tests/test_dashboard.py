@@ -321,6 +321,8 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     before, every = expected_durations(sessions)
     durations = table(parsed, "table-durations")
     assert [row[1] for row in durations] == before and [row[2] for row in durations] == every
+    widths = {float(b) - float(a) for a, b in (row[0].split("–") for row in durations if "–" in row[0])}
+    assert widths == {DURATION_BIN_MINUTES} and durations[0][0] == "0" and durations[-1][0] == "120+"  # equal bins
     referrers = table(parsed, "table-referrers")
     assert [row[:2] for row in referrers] == [row[:2] for row in expected_referrers(sessions)]
     for got, want in zip(referrers, expected_referrers(sessions), strict=True):

@@ -170,27 +170,16 @@ def test_make_run_without_a_source_uses_the_example_dump_offline(database_url: s
     assert "example dump" not in configured.stderr and "Error: " in configured.stderr
 
 
-def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: str, tmp_path: Path) -> None:
-    """On a terminal (a pty here) run-all draws a bar with the file's size as total, then names the stage
-    running; paused inside sessionize, the screen says so."""
+def on_a_terminal(args: list[str], env: dict[str, str], resume: Path, marker: str) -> tuple[str, bytes, int]:
+    """Run xccel with stderr on a pty (a terminal) until marker shows on it, then let it go on (the resume file)
+    and read the terminal to the end: (what the terminal got, stdout, exit code)."""
     import pty
     import select
     import time
 
-    path = tmp_path / "events.json"
-    path.write_bytes(dump(random_events(3000, seed=9)))
-    resume = tmp_path / "resume"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_")}
-    env.update(
-        XCCEL_DATA_DIR=str(tmp_path / "data"),
-        XCCEL_TEST_PAUSE_AT="sessionize",
-        XCCEL_TEST_RESUME_FILE=str(resume),
-        COLUMNS="160",
-        TERM="xterm-256color",
-    )
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xccel_cli", "run-all", "--source", str(path), "--database-url", database_url],
+        [sys.executable, "-m", "xccel_cli", *args],
         stdout=subprocess.PIPE,
         stderr=slave,
         stdin=subprocess.DEVNULL,
@@ -200,14 +189,13 @@ def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: 
     screen = b""
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline and b"sessionize: cutting events into sessions" not in screen:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
+        while time.monotonic() < deadline and marker.encode() not in screen:
+            if select.select([master], [], [], 1)[0]:
                 try:
                     screen += os.read(master, 65536)
                 except OSError:
                     break
-        time.sleep(0.5)  # a few more frames of the stage display
+        time.sleep(0.5)  # a few more frames of the display
     finally:
         resume.touch()
         # keep reading the terminal until the run ends: a full pty would block the display, and the run
@@ -220,11 +208,53 @@ def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: 
         out = proc.stdout.read() if proc.stdout else b""
         proc.wait(timeout=120)
         os.close(master)
-    text = screen.decode(errors="replace")
-    assert proc.returncode == 0, text[-2000:]
+    return screen.decode(errors="replace"), out, proc.returncode
+
+
+def terminal_env(tmp_path: Path, pause_at: str, resume: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_")}
+    env.update(
+        XCCEL_DATA_DIR=str(tmp_path / "data"),
+        XCCEL_TEST_PAUSE_AT=pause_at,
+        XCCEL_TEST_RESUME_FILE=str(resume),
+        COLUMNS="160",
+        TERM="xterm-256color",
+    )
+    return env
+
+
+def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: str, tmp_path: Path) -> None:
+    """On a terminal (a pty here) run-all draws a bar with the file's size as total, then names the stage
+    running; paused inside sessionize, the screen says so."""
+    path = tmp_path / "events.json"
+    path.write_bytes(dump(random_events(3000, seed=9)))
+    resume = tmp_path / "resume"
+    text, out, code = on_a_terminal(
+        ["run-all", "--source", str(path), "--database-url", database_url],
+        terminal_env(tmp_path, "sessionize", resume),
+        resume,
+        "sessionize: cutting events into sessions",
+    )
+    assert code == 0, text[-2000:]
     assert "sessionize: cutting events into sessions" in text
     size_kb = f"{path.stat().st_size / 1000:.1f}"
-    assert f"/{size_kb} kB" in text or f"{size_kb}/{size_kb} kB" in text, text[-3000:]  # the total is known
+    assert f"/{size_kb} kB" in text, text[-3000:]  # the total is known
     assert "100%" in text and "3,000 lines" in text
     assert re.search(r"\d+:\d\d:\d\d", text)  # time left
     assert b"median_visits_before_order" in out  # stdout is the report, untouched by the display
+
+    # the stages run on their own show which one is working, too
+    extracted = run_xccel(["extract", "--source", str(path), "--database-url", database_url])
+    assert extracted.exit_code == 0, extracted.stderr
+    for stage, marker in (("sessionize", "sessionize: cutting"), ("load", "load: publishing")):
+        resume.unlink()
+        text, out, code = on_a_terminal(
+            [stage, "--full-refresh", "--database-url", database_url]
+            if stage == "sessionize"
+            else [stage, "--database-url", database_url],
+            terminal_env(tmp_path, stage, resume),
+            resume,
+            marker,
+        )
+        assert code == 0, text[-2000:]
+        assert marker in text, text[-2000:]

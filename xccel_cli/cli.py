@@ -349,9 +349,10 @@ def sessionize_command(
     Example: xccel sessionize --timeout-minutes 30 --rules ga-universal
     """
     from xccel_cli.pipeline import run_sessionize
+    from xccel_cli.render import working
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    with _connect(database_url) as db:
+    with _connect(database_url) as db, working("sessionize", State.quiet):
         result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
     _say(
         f"sessionized {result.events:,} events into {result.sessions:,} sessions "
@@ -367,8 +368,9 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     Example: xccel load
     """
     from xccel_cli.pipeline import run_load
+    from xccel_cli.render import working
 
-    with _connect(database_url) as db:
+    with _connect(database_url) as db, working("load", State.quiet):
         result = run_load(db, wait=wait)
     _say(
         f"published {result.events:,} events and {result.sessions:,} sessions "

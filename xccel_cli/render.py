@@ -90,6 +90,16 @@ STAGE_TEXT = {
 
 
 @contextmanager
+def working(stage: str, quiet: bool = False) -> Iterator[None]:
+    """A spinner naming the stage while a command without a byte count runs (sessionize, load), on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    with err_console.status(STAGE_TEXT.get(stage, stage)):
+        yield
+
+
+@contextmanager
 def progress_reporter(quiet: bool = False, source: str | None = None) -> Iterator[TerminalProgress | None]:
     """A progress display on stderr when it is a terminal; None otherwise (and with --quiet)."""
     if quiet or not sys.stderr.isatty():

@@ -237,6 +237,8 @@ def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: 
     )
     assert code == 0, text[-2000:]
     assert "sessionize: cutting events into sessions" in text
+    stage_line = text.rsplit("sessionize: cutting events into sessions", 1)[1].split("\r")[0]
+    assert "bytes" not in stage_line and "kB" not in stage_line  # a stage has no byte counts to show
     size_kb = f"{path.stat().st_size / 1000:.1f}"
     assert f"/{size_kb} kB" in text, text[-3000:]  # the total is known
     assert "100%" in text and "3,000 lines" in text

@@ -15,20 +15,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from xccel_cli.extract import ExtractResult
 from xccel_cli.metrics import DEFINITIONS, Report
@@ -61,6 +64,17 @@ def expected_bytes(source: str) -> int | None:
     return recorded if recorded >= size else None
 
 
+class BytesOnly(ProgressColumn):
+    """A column drawn only for the extract task (the stages after it have no bytes to count)."""
+
+    def __init__(self, column: ProgressColumn) -> None:
+        super().__init__()
+        self.column = column
+
+    def render(self, task: Task) -> RenderableType:
+        return self.column.render(task) if task.fields.get("counts_bytes") else Text("")
+
+
 class TerminalProgress:
     """The extract bar (with total, percentage and time left when the size is known), then the stage now
     running, so that sessionize and load do not look like a hung terminal."""
@@ -68,7 +82,7 @@ class TerminalProgress:
     def __init__(self, progress: Progress, total: int | None) -> None:
         self.progress = progress
         self.total = total
-        self.task = progress.add_task("extract", total=total, detail="0 lines")
+        self.task = progress.add_task("extract", total=total, detail="0 lines", counts_bytes=True)
 
     def __call__(self, bytes_read: int, lines: int) -> None:
         if self.total is not None and bytes_read > self.total:  # the estimate was wrong: no total, no lie
@@ -79,8 +93,9 @@ class TerminalProgress:
     def phase(self, stage: str) -> None:
         if stage == "extract":
             return
+        self.progress.refresh()  # the finished bar is drawn once, however quick the extract was
         self.progress.update(self.task, visible=False)
-        self.task = self.progress.add_task(STAGE_TEXT.get(stage, stage), total=None, detail="")
+        self.task = self.progress.add_task(STAGE_TEXT.get(stage, stage), total=None, detail="", counts_bytes=False)
 
 
 STAGE_TEXT = {
@@ -109,10 +124,10 @@ def progress_reporter(quiet: bool = False, source: str | None = None) -> Iterato
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TaskProgressColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
+        BytesOnly(TaskProgressColumn()),
+        BytesOnly(DownloadColumn()),
+        BytesOnly(TransferSpeedColumn()),
+        BytesOnly(TimeRemainingColumn()),
         TextColumn("{task.fields[detail]}"),
     )
     with Progress(*columns, console=err_console, transient=True) as progress:

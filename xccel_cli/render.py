@@ -145,8 +145,12 @@ def _fmt(value: Any) -> str:
 
 
 def say(text: str = "", *, indent: int = 0, hang: int = 2, style: str | None = None) -> None:
-    """Print text wrapped at spaces to the console width (continued lines indented by hang more); a word
-    longer than the line stays whole on a line of its own."""
+    """Print text wrapped at spaces to the terminal's width (continued lines indented by hang more); a word
+    longer than the line stays whole on a line of its own. In a pipe (no COLUMNS) the line is left whole."""
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        # a pipe or a file: each line whole, for grep and mail (nothing there wraps or cuts it)
+        console.print(escape(" " * indent + text), style=style, soft_wrap=True)
+        return
     lines = textwrap.wrap(
         text,
         width=max(console.width, 20),

@@ -12,7 +12,7 @@
 -- A day is partial when the data covers less than 23 hours of it (the dump starts or ends during it):
 -- hours_covered is the part of the day between the first and the last event inside the window.
 WITH starts AS (
-    SELECT (started_at AT TIME ZONE 'UTC')::date AS day, has_order FROM sessions
+    SELECT (started_at AT TIME ZONE 'UTC')::date AS day, started_at, has_order FROM sessions
 ),
 quartiles AS (
     SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY day) AS low,
@@ -47,21 +47,22 @@ orders AS (
     WHERE day BETWEEN drawn.first_day AND drawn.last_day
     GROUP BY day
 ),
-span AS (  -- the first and last event inside the window, as UTC timestamps
-    SELECT min("timestamp" AT TIME ZONE 'UTC') AS first_event, max("timestamp" AT TIME ZONE 'UTC') AS last_event
+span AS MATERIALIZED (  -- the first and last event inside the window, as UTC timestamps
+    SELECT min("timestamp") AT TIME ZONE 'UTC' AS first_event, max("timestamp") AT TIME ZONE 'UTC' AS last_event
     FROM tb_events, drawn
     WHERE "timestamp" >= drawn.first_day::timestamp AT TIME ZONE 'UTC'
       AND "timestamp" < (drawn.last_day + 1)::timestamp AT TIME ZONE 'UTC'
 ),
-outside AS (
-    SELECT (SELECT count(*) FROM starts WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS sessions_outside,
-           (SELECT count(*) FROM order_events
+-- MATERIALIZED: computed once, not once per day row
+outside AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM starts, drawn
+            WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS sessions_outside,
+           (SELECT count(*) FROM order_events, drawn
             WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS orders_outside,
-           (SELECT (min(started_at) AT TIME ZONE 'UTC')::text FROM sessions
-            WHERE (started_at AT TIME ZONE 'UTC')::date < drawn.first_day) AS outside_first,
-           (SELECT (max(started_at) AT TIME ZONE 'UTC')::text FROM sessions
-            WHERE (started_at AT TIME ZONE 'UTC')::date > drawn.last_day) AS outside_last
-    FROM drawn
+           (SELECT (min(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
+            WHERE day < drawn.first_day) AS outside_first,
+           (SELECT (max(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
+            WHERE day > drawn.last_day) AS outside_last
 ),
 days AS (
     SELECT generate_series(first_day, last_day, interval '1 day')::date AS day FROM drawn

@@ -20,11 +20,25 @@ $(BIN)/xccel: pyproject.toml
 
 install: $(BIN)/xccel ## create .venv and install xccel with its test tools
 
-run: install ## the main job: XCCEL_SOURCE (else the public dump) into XCCEL_DATABASE_URL (else the embedded server)
-	$(BIN)/xccel run-all $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+EXAMPLE := examples/events.ndjson.gz
+
+# SOURCE=..., else XCCEL_SOURCE (environment or .env); with neither, the example dump shipped here, so the first
+# command works anywhere, even without network (`xccel run-all` alone reads the public dump)
+run: install ## the main job into XCCEL_DATABASE_URL (else the embedded server), from SOURCE, XCCEL_SOURCE or the example dump
+ifneq ($(SOURCE),)
+	$(BIN)/xccel run-all --source '$(SOURCE)' $(ARGS)
+else
+	@if [ -n "$${XCCEL_SOURCE+set}" ] || grep -qs '^[[:space:]]*\(export[[:space:]]\+\)\?XCCEL_SOURCE=' .env; then \
+		$(BIN)/xccel run-all $(ARGS); \
+	else \
+		echo "make run: no source configured, so this runs on the example dump $(EXAMPLE)." >&2; \
+		$(BIN)/xccel run-all --source $(EXAMPLE) $(ARGS) || exit $$?; \
+		echo "make run: that was the example dump; for the real data: make run SOURCE=URL-or-PATH, or set XCCEL_SOURCE (environment or .env)." >&2; \
+	fi
+endif
 
 run-example: install ## the same on the example dump shipped in the repository (no network needed)
-	$(BIN)/xccel run-all --source examples/events.ndjson.gz $(ARGS)
+	$(BIN)/xccel run-all --source $(EXAMPLE) $(ARGS)
 
 test: lint ## the gates (lint) and the whole test suite; ARGS go to pytest
 	$(BIN)/pytest $(ARGS)

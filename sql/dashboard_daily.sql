@@ -1,28 +1,88 @@
 -- Dashboard: per UTC day, sessions started, those with an order, placed_order events, and the share of
--- sessions with an order. Every day between the first and the last is listed, empty ones with zeros.
-WITH per_day AS (
-    SELECT (started_at AT TIME ZONE 'UTC')::date AS day,
-           count(*) AS sessions,
-           count(*) FILTER (WHERE has_order) AS sessions_with_order
-    FROM sessions
-    GROUP BY 1
+-- sessions with an order. Every day of the drawn window is listed, empty ones with zeros.
+--
+-- The window is the bulk of the data, not its extremes: one event dated 0001 or 9999 would otherwise make
+-- millions of empty days. Bulk = Tukey's far-out fences over the session start days: from the first quartile
+-- minus 3 times (the interquartile range + 1 day) to the third quartile plus as much, so a dump's own first
+-- and last days always stay in (quartiles, not extreme percentiles: a quarter of the sessions may be
+-- outliers before the window moves). Kept within the data, within the dates Python can read, and at most
+-- 1000 days long (the latest). Sessions and orders outside it are counted on every row (sessions_outside,
+-- orders_outside, with the extreme session starts as text), so the page can say what it leaves out.
+--
+-- A day is partial when the data covers less than 23 hours of it (the dump starts or ends during it):
+-- hours_covered is the part of the day between the first and the last event inside the window.
+WITH starts AS (
+    SELECT (started_at AT TIME ZONE 'UTC')::date AS day, started_at, has_order FROM sessions
+),
+quartiles AS (
+    SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY day) AS low,
+           percentile_disc(0.75) WITHIN GROUP (ORDER BY day) AS high
+    FROM starts
+),
+fences AS (  -- clamped first: date arithmetic near the ends of PostgreSQL's range would overflow
+    SELECT greatest(greatest(low, date '0001-01-01') - least(3 * (high - low + 1), 3660), date '0001-01-01') AS low,
+           least(least(high, date '9999-12-30') + least(3 * (high - low + 1), 3660), date '9999-12-30') AS high
+    FROM quartiles
+),
+order_events AS (
+    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day FROM tb_events WHERE event_type = 'placed_order'
+),
+widened AS (  -- the first and last day with a session start or an order inside the fences
+    SELECT min(day) AS first_day, max(day) AS last_day
+    FROM (SELECT day FROM starts UNION ALL SELECT day FROM order_events) AS d, fences
+    WHERE day BETWEEN fences.low AND fences.high
+),
+drawn AS (
+    SELECT greatest(first_day, last_day - 999) AS first_day, last_day FROM widened
+),
+per_day AS (
+    SELECT day, count(*) AS sessions, count(*) FILTER (WHERE has_order) AS sessions_with_order
+    FROM starts, drawn
+    WHERE day BETWEEN drawn.first_day AND drawn.last_day
+    GROUP BY day
 ),
 orders AS (
-    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, count(*) AS orders
-    FROM tb_events
-    WHERE event_type = 'placed_order'
-    GROUP BY 1
+    SELECT day, count(*) AS orders
+    FROM order_events, drawn
+    WHERE day BETWEEN drawn.first_day AND drawn.last_day
+    GROUP BY day
+),
+span AS MATERIALIZED (  -- the first and last event inside the window, as UTC timestamps
+    SELECT min("timestamp") AT TIME ZONE 'UTC' AS first_event, max("timestamp") AT TIME ZONE 'UTC' AS last_event
+    FROM tb_events, drawn
+    WHERE "timestamp" >= drawn.first_day::timestamp AT TIME ZONE 'UTC'
+      AND "timestamp" < (drawn.last_day + 1)::timestamp AT TIME ZONE 'UTC'
+),
+-- MATERIALIZED: computed once, not once per day row
+outside AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM starts, drawn
+            WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS sessions_outside,
+           (SELECT count(*) FROM order_events, drawn
+            WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS orders_outside,
+           (SELECT (min(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
+            WHERE day < drawn.first_day) AS outside_first,
+           (SELECT (max(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
+            WHERE day > drawn.last_day) AS outside_last
 ),
 days AS (
-    SELECT generate_series(min(day), max(day), interval '1 day')::date AS day
-    FROM (SELECT day FROM per_day UNION ALL SELECT day FROM orders) AS d
+    SELECT generate_series(first_day, last_day, interval '1 day')::date AS day FROM drawn
 )
 SELECT days.day,
        coalesce(per_day.sessions, 0) AS sessions,
        coalesce(per_day.sessions_with_order, 0) AS sessions_with_order,
        coalesce(orders.orders, 0) AS orders,
-       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS order_share
+       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS order_share,
+       greatest(0, extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))
+                   / 3600)::double precision AS hours_covered,
+       extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))
+           < 23 * 3600 AS partial,
+       outside.sessions_outside,
+       outside.orders_outside,
+       outside.outside_first,
+       outside.outside_last
 FROM days
+CROSS JOIN span
+CROSS JOIN outside
 LEFT JOIN per_day USING (day)
 LEFT JOIN orders USING (day)
 ORDER BY days.day;

@@ -133,11 +133,12 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def load_page(browser: Browser, url: str, width: int = 1200) -> list[str]:
-    """Open url at a desktop width and wait for the load event; returns every URL the page requested."""
+def load_page(browser: Browser, url: str, width: int = 1200, height: int = 900, mobile: bool = False) -> list[str]:
+    """Open url at a viewport size (mobile: as a phone would, honouring the viewport meta tag) and wait for the
+    load event; returns every URL the page requested."""
     browser.page("Page.enable")
     browser.page("Network.enable")
-    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
+    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
     browser.page("Page.navigate", url=url)
     browser.wait_for_event("Page.loadEventFired")
     # layout settled, and time for late requests (a browser asks for /favicon.ico after the load event)
@@ -152,10 +153,10 @@ def load_page(browser: Browser, url: str, width: int = 1200) -> list[str]:
     return [url for url in requested if not url.startswith("data:")]  # inline data never leaves the page
 
 
-def screenshot(browser: Browser, path: Path, width: int = 1200) -> bytes:
+def screenshot(browser: Browser, path: Path, width: int = 1200, mobile: bool = False) -> bytes:
     """A PNG of the whole page (not just the first screen)."""
     height = browser.evaluate("Math.ceil(document.documentElement.scrollHeight)")
-    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
     data = base64.b64decode(browser.page("Page.captureScreenshot", format="png")["data"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -195,13 +196,40 @@ def dashboard_url(loaded_database_url: str) -> Iterator[str]:
 
 
 BOXES_SCRIPT = """JSON.stringify(Object.fromEntries(
-  [...document.querySelectorAll('svg.chart')].map(svg => {
+  [...document.querySelectorAll('svg.chart')].filter(svg => svg.getBoundingClientRect().width > 0).map(svg => {
     const box = svg.getBoundingClientRect();
-    return [svg.id, {width: box.width, height: box.height, right: box.right,
+    return [svg.id, {width: box.width, height: box.height, left: box.left, right: box.right,
                      page_width: document.documentElement.clientWidth,
                      marks: svg.querySelectorAll('rect, polyline, circle').length,
                      title: svg.querySelector('title') ? svg.querySelector('title').textContent : ''}];
   })))"""
+
+# Every visible chart text: its rendered height (getBoundingClientRect) and its font size as drawn (the CSS
+# font size times the chart's scale: rendered width over viewBox width).
+TEXT_SCRIPT = """JSON.stringify([...document.querySelectorAll('svg.chart')]
+  .filter(svg => svg.getBoundingClientRect().width > 0)
+  .flatMap(svg => {
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    return [...svg.querySelectorAll('text')].map(text => ({
+      chart: svg.id, text: text.textContent, height: text.getBoundingClientRect().height,
+      font_px: parseFloat(getComputedStyle(text).fontSize) * scale}));
+  }))"""
+
+LAYOUT_SCRIPT = """(() => {
+  document.querySelectorAll('details').forEach(d => d.open = true);  // opened tables must fit too
+  return JSON.stringify({scroll_width: document.documentElement.scrollWidth, inner_width: window.innerWidth,
+                         body_scroll_width: document.body.scrollWidth});
+})()"""
+
+
+def base_chart_id(svg_id: str) -> str:
+    for chart_id in CHART_IDS:
+        if svg_id == chart_id or svg_id.startswith(chart_id + "-") and svg_id[len(chart_id) + 1 :] in LAYOUT_NAMES:
+            return chart_id
+    raise AssertionError(f"unknown chart {svg_id}")
+
+
+LAYOUT_NAMES = {"phone", "mid", "wide", "desktop"}
 
 
 def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url: str) -> None:
@@ -209,7 +237,7 @@ def test_every_chart_renders_with_a_visible_box(browser: Browser, dashboard_url:
     assert requested == [dashboard_url]  # nothing but the page itself: no font, script, image or style fetched
 
     boxes = json.loads(browser.evaluate(BOXES_SCRIPT))
-    assert set(boxes) == set(CHART_IDS)
+    assert sorted(base_chart_id(svg_id) for svg_id in boxes) == sorted(CHART_IDS)  # one drawing of each shown
     for chart_id, box in boxes.items():
         assert box["width"] > 100 and box["height"] > 80, (chart_id, box)
         assert box["right"] <= box["page_width"], (chart_id, box)  # nothing cut off at the side
@@ -245,3 +273,33 @@ def test_the_page_satisfies_its_content_security_policy(browser: Browser, dashbo
         expression="fetch('/health').then(() => 'fetched', () => 'refused')",
     )
     assert fetched["result"]["value"] == "refused"  # connect-src falls back to default-src 'none'
+
+
+@pytest.mark.parametrize(("width", "height", "mobile"), [(390, 844, True), (1400, 900, False)])
+def test_the_page_fits_a_phone_and_a_desktop(
+    browser: Browser, dashboard_url: str, width: int, height: int, mobile: bool
+) -> None:
+    load_page(browser, dashboard_url, width=width, height=height, mobile=mobile)
+    png = screenshot(browser, ARTIFACTS / f"dashboard-{width}.png", width=width, mobile=mobile)
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    browser.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+    layout = json.loads(browser.evaluate(LAYOUT_SCRIPT))
+    assert layout["inner_width"] == width
+    assert layout["scroll_width"] <= layout["inner_width"], layout  # no horizontal scroll, tables opened
+    assert layout["body_scroll_width"] <= layout["inner_width"], layout
+
+    boxes = json.loads(browser.evaluate(BOXES_SCRIPT))
+    assert sorted(base_chart_id(svg_id) for svg_id in boxes) == sorted(CHART_IDS)  # each chart once, redrawn
+    expected_layout = "phone" if width < 600 else None
+    for svg_id, box in boxes.items():
+        assert box["left"] >= 0 and box["right"] <= width, (svg_id, box)  # inside the viewport
+        assert box["width"] > 0.75 * (width - 60) or width >= 1100, (svg_id, box)  # a phone chart uses the width
+        if expected_layout:
+            assert svg_id.endswith("-" + expected_layout), svg_id  # drawn for the phone, not a desktop one shrunk
+
+    texts = json.loads(browser.evaluate(TEXT_SCRIPT))
+    assert len(texts) > 50
+    smallest = min(texts, key=lambda t: t["height"])
+    assert smallest["height"] >= 11, smallest
+    smallest_font = min(texts, key=lambda t: t["font_px"])
+    assert smallest_font["font_px"] >= 11, smallest_font

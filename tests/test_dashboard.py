@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import random
 import re
 import statistics
@@ -18,10 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import invoke_xccel
+from tests.conftest import invoke_xccel, run_xccel
 from xccel_cli.charts import nice_ticks, number
 from xccel_cli.config import SessionRules
-from xccel_cli.dashboard import render_dashboard
+from xccel_cli.dashboard import CHART_VARIANT_IDS, render_dashboard
 from xccel_cli.db import Database
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
@@ -34,7 +35,8 @@ EVENT_TYPES = ["page_view"] * 2 + [
     "add_product_to_cart",
     "remove_product_from_cart",
 ]
-DURATION_LOWER_BOUNDS = [0, 5, 10, 15, 20, 30, 45, 60, 90, 120]
+DURATION_BIN_MINUTES = 5  # equal widths; the last bin holds 120 minutes and more
+DURATION_BINS = 26
 
 __all__ = ["CHART_IDS", "write_dump"]
 
@@ -199,12 +201,12 @@ def expected_visits(sessions: list[dict[str, Any]]) -> list[list[Any]]:
 def duration_bin(minutes: float) -> int:
     if minutes == 0:
         return 0
-    return max(i + 1 for i, lower in enumerate(DURATION_LOWER_BOUNDS) if minutes >= lower)
+    return min(int(minutes // DURATION_BIN_MINUTES), DURATION_BINS - 2) + 1
 
 
 def expected_durations(sessions: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     first = first_order_sessions(sessions)
-    before, every = [0] * 11, [0] * 11
+    before, every = [0] * DURATION_BINS, [0] * DURATION_BINS
     for s in sessions:
         b = duration_bin(s["duration_minutes"])
         every[b] += 1
@@ -222,6 +224,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
+    """The 95 % Wilson score interval of a share, in plain Python."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))]
+
+
 def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in sessions:
@@ -237,12 +247,14 @@ def expected_referrers(sessions: list[dict[str, Any]]) -> list[list[Any]]:
                 percentile(durations, 0.9),
                 sum(s["has_order"] for s in group) / len(group),
                 statistics.fmean(s["event_count"] for s in group),
+                wilson(sum(s["has_order"] for s in group), len(group)),
             ]
         )
     return sorted(rows, key=lambda row: (-row[1], row[0]))
 
 
 def expected_daily(events: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> list[list[Any]]:
+    """Every day from the first to the last (no outliers in these dumps), with the hours of it the data covers."""
     started: Counter[Any] = Counter()
     converted: Counter[Any] = Counter()
     for s in sessions:
@@ -250,12 +262,17 @@ def expected_daily(events: list[dict[str, Any]], sessions: list[dict[str, Any]])
         started[day] += 1
         converted[day] += s["has_order"]
     orders = Counter(e["timestamp"].astimezone(UTC).date() for e in events if e["event_type"] == "placed_order")
+    first_event = min(e["timestamp"] for e in events).astimezone(UTC)
+    last_event = max(e["timestamp"] for e in events).astimezone(UTC)
     days = set(started) | set(orders)
     rows = []
     day = min(days)
     while day <= max(days):
         share = converted[day] / started[day] if started[day] else None
-        rows.append([day.isoformat(), started[day], converted[day], orders[day], share])
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        covered = min(midnight + timedelta(days=1), last_event) - max(midnight, first_event)
+        hours = max(covered.total_seconds() / 3600, 0.0)
+        rows.append([day.isoformat(), started[day], converted[day], orders[day], share, round(hours, 2)])
         day += timedelta(days=1)
     return rows
 
@@ -286,12 +303,12 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     assert_self_contained(parsed)
     assert "url(" not in page.lower() and "http" not in "".join(parsed.styles)
     charts = {attrs.get("id"): attrs for tag, attrs in parsed.tags if tag == "svg"}
-    assert set(charts) == set(CHART_IDS)
+    assert set(charts) == {svg_id for ids in CHART_VARIANT_IDS.values() for svg_id in ids}
     for chart_id, attrs in charts.items():
         assert attrs["role"] == "img" and attrs["aria-labelledby"] == f"{chart_id}-title {chart_id}-desc"
         assert re.search(rf'<title id="{chart_id}-title">[^<]+</title>', page)
     assert "Nothing is published yet" not in page
-    assert "sessions before the first order session" in page and "session duration (minutes)" in page  # axes
+    assert "sessions before the first order session" in page and "session duration (minutes, 5-minute bins)" in page
 
     expected = report(db)
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
@@ -315,15 +332,21 @@ def test_page_figures_equal_report_and_plain_python(db: Database, tmp_path: Path
     before, every = expected_durations(sessions)
     durations = table(parsed, "table-durations")
     assert [row[1] for row in durations] == before and [row[2] for row in durations] == every
+    widths = {float(b) - float(a) for a, b in (row[0].split("–") for row in durations if "–" in row[0])}
+    assert widths == {DURATION_BIN_MINUTES} and durations[0][0] == "0" and durations[-1][0] == "120+"  # equal bins
     referrers = table(parsed, "table-referrers")
     assert [row[:2] for row in referrers] == [row[:2] for row in expected_referrers(sessions)]
     for got, want in zip(referrers, expected_referrers(sessions), strict=True):
-        assert got[2:] == pytest.approx(want[2:])
+        assert got[2:6] == pytest.approx(want[2:6])
+        assert got[6] == pytest.approx(want[6]) and got[6][0] <= got[4] <= got[6][1]
     assert {row[0] for row in referrers} <= {"(direct)", *REFERRERS}
     daily = table(parsed, "table-daily")
     want_daily = expected_daily(events, sessions)
     assert [row[:4] for row in daily] == [row[:4] for row in want_daily]
     assert [row[4] for row in daily] == pytest.approx([row[4] for row in want_daily])
+    assert [row[5] for row in daily] == pytest.approx([row[5] for row in want_daily], abs=0.01)
+    assert daily[0][5] < 23 and daily[-1][5] < 23  # these dumps start and end during a day: partial, marked
+    assert 'class="partial"' in page and "Open circles: partial days" in page
     funnel = table(parsed, "table-funnel")
     assert funnel == expected_funnel(events)
     if customers >= 40:  # the larger dumps exercise every part: buyers, sessions before orders, referrers, days
@@ -335,7 +358,7 @@ def test_empty_database_renders_every_chart_frame(db: Database) -> None:
     page = render_dashboard(db)
     parsed = parse(page)
     assert_self_contained(parsed)
-    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} >= set(CHART_IDS)
     assert 'id="nothing-published"' in page and "No data published yet" in page
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
     assert set(headlines.values()) == {"null"}
@@ -367,7 +390,7 @@ def test_report_html_writes_the_same_page(database_url: str, tmp_path: Path) -> 
     assert figures == json.loads(loaded.stdout)["report"]
     parsed = parse(page_path.read_text())
     assert_self_contained(parsed)
-    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} == set(CHART_IDS)
+    assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} >= set(CHART_IDS)
     headlines = {attrs["data-key"]: attrs["data-value"] for tag, attrs in parsed.tags if "data-key" in attrs}
     for key, value in headlines.items():
         assert value == repr(figures[key])
@@ -388,3 +411,54 @@ def test_axis_ticks_start_at_zero_and_cover_the_largest_value(top: float, count:
     ticks = nice_ticks(top, count)
     assert ticks[0] == 0 and ticks[-1] >= top
     assert ticks == sorted(set(ticks)) and len(ticks) <= 2 * count + 2
+
+
+OUTLIERS = [  # one customer's clock far off, in both directions (issue 12)
+    {"id": 900_001, "type": "page_view", "event": {"customer-id": 1, "timestamp": "9999-06-01T12:00:00"}},
+    {"id": 900_002, "type": "placed_order", "event": {"customer-id": 2, "timestamp": "9999-12-31T23:59:59"}},
+    {"id": 900_003, "type": "page_view", "event": {"customer-id": 2, "timestamp": "0001-01-01T00:00:00"}},
+    {"id": 900_004, "type": "page_view", "event": {"customer-id": 3, "timestamp": "0001-01-01T00:00:00+14:00"}},
+]
+
+
+@pytest.mark.integration  # serves the page from a real `xccel serve`
+def test_outlier_timestamps_keep_the_page_small_and_say_what_is_left_out(database_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.test_serve import Server
+
+    normal = write_dump(tmp_path / "normal.ndjson")
+    with_outliers = tmp_path / "outliers.ndjson"
+    with_outliers.write_text(normal.read_text() + "".join(json.dumps(line) + "\n" for line in OUTLIERS))
+    pages = {}
+    for dump_path in (normal, with_outliers):  # the same dump, then again with the outliers added
+        loaded = run_xccel(["run-all", "--source", str(dump_path), "--json", "--database-url", database_url])
+        assert loaded.exit_code == 0, loaded.stderr
+        page_path = tmp_path / f"{dump_path.stem}.html"
+        written = run_xccel(["report", "--html", str(page_path), "--database-url", database_url])
+        assert written.exit_code == 0, written.stderr
+        pages[dump_path.stem] = page_path.read_text()
+
+    with psycopg.connect(database_url) as conn:
+        far = conn.execute(
+            "SELECT count(*) FROM sessions WHERE started_at NOT BETWEEN '2022-01-01' AND '2023-01-01'"
+        ).fetchone()
+    outside = far[0] if far else 0
+    assert outside >= 3  # 9999 twice (two customers), 0001 at least once (extract may refuse the +14:00 one)
+
+    page, baseline = pages["outliers"], pages["normal"]
+    assert len(page.encode()) < len(baseline.encode()) + 20_000  # the same page, plus a note: not megabytes
+    parsed, base = parse(page), parse(baseline)
+    assert len(table(parsed, "table-daily")) == len(table(base, "table-daily"))  # the same days drawn
+    assert f"Not drawn: {outside:,} sessions" in page and "9999-12-31 23:59:59" in page
+    assert f"{outside:,} sessions far outside these dates are not drawn." in page  # on the charts themselves
+    assert f"and {outside:,} far outside those dates" in page  # and in the page header
+
+    server = Server(database_url)
+    try:
+        served = server.request("/dashboard", timeout=120)
+    finally:
+        assert server.stop() == 0
+        server.log_path.unlink(missing_ok=True)
+    assert served.status == 200
+    assert abs(len(served.text.encode()) - len(page.encode())) < 2_000  # the same page (its clock line differs)

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,9 +31,11 @@ app = typer.Typer(
     help="Sessionize webshop clickstream dumps in PostgreSQL and report how many visits, and how much "
     "time, customers need before their first order.\n\nExample: xccel run-all --source events.json",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # click never wraps help narrower than 50 columns, so a narrow terminal breaks its lines mid-word
+    context_settings={"terminal_width": max(min(shutil.get_terminal_size().columns, 80) - 2, 30)},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -198,9 +201,23 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from xccel_cli import __version__
+
+        typer.echo(f"xccel {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True, expose_value=False
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     verbose: Annotated[
         int,
@@ -282,7 +299,7 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
-@app.command("init-db")
+@app.command("init-db", short_help="Create or upgrade the schema; safe to run again.")
 @handle_errors
 def init_db_command(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade the schema (versioned migrations from sql/migrations); safe to run again.
@@ -297,7 +314,7 @@ def init_db_command(database_url: DatabaseUrl = None) -> None:
     _say(f"schema {config.schema()!r} at version {result.version} ({done})")
 
 
-@app.command("extract")
+@app.command("extract", short_help="Stream the dump into raw_events; refused lines go to rejects.")
 @handle_errors
 def extract_command(
     source: Source = None,
@@ -319,14 +336,14 @@ def extract_command(
         config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
     )
     options.max_line_bytes = _max_line_bytes(max_line_bytes)
-    with _connect(database_url) as db, progress_reporter(_state().quiet) as progress:
+    with _connect(database_url) as db, progress_reporter(_state().quiet, options.source) as progress:
         options.progress = progress
         result = run_extract(db, options, wait=wait)
     if not _state().quiet:
         render_extract(result)
 
 
-@app.command("sessionize")
+@app.command("sessionize", short_help="Cut each customer's events into sessions, ready to load.")
 @handle_errors
 def sessionize_command(
     timeout_minutes: TimeoutMinutes = None,
@@ -344,9 +361,10 @@ def sessionize_command(
     Example: xccel sessionize --timeout-minutes 30 --rules ga-universal
     """
     from xccel_cli.pipeline import run_sessionize
+    from xccel_cli.render import working
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    with _connect(database_url) as db:
+    with _connect(database_url) as db, working("sessionize", _state().quiet):
         result = run_sessionize(db, chosen, full_refresh=full_refresh, wait=wait)
     _say(
         f"sessionized {result.events:,} events into {result.sessions:,} sessions "
@@ -354,7 +372,7 @@ def sessionize_command(
     )
 
 
-@app.command("load")
+@app.command("load", short_help="Publish the sessions into tb_events and sessions atomically.")
 @handle_errors
 def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     """Publish the sessionized events and sessions atomically into tb_events and sessions.
@@ -362,8 +380,9 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     Example: xccel load
     """
     from xccel_cli.pipeline import run_load
+    from xccel_cli.render import working
 
-    with _connect(database_url) as db:
+    with _connect(database_url) as db, working("load", _state().quiet):
         result = run_load(db, wait=wait)
     _say(
         f"published {result.events:,} events and {result.sessions:,} sessions "
@@ -398,7 +417,7 @@ Until = Annotated[
 ]
 
 
-@app.command("report")
+@app.command("report", short_help="Print the metrics (--json, --by referrer, --html FILE).")
 @handle_errors
 def report_command(
     as_json: AsJson = False,
@@ -478,7 +497,7 @@ def report_command(
         render_report(result)
 
 
-@app.command("run-all")
+@app.command("run-all", short_help="init-db, extract, sessionize, load and report in one go.")
 @handle_errors
 def run_all_command(
     source: Source = None,
@@ -525,10 +544,11 @@ def run_all_command(
     else:
         from xccel_cli.render import progress_reporter
 
-        reporter = progress_reporter(_state().quiet)
+        reporter = progress_reporter(_state().quiet, options.source)
     metrics_path = config.metrics_file(metrics_file)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
+        options.phase = progress.phase if progress is not None else None
         try:
             result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
         finally:
@@ -536,23 +556,21 @@ def run_all_command(
                 from xccel_cli.monitoring import write_run_metrics
 
                 write_run_metrics(db, metrics_path)
-    if isinstance(result, UnchangedResult):
-        if as_json:
-            _print_json({"run": result.summary()})
-        elif not _state().quiet:
+    if as_json:  # one shape whatever happened: the run (with its status) and the report
+        _print_json({"run": result.summary(), "report": result.report.as_json()})
+    elif isinstance(result, UnchangedResult):
+        if not _state().quiet:
             typer.echo(
                 f"source unchanged since run {result.since_run_id}: nothing to do (run {result.run_id}; "
                 "--full-refresh rebuilds anyway)"
             )
-    elif as_json:
-        _print_json({"run": result.summary(), "report": result.report.as_json()})
     elif not _state().quiet:
         from xccel_cli.render import render_run_all
 
         render_run_all(result)
 
 
-@app.command("db")
+@app.command("db", short_help="Say where the data lives; --psql opens psql on it.")
 @handle_errors
 def db_command(
     psql: Annotated[
@@ -583,7 +601,7 @@ def db_command(
             run_psql(db, real_url)
 
 
-@app.command("serve")
+@app.command("serve", short_help="Serve the metrics and the dashboard over HTTP.")
 @handle_errors
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -617,7 +635,7 @@ def serve_command(
         serve(db, real_url, host, port, access_log=access_log, cors_origins=origins)
 
 
-@app.command("runs")
+@app.command("runs", short_help="List recent runs: outcome, counts, time per stage.")
 @handle_errors
 def runs_command(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.", min=1)] = 20,
@@ -642,7 +660,7 @@ def runs_command(
     render_runs(rows)
 
 
-@app.command("status")
+@app.command("status", short_help="How fresh the data is; exit 9 if the last run failed.")
 @handle_errors
 def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
     """How fresh the data is: the last publication, the last run and its outcome.
@@ -659,23 +677,25 @@ def status_command(as_json: AsJson = False, database_url: DatabaseUrl = None) ->
     if as_json:
         _print_json(result.as_json())
     elif not _state().quiet:
+        from xccel_cli.render import say  # wraps at spaces, never inside a word or a figure
+
         if result.published_at is None:
-            typer.echo("published: nothing yet (run `xccel run-all`)")
+            say("published: nothing yet (run `xccel run-all`)")
         else:
-            typer.echo(
+            say(
                 f"published: {result.published_at:%Y-%m-%d %H:%M:%S} UTC ({_age(result.age_seconds)} ago) "
                 f"by run {result.published_by_run_id}: {result.events:,} events, {result.sessions:,} sessions"
             )
         last = result.last_run
         if last is None:
-            typer.echo("last run: none")
+            say("last run: none")
         else:
-            typer.echo(
+            say(
                 f"last run: {last.run_id} ({last.command}) started {last.started_at:%Y-%m-%d %H:%M:%S} UTC: "
                 f"{last.status}{': ' + last.error if last.error else ''}"
             )
             if result.last_success and result.last_success.run_id != last.run_id:
-                typer.echo(
+                say(
                     f"last successful run: {result.last_success.run_id} "
                     f"({result.last_success.started_at:%Y-%m-%d %H:%M:%S} UTC)"
                 )

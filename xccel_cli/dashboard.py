@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xccel_cli import charts, conversion_cards
-from xccel_cli.charts import BLUE, GREY, ORANGE, Panel, Series, number, percent
+from xccel_cli.charts import BLUE, DESKTOP, GREY, ORANGE, PHONE, WIDE, Panel, Series, number, percent
 from xccel_cli.config import SessionRules
 from xccel_cli.conversion import WeekRow, Window, weekly_medians
 from xccel_cli.db import Database
@@ -41,6 +42,14 @@ CHART_IDS = (
     "chart-funnel",
     *conversion_cards.CHART_IDS,
 )
+# Each chart is drawn once per layout and CSS shows the one that fits the screen (see CSS): (layout, width).
+# The first layout's drawing carries the chart's id; the others add the layout's name to it.
+LAYOUTS: tuple[tuple[str, int], ...] = (("desktop", DESKTOP), ("phone", PHONE))
+WIDE_LAYOUTS: tuple[tuple[str, int], ...] = (("wide", WIDE), ("mid", DESKTOP), ("phone", PHONE))
+CHART_VARIANT_IDS = {
+    chart_id: [chart_id] + [f"{chart_id}-{layout}" for layout, _ in (WIDE_LAYOUTS if wide else LAYOUTS)[1:]]
+    for chart_id, wide in ((c, c == "chart-referrers") for c in CHART_IDS)
+}
 HEADLINES = (
     ("median_visits_before_order", "sessions before the first order", "sessions"),
     ("median_session_duration_minutes_before_order", "duration of a session before the first order", "min"),
@@ -51,7 +60,9 @@ EXTRA_DEFINITIONS = {
     "share of sessions with a placed_order event.",
     "funnel": "Per session: a page_view, then a product visit (event types visit_*), then add_product_to_cart, "
     "then placed_order; each step counts sessions that also hold every earlier step's event.",
-    "daily": "Days are UTC calendar days of the session start (orders: of the placed_order event).",
+    "daily": "Days are UTC calendar days of the session start (orders: of the placed_order event). The first "
+    "and last day of a dump are usually partial (the data covers less than 23 hours of them): they are drawn as "
+    "open circles, joined by dotted lines only.",
 }
 FUNNEL_LABELS = {
     "session": "all sessions",
@@ -167,37 +178,53 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
     )
 
 
+# Breakpoints follow the charts' widths: a desktop drawing (DESKTOP wide) fits a figure from a 600 px viewport
+# on, two side by side need 1100 px; below 600 px the phone drawings (PHONE wide) fill the width. So no chart
+# is shown much below its drawn size, and its smallest text stays readable.
 CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:#f3f5f9;color:#1f2933;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "DejaVu Sans",Arial,sans-serif}
-main{max-width:1120px;margin:0 auto;padding:20px 24px 40px}
+main{max-width:1120px;margin:0 auto;padding:20px 24px 40px;overflow-wrap:anywhere}
 h1{font-size:24px;margin:0 0 4px}
 h2{font-size:16px;margin:0 0 6px}
 .meta{color:#5b6675;margin:2px 0}
-.meta code,.defs code{background:#e8ecf3;padding:0 4px;border-radius:3px}
-.headlines{display:grid;grid-template-columns:repeat(3,1fr);gap:16px;margin:18px 0}
+code{background:#e8ecf3;padding:0 4px;border-radius:3px;overflow-wrap:anywhere;word-break:break-word}
+.headlines{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:16px;margin:18px 0}
 .headline{background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .headline .value{font-size:44px;font-weight:700;line-height:1.1;color:#2c6fbb}
 .headline .unit{font-size:18px;font-weight:600;color:#5b6675;margin-left:6px}
 .headline .label{color:#1f2933;font-weight:600}
 .counts{color:#5b6675;margin:0 0 12px}
-.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px;margin:16px 0}
-figure{background:#fff;border-radius:8px;margin:0;padding:14px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.grid,.pair{display:grid;grid-template-columns:minmax(0,1fr);gap:16px}
+.grid{margin:16px 0}
+figure{background:#fff;border-radius:8px;margin:0;padding:14px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:0}
 figure.wide{margin:16px 0}
 figcaption{color:#5b6675;margin-bottom:8px}
 svg.chart{display:block;max-width:100%;height:auto}
+.note{color:#1f2933;background:#fff4e5;border-left:3px solid #f0c48a;padding:4px 8px;margin:6px 0}
 details{margin-top:6px;color:#5b6675}
 summary{cursor:pointer}
+.table-wrap{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin-top:6px;font-size:12px}
 th,td{padding:2px 8px;border-bottom:1px solid #e3e7ee;text-align:right}
-th:first-child,td:first-child{text-align:left}
-.pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
-.defs{background:#fff;border-radius:8px;padding:12px 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
-.defs dt{font-weight:600;float:left;clear:left;margin-right:8px}
+th:first-child,td:first-child{text-align:left;overflow-wrap:anywhere}
+.defs{background:#fff;border-radius:8px;padding:12px 18px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:0}
+.defs dt{font-weight:600;margin-top:6px}
 .defs dd{margin:0 0 3px}
 .empty{background:#fff4e5;border:1px solid #f0c48a;border-radius:8px;padding:10px 14px}
-@media (max-width:900px){.grid,.pair,.headlines{grid-template-columns:1fr}}
+.v-mid,.v-phone{display:none}
+@media (min-width:1100px){.grid,.pair{grid-template-columns:repeat(2,minmax(0,1fr))}}
+@media (max-width:1099px){.v-wide{display:none}.v-mid{display:block}}
+@media (max-width:899px){.headlines{grid-template-columns:minmax(0,1fr)}}
+@media (max-width:599px){
+main{padding:12px 10px 28px}
+figure,.defs{padding:12px 10px}
+.v-desktop,.v-wide,.v-mid{display:none}
+.v-phone{display:block}
+.v-phone svg.chart{width:100%;max-width:520px}
+.headline .value{font-size:36px}
+}
 """
 
 
@@ -215,6 +242,8 @@ def _header(rep: Report, daily: list[dict[str, Any]], generated: str) -> str:
         )
         if daily:
             freshness += f"; sessions from {daily[0]['day']} to {daily[-1]['day']} (UTC days)"
+            if daily[0]["sessions_outside"]:
+                freshness += f", and {daily[0]['sessions_outside']:,} far outside those dates"
     else:
         freshness = "No data published yet"
     rules = ", ".join(f"{key} = {_rule_value(value)}" for key, value in sorted((rep.rules or {}).items()))
@@ -295,17 +324,32 @@ def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]])
         for row in rows
     )
     return (
-        f'<details><summary>Numbers</summary><table id="{table_id}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></details>"
+        f'<details><summary>Numbers</summary><div class="table-wrap"><table id="{table_id}"><thead><tr>{head}'
+        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
     )
 
 
-def _figure(figure_id: str, heading: str, caption: str, body: str, table: str, wide: bool = False) -> str:
+def _figure(
+    figure_id: str, heading: str, caption: str, body: str, table: str, wide: bool = False, note: str = ""
+) -> str:
     css = ' class="wide"' if wide else ""
+    shown_note = f'<p class="note">{escape(note)}</p>' if note else ""
     return (
         f'<figure id="{figure_id}"{css}><h2>{escape(heading)}</h2><figcaption>{escape(caption)}</figcaption>'
-        f"{body}{table}</figure>"
+        f"{shown_note}{body}{table}</figure>"
     )
+
+
+def _variants(chart_id: str, draw: Callable[[str, int], str], layouts: Sequence[tuple[str, int]] = LAYOUTS) -> str:
+    """The chart drawn for every layout, each in a box CSS shows only on screens it fits."""
+    return "".join(
+        f'<div class="v-{layout}">{draw(chart_id if i == 0 else f"{chart_id}-{layout}", width)}</div>'
+        for i, (layout, width) in enumerate(layouts)
+    )
+
+
+def _empty(chart_id: str, title: str, message: str, layouts: Sequence[tuple[str, int]] = LAYOUTS) -> str:
+    return _variants(chart_id, lambda svg_id, width: charts.empty_chart(svg_id, title, message, width), layouts)
 
 
 def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
@@ -315,7 +359,7 @@ def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
         f"(median {_fmt(rep.median_visits_before_order)}, dashed line)."
     )
     if not visits:
-        svg = charts.empty_chart("chart-visits", title, "No customer with an order yet.")
+        svg = _empty("chart-visits", title, "No customer with an order yet.")
     else:
         top = max(row["visits_before_order"] for row in visits)
         bars = min(top, VISIT_BARS) + 1
@@ -327,16 +371,20 @@ def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
             categories[-1] = f"{VISIT_BARS}+"
         median = rep.median_visits_before_order
         marker = None if median is None else (min(median, VISIT_BARS), f"median {number(median)}")
-        svg = charts.bar_chart(
-            chart_id="chart-visits",
-            title=title,
-            description=f"Histogram over {sum(counts):,} customers; median {_fmt(median)} sessions before the "
-            "first order.",
-            categories=categories,
-            series=[Series("customers", counts, BLUE)],
-            x_label="sessions before the first order session",
-            y_label="customers",
-            marker=marker,
+        svg = _variants(
+            "chart-visits",
+            lambda svg_id, width: charts.bar_chart(
+                chart_id=svg_id,
+                title=title,
+                description=f"Histogram over {sum(counts):,} customers; median {_fmt(median)} sessions before the "
+                "first order.",
+                categories=categories,
+                series=[Series("customers", counts, BLUE)],
+                x_label="sessions before the first order session",
+                y_label="customers",
+                marker=marker,
+                width=width,
+            ),
         )
     table = _table(
         "table-visits",
@@ -360,26 +408,32 @@ def _duration_label(row: dict[str, Any]) -> str:
 def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
     title = "Session duration: before the first order vs all sessions"
     caption = (
-        "Share of sessions per duration bin (minutes, lower bound included; 0 = a single event). "
+        "Share of sessions per duration bin, in minutes. The bins are of equal width (5 minutes, lower bound "
+        "included), so bar heights compare; the first bar holds one-event sessions (duration 0), the last every "
+        "session of 120 minutes or more. "
         f"Median before the first order: {_fmt(rep.median_session_duration_minutes_before_order, 'min')}."
     )
     total_before = sum(r["sessions_before_order"] for r in durations)
     total_all = sum(r["sessions"] for r in durations)
     if total_all == 0:
-        svg = charts.empty_chart("chart-durations", title, "No sessions yet.")
+        svg = _empty("chart-durations", title, "No sessions yet.")
     else:
         before = [r["sessions_before_order"] / total_before if total_before else None for r in durations]
         every = [r["sessions"] / total_all for r in durations]
-        svg = charts.bar_chart(
-            chart_id="chart-durations",
-            title=title,
-            description=f"{total_before:,} sessions before a first order beside all {total_all:,} sessions, as "
-            "shares per duration bin.",
-            categories=[_duration_label(r) for r in durations],
-            series=[Series("before the first order", before, ORANGE), Series("all sessions", every, GREY)],
-            x_label="session duration (minutes)",
-            y_label="share of sessions (%)",
-            fmt=_percent_axis,
+        svg = _variants(
+            "chart-durations",
+            lambda svg_id, width: charts.bar_chart(
+                chart_id=svg_id,
+                title=title,
+                description=f"{total_before:,} sessions before a first order beside all {total_all:,} sessions, "
+                "as shares per 5-minute duration bin.",
+                categories=[_duration_label(r) for r in durations],
+                series=[Series("before the first order", before, ORANGE), Series("all sessions", every, GREY)],
+                x_label="session duration (minutes, 5-minute bins)",
+                y_label="share of sessions (%)",
+                fmt=_percent_axis,
+                width=width,
+            ),
         )
     table = _table(
         "table-durations",
@@ -404,42 +458,57 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
     title = "Sessions by referrer"
     shown = referrers[:REFERRER_ROWS]
     caption = EXTRA_DEFINITIONS["referrer"] + (
-        f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
-        if len(referrers) > len(shown)
-        else ""
+        " Conversion carries its 95% Wilson score interval (whiskers, and in brackets): where two referrers' "
+        "intervals overlap, the data does not say which converts better."
     )
+    if len(referrers) > len(shown):
+        caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
     if not shown:
-        svg = charts.empty_chart("chart-referrers", title, "No sessions yet.", width=1040)
+        svg = _empty("chart-referrers", title, "No sessions yet.", WIDE_LAYOUTS)
     else:
         labels = [r["referrer"] for r in shown]
-        svg = charts.hbar_panels(
-            chart_id="chart-referrers",
-            title=title,
-            description="Per referrer: sessions, median and 90th-percentile session duration, and the share of "
-            "sessions with an order.",
-            labels=labels,
-            panels=[
-                Panel("Sessions", [Series("sessions", [r["sessions"] for r in shown], BLUE)], "sessions", number),
-                Panel(
-                    "Duration",
-                    [
-                        Series("median", [r["median_duration_minutes"] for r in shown], BLUE),
-                        Series("90th percentile", [r["p90_duration_minutes"] for r in shown], GREY),
-                    ],
-                    "minutes",
-                    number,
-                ),
-                Panel(
-                    "Conversion",
-                    [Series("sessions with an order", [r["order_share"] for r in shown], ORANGE)],
-                    "share of sessions with an order (%)",
-                    _percent_axis,
-                ),
-            ],
+        panels = [
+            Panel("Sessions", [Series("sessions", [r["sessions"] for r in shown], BLUE)], "sessions", number),
+            Panel(
+                "Duration",
+                [
+                    Series("median", [r["median_duration_minutes"] for r in shown], BLUE),
+                    Series("90th percentile", [r["p90_duration_minutes"] for r in shown], GREY),
+                ],
+                "minutes",
+                number,
+            ),
+            Panel(
+                "Conversion (95% interval)",
+                [
+                    Series(
+                        "sessions with an order",
+                        [r["order_share"] for r in shown],
+                        ORANGE,
+                        intervals=[(r["order_share_low"], r["order_share_high"]) for r in shown],
+                    )
+                ],
+                "sessions with an order (%)",
+                _percent_axis,
+            ),
+        ]
+        svg = _variants(
+            "chart-referrers",
+            lambda svg_id, width: charts.hbar_panels(
+                chart_id=svg_id,
+                title=title,
+                description="Per referrer: sessions, median and 90th-percentile session duration, and the share of "
+                "sessions with an order with its 95% Wilson interval.",
+                labels=labels,
+                panels=panels,
+                width=width,
+                stacked=width < WIDE,
+            ),
+            WIDE_LAYOUTS,
         )
     table = _table(
         "table-referrers",
-        ["referrer", "sessions", "median min", "p90 min", "with an order", "mean events"],
+        ["referrer", "sessions", "median min", "p90 min", "with an order", "mean events", "95% interval"],
         [
             [
                 (r["referrer"], r["referrer"]),
@@ -448,6 +517,10 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                 (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
                 (r["order_share"], percent(r["order_share"])),
                 (r["mean_events"], f"{r['mean_events']:.2f}"),
+                (
+                    [r["order_share_low"], r["order_share_high"]],
+                    f"{percent(r['order_share_low'])}–{percent(r['order_share_high'])}",
+                ),
             ]
             for r in referrers
         ],
@@ -455,42 +528,73 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
     return _figure("figure-referrers", title, caption, svg, table, wide=True)
 
 
+def outside_note(daily: list[dict[str, Any]]) -> str:
+    """What the day-by-day window leaves out (events far outside the data's bulk), or ''."""
+    if not daily or not (daily[0]["sessions_outside"] or daily[0]["orders_outside"]):
+        return ""
+    first, last = daily[0]["outside_first"], daily[0]["outside_last"]
+    extremes = [f"as early as {first}" if first else "", f"as late as {last}" if last else ""]
+    when = " and ".join(part for part in extremes if part)
+    return (
+        f"Not drawn: {daily[0]['sessions_outside']:,} sessions and {daily[0]['orders_outside']:,} orders dated far "
+        f"outside the bulk of the data ({when} UTC); the days shown run from {daily[0]['day']} to {daily[-1]['day']}."
+    )
+
+
 def _daily_figures(daily: list[dict[str, Any]]) -> str:
     title_counts = "Sessions and orders per day"
     title_share = "Share of sessions with an order, per day"
+    note = outside_note(daily)
     if not daily:
-        counts_svg = charts.empty_chart("chart-daily-counts", title_counts, "No sessions yet.")
-        share_svg = charts.empty_chart("chart-daily-share", title_share, "No sessions yet.")
-        axis = "UTC day"
+        counts_svg = _empty("chart-daily-counts", title_counts, "No sessions yet.")
+        share_svg = _empty("chart-daily-share", title_share, "No sessions yet.")
     else:
         same_year = daily[0]["day"].year == daily[-1]["day"].year
         categories = [f"{r['day']:%m-%d}" if same_year else r["day"].isoformat() for r in daily]
         axis = f"UTC day ({daily[0]['day'].year})" if same_year else "UTC day"
-        counts_svg = charts.line_chart(
-            chart_id="chart-daily-counts",
-            title=title_counts,
-            description=f"Sessions started and placed_order events per UTC day, {len(daily)} days.",
-            categories=categories,
-            series=[
-                Series("sessions", [r["sessions"] for r in daily], BLUE),
-                Series("orders", [r["orders"] for r in daily], ORANGE),
-            ],
-            x_label=axis,
-            y_label="per day",
+        partial = [bool(r["partial"]) for r in daily]
+        notes = []
+        if any(partial):
+            notes.append("Open circles: partial days (the data covers under 23 h).")
+        if note:
+            notes.append(f"{daily[0]['sessions_outside']:,} sessions far outside these dates are not drawn.")
+        counts_svg = _variants(
+            "chart-daily-counts",
+            lambda svg_id, width: charts.line_chart(
+                chart_id=svg_id,
+                title=title_counts,
+                description=f"Sessions started and placed_order events per UTC day, {len(daily)} days.",
+                categories=categories,
+                series=[
+                    Series("sessions", [r["sessions"] for r in daily], BLUE),
+                    Series("orders", [r["orders"] for r in daily], ORANGE),
+                ],
+                x_label=axis,
+                y_label="per day",
+                partial=partial,
+                notes=notes,
+                width=width,
+            ),
         )
-        share_svg = charts.line_chart(
-            chart_id="chart-daily-share",
-            title=title_share,
-            description="Share of the sessions started each UTC day that hold a placed_order event.",
-            categories=categories,
-            series=[Series("sessions with an order", [r["order_share"] for r in daily], ORANGE)],
-            x_label=axis,
-            y_label="share of sessions (%)",
-            fmt=_percent_axis,
+        share_svg = _variants(
+            "chart-daily-share",
+            lambda svg_id, width: charts.line_chart(
+                chart_id=svg_id,
+                title=title_share,
+                description="Share of the sessions started each UTC day that hold a placed_order event.",
+                categories=categories,
+                series=[Series("sessions with an order", [r["order_share"] for r in daily], ORANGE)],
+                x_label=axis,
+                y_label="share of sessions (%)",
+                fmt=_percent_axis,
+                partial=partial,
+                notes=notes,
+                width=width,
+            ),
         )
     table = _table(
         "table-daily",
-        ["day (UTC)", "sessions", "sessions with an order", "orders", "share with an order"],
+        ["day (UTC)", "sessions", "sessions with an order", "orders", "share with an order", "hours of data"],
         [
             [
                 (r["day"].isoformat(), r["day"].isoformat()),
@@ -498,6 +602,7 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
                 (r["sessions_with_order"], f"{r['sessions_with_order']:,}"),
                 (r["orders"], f"{r['orders']:,}"),
                 (r["order_share"], "–" if r["order_share"] is None else percent(r["order_share"])),
+                (round(r["hours_covered"], 2), f"{r['hours_covered']:.1f}" + (" (partial)" if r["partial"] else "")),
             ]
             for r in daily
         ],
@@ -506,9 +611,10 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
         "figure-daily",
         "Day by day",
         EXTRA_DEFINITIONS["daily"],
-        f'<div class="pair">{counts_svg}{share_svg}</div>',
+        f'<div class="pair"><div>{counts_svg}</div><div>{share_svg}</div></div>',
         table,
         wide=True,
+        note=note,
     )
 
 
@@ -516,17 +622,22 @@ def _funnel_figure(funnel: list[dict[str, Any]]) -> str:
     title = "Funnel per session"
     caption = EXTRA_DEFINITIONS["funnel"] + " Light bars: sessions with the step's event at all."
     if not funnel or funnel[0]["sessions_through_step"] == 0:
-        svg = charts.empty_chart("chart-funnel", title, "No sessions yet.")
+        svg = _empty("chart-funnel", title, "No sessions yet.")
     else:
         last = funnel[-1]
-        svg = charts.funnel_chart(
-            chart_id="chart-funnel",
-            title=title,
-            description=f"Of {funnel[0]['sessions_through_step']:,} sessions, {last['sessions_through_step']:,} "
-            f"went through every step to an order; {last['sessions_with_event']:,} hold an order at all.",
-            steps=[FUNNEL_LABELS.get(r["step_name"], r["step_name"]) for r in funnel],
-            reached=[r["sessions_through_step"] for r in funnel],
-            with_event=[r["sessions_with_event"] for r in funnel],
+        svg = _variants(
+            "chart-funnel",
+            lambda svg_id, width: charts.funnel_chart(
+                chart_id=svg_id,
+                title=title,
+                description=f"Of {funnel[0]['sessions_through_step']:,} sessions, "
+                f"{last['sessions_through_step']:,} went through every step to an order; "
+                f"{last['sessions_with_event']:,} hold an order at all.",
+                steps=[FUNNEL_LABELS.get(r["step_name"], r["step_name"]) for r in funnel],
+                reached=[r["sessions_through_step"] for r in funnel],
+                with_event=[r["sessions_with_event"] for r in funnel],
+                width=width,
+            ),
         )
     table = _table(
         "table-funnel",

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +130,7 @@ class ExtractOptions:
     retries: int | None = None  # None: XCCEL_RETRIES, else 3
     progress: ProgressCallback | None = None
     max_line_bytes: int | None = None  # None: XCCEL_MAX_LINE_BYTES, else 16 MiB
+    phase: Callable[[str], None] | None = None  # told the name of each stage of run_all as it starts
 
 
 def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) -> ExtractResult:
@@ -236,6 +237,8 @@ class RunAllResult:
         e = self.extract
         return {
             "run_id": self.run_id,
+            "status": "succeeded",
+            "unchanged_since_run_id": None,
             "source": e.source,
             "lines_read": e.lines_read,
             "loaded": e.loaded,
@@ -255,21 +258,38 @@ class RunAllResult:
 
 @dataclass
 class UnchangedResult:
-    """run-all found the source as the last successful run left it, and the result up to date."""
+    """run-all found the source as the run that loaded it left it, and the result up to date."""
 
     run_id: int
     source: str
-    since_run_id: int
+    since_run_id: int  # the run that loaded what is published now
+    report: Report
     seconds: float
 
     def summary(self) -> dict[str, Any]:
+        """The same keys as RunAllResult.summary(): nothing was read, so the counts are null."""
         return {
             "run_id": self.run_id,
             "status": "unchanged",
-            "source": self.source,
             "unchanged_since_run_id": self.since_run_id,
+            "source": self.source,
+            **{key: None for key in UNREAD_COUNTS},
+            "reject_reasons": {},
+            "customers": self.report.customers,
+            "customers_rebuilt": 0,
+            "sessions": self.report.sessions,
+            "events": self.report.events,
+            "stage_seconds": {},
             "total_seconds": round(self.seconds, 3),
         }
+
+
+UNREAD_COUNTS = ("lines_read", "loaded", "anonymous", "duplicates", "already_loaded", "rejected")
+
+
+def _announce(options: ExtractOptions, stage: str) -> None:
+    if options.phase is not None:
+        options.phase(stage)
 
 
 def run_all(
@@ -298,22 +318,28 @@ def run_all(
                 record.status = "unchanged"
                 record.fingerprint = previous[1]
                 log.info("source %s unchanged since run %d", mask_url(options.source), previous[0])
-        if record.status == "unchanged":
-            assert previous is not None
-            return UnchangedResult(record.run_id, mask_url(options.source), previous[0], time.perf_counter() - started)
-        extracted = _extract_stage(db, options, record)
-        stages["extract"] = extracted.seconds
-        sessionized = _sessionize_stage(db, rules, record, full_refresh)
-        stages["sessionize"] = sessionized.seconds
-        loaded = _load_stage(db, record)
-        stages["load"] = loaded.seconds
-        pause_point("finish")
+                since_run_id = previous[0]
+        if record.status != "unchanged":
+            _announce(options, "extract")
+            extracted = _extract_stage(db, options, record)
+            stages["extract"] = extracted.seconds
+            _announce(options, "sessionize")
+            sessionized = _sessionize_stage(db, rules, record, full_refresh)
+            stages["sessionize"] = sessionized.seconds
+            _announce(options, "load")
+            loaded = _load_stage(db, record)
+            stages["load"] = loaded.seconds
+            pause_point("finish")
     t = time.perf_counter()
     try:
         metrics = report(db)
     except KeyboardInterrupt:
         raise interrupted(record) from None
     stages["report"] = time.perf_counter() - t
+    if record.status == "unchanged":
+        return UnchangedResult(
+            record.run_id, mask_url(options.source), since_run_id, metrics, time.perf_counter() - started
+        )
     return RunAllResult(
         record.run_id, init, extracted, sessionized, loaded, metrics, stages, time.perf_counter() - started
     )

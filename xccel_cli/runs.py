@@ -77,10 +77,11 @@ def mark_interrupted_runs(db: Database) -> int:
 
 
 def last_fingerprint(db: Database, source: str) -> tuple[int, dict[str, Any]] | None:
-    """(run_id, fingerprint) of the last successful or unchanged run that read this source."""
+    """(run_id, fingerprint) of the last successful run that read this source: the run that loaded what is
+    there now (an 'unchanged' run only repeats its fingerprint, so naming it would hide where the data came from)."""
     with translate_errors():
         row = db.conn.execute(
-            "SELECT run_id, source_fingerprint FROM runs WHERE source = %s AND status IN ('succeeded', 'unchanged')"
+            "SELECT run_id, source_fingerprint FROM runs WHERE source = %s AND status = 'succeeded'"
             " AND source_fingerprint IS NOT NULL ORDER BY run_id DESC LIMIT 1",
             (source,),
         ).fetchone()
@@ -109,6 +110,8 @@ class RunRow:
     error: str | None
     lines_read: int | None
     loaded: int | None
+    already_loaded: int | None
+    anonymous: int | None
     duplicates: int | None
     rejected: int | None
     customers_touched: int | None
@@ -122,8 +125,8 @@ class RunRow:
 
 
 _RUN_COLUMNS = (
-    "run_id, command, source, started_at, finished_at, status, error, lines_read, loaded, duplicates,"
-    " rejected, customers_touched, stage_seconds"
+    "run_id, command, source, started_at, finished_at, status, error, lines_read, loaded, already_loaded,"
+    " anonymous, duplicates, rejected, customers_touched, stage_seconds"
 )
 
 

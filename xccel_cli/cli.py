@@ -128,6 +128,48 @@ Retries = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Sources = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source",
+        help="http(s) URL, file path, glob or '-' for stdin (.gz works); repeat it for several files, read in path "
+        f"order as one dump. Default: XCCEL_SOURCE, else {config.DEFAULT_SOURCE}",
+        show_default=False,
+    ),
+]
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="postgres (default) or spark (needs xccel[spark] and Java). Default: XCCEL_ENGINE, else postgres.",
+        show_default=False,
+    ),
+]
+Warehouse = Annotated[
+    str | None,
+    typer.Option(
+        "--warehouse",
+        help="--engine spark: folder or Hadoop URI (s3a://, hdfs://, gs://) for the Parquet outputs. "
+        "Default: XCCEL_WAREHOUSE, else 'warehouse' in the data directory.",
+        show_default=False,
+    ),
+]
+SparkMaster = Annotated[
+    str | None,
+    typer.Option(
+        "--spark-master",
+        help="--engine spark: the Spark master URL. Default: XCCEL_SPARK_MASTER, else local[*].",
+        show_default=False,
+    ),
+]
+SparkConf = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--spark-conf",
+        help="--engine spark: a Spark setting KEY=VALUE (repeatable). Default: XCCEL_SPARK_CONF (space-separated).",
+        show_default=False,
+    ),
+]
 
 
 class State:
@@ -428,7 +470,7 @@ def report_command(
 @app.command("run-all")
 @handle_errors
 def run_all_command(
-    source: Source = None,
+    source: Sources = None,
     timeout_minutes: TimeoutMinutes = None,
     rules: Rules = None,
     split_at_midnight: SplitAtMidnight = None,
@@ -442,6 +484,10 @@ def run_all_command(
     wait: Wait = False,
     as_json: AsJson = False,
     database_url: DatabaseUrl = None,
+    engine: Engine = None,
+    warehouse: Warehouse = None,
+    spark_master: SparkMaster = None,
+    spark_conf: SparkConf = None,
 ) -> None:
     """init-db, extract, sessionize, load and report in one go, with a summary at the end.
 
@@ -450,10 +496,18 @@ def run_all_command(
     from contextlib import nullcontext
 
     from xccel_cli.pipeline import ExtractOptions, UnchangedResult, run_all
+    from xccel_cli.source import expand_sources
+    from xccel_cli.spark.engine import engine_settings
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
+    spark = engine_settings(engine, warehouse, spark_master, spark_conf)
+    sources = expand_sources([config.source(s) for s in source] if source else [config.source(None)])
     options = ExtractOptions(
-        config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
+        " ".join(sources),
+        keep_anonymous,
+        config.max_reject_share(max_reject_share),
+        _retries(retries),
+        sources=sources if len(sources) > 1 else [],
     )
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
@@ -463,7 +517,7 @@ def run_all_command(
         reporter = progress_reporter(State.quiet)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
-        result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
+        result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait, spark=spark)
     if isinstance(result, UnchangedResult):
         if as_json:
             _print_json({"run": result.summary()})

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # another xccel run holds the pipeline lock
     STATE = 8  # a stage was run out of order (e.g. load before sessionize)
     LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
+    ENGINE = 10  # --engine spark: Spark could not start, or its job failed
 
 
 class XccelError(Exception):
@@ -46,3 +47,7 @@ class BusyError(XccelError):
 
 class StateError(XccelError):
     exit_code = ExitCode.STATE
+
+
+class EngineError(XccelError):
+    exit_code = ExitCode.ENGINE

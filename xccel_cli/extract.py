@@ -10,7 +10,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,7 +22,7 @@ from psycopg.copy import LibpqWriter
 
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import DataQualityError
-from xccel_cli.source import SourceInfo, open_source
+from xccel_cli.source import SourceInfo, open_source, open_sources
 
 BigInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
@@ -233,7 +233,7 @@ COLUMNS = '(event_id, event_type, customer_id, "timestamp", payload, run_id)'
 
 def extract(
     db: Database,
-    source: str,
+    source: str | Sequence[str],
     run_id: int,
     *,
     keep_anonymous: bool = False,
@@ -247,7 +247,9 @@ def extract(
     (bulk path); otherwise into a temp stage, merged with an anti-join so already-loaded ids stay.
     """
     started = time.perf_counter()
-    with db.transaction(), open_source(source, retries=retries) as opened:
+    # several sources: one stream, in the given order (see open_sources)
+    opener = open_source(source, retries=retries) if isinstance(source, str) else open_sources(source, retries=retries)
+    with db.transaction(), opener as opened:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
         rejects = Rejects(run_id)
         with translate_errors():

@@ -30,11 +30,11 @@ def load(db: Database, run_id: int | None) -> LoadResult:
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         staged = conn.execute(
             "SELECT rules, covers_run_id, based_on_publication_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions FROM staged_result FOR UPDATE"
+            " sessions, cut_sessions, engine FROM staged_result FOR UPDATE"
         ).fetchone()
         if staged is None:
             raise StateError("nothing to publish: run `xccel sessionize` first")
-        rules, covers, based_on, full, rebuilt, events, sessions, cut = staged
+        rules, covers, based_on, full, rebuilt, events, sessions, cut, engine = staged
         current = latest_publication(db)
         if (current["publication_id"] if current else None) != based_on:
             raise StateError(
@@ -50,8 +50,8 @@ def load(db: Database, run_id: int | None) -> LoadResult:
         db.run_file("publish.sql")
         publication_id = conn.execute(
             "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING publication_id",
-            (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut),
+            " sessions, cut_sessions, engine) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING publication_id",
+            (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut, engine),
         ).fetchone()[0]
         conn.execute("DELETE FROM staged_result")
     return LoadResult(publication_id, events, sessions, rebuilt, full, time.perf_counter() - started)

@@ -91,8 +91,14 @@ def _package_zip() -> str:
 
 
 @contextmanager
-def spark_session(settings: SparkSettings) -> Iterator[Any]:
-    """A SparkSession for one run, stopped at the end (the executors use this Python: it has xccel and msgspec)."""
+def spark_session(settings: SparkSettings, session: Any = None) -> Iterator[Any]:
+    """A SparkSession for one run, stopped at the end (the executors use this Python: it has xccel and msgspec).
+
+    A given session (tests, a notebook) is used as it is and left running.
+    """
+    if session is not None:
+        yield session
+        return
     _require_pyspark()
     from xccel_cli.spark.job import session_builder
 
@@ -156,7 +162,7 @@ def run_spark_job(
     from xccel_cli.spark.job import JobError, expand_sources, run_job
 
     try:
-        files = expand_sources(spark, spark_sources(sources))
+        files = expand_sources(spark, sources)
         log.info("spark job over %d file(s) into %s", len(files), settings.warehouse)
         return run_job(
             spark,
@@ -273,7 +279,9 @@ def timed(started: float) -> float:
     return time.perf_counter() - started
 
 
-def run_all_spark(db: Database, options: Any, rules: SessionRules, settings: SparkSettings, *, wait: bool) -> Any:
+def run_all_spark(
+    db: Database, options: Any, rules: SessionRules, settings: SparkSettings, *, wait: bool, session: Any = None
+) -> Any:
     """init-db, the Spark job, publication and report, recorded as one run with run-all's counters."""
     from xccel_cli.extract import ExtractResult
     from xccel_cli.load import load
@@ -287,12 +295,13 @@ def run_all_spark(db: Database, options: Any, rules: SessionRules, settings: Spa
     t = time.perf_counter()
     init = init_db(db)
     stages["init_db"] = time.perf_counter() - t
-    sources = options.source_list()
-    _require_pyspark()
+    sources = spark_sources(options.source_list())
+    if session is None:
+        _require_pyspark()
     with recorded_run(db, "run-all", wait=wait, source=" ".join(sources), rules=rules) as record:
         pause_point("extract")
         t = time.perf_counter()
-        with spark_session(settings) as spark:
+        with spark_session(settings, session) as spark:
             job = run_spark_job(
                 spark,
                 sources,

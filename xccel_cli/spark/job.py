@@ -371,14 +371,20 @@ def _run(
     target = _join(warehouse, folder)
     raw_events.write.parquet(_join(target, "raw_events"))
     raw_events = spark.read.parquet(_join(target, "raw_events"))
-    result.loaded = spark.read.parquet(_join(target, "raw_events")).where(F.col("run_id") == F.lit(run_id)).count()
     kept_count = result.logged_in + (result.anonymous if keep_anonymous else 0)
+    # without earlier output every kept event is new; otherwise count this run's rows in what was written
+    result.loaded = (
+        raw_events.where(F.col("run_id") == F.lit(run_id)).count() if previous_folder is not None else kept_count
+    )
     result.already_loaded = kept_count - result.loaded
     refused.write.parquet(_join(target, "rejects"))
 
-    tb_events, sessions, cut = sessionize(raw_events.where(F.col("customer_id").isNotNull()), rules)
-    tb_events.write.parquet(_join(target, "tb_events"))
-    sessions.write.parquet(_join(target, "sessions"))
+    tb_events, sessions, cut, flags = sessionize(raw_events.where(F.col("customer_id").isNotNull()), rules)
+    try:
+        tb_events.write.parquet(_join(target, "tb_events"))
+        sessions.write.parquet(_join(target, "sessions"))
+    finally:
+        flags.unpersist()
     sessions = spark.read.parquet(_join(target, "sessions"))
     counts = sessions.agg(
         F.count(F.lit(1)).alias("sessions"),
@@ -459,8 +465,11 @@ def expand_sources(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
 # --- sessions -------------------------------------------------------------------------------------------------
 
 
-def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, DataFrame, int]:
-    """tb_events and sessions from logged-in events (ts_us, referrer, page), by the rules of sql/sessionize.sql."""
+def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, DataFrame, int, DataFrame]:
+    """tb_events and sessions from logged-in events (ts_us, referrer, page), by the rules of sql/sessionize.sql.
+
+    Also returns the persisted per-event flags both are built from (one sort for both): unpersist it after use.
+    """
     spark = events.sparkSession
     timeout_us = int(rules["timeout_minutes"]) * 60 * 1_000_000
     per_customer = "PARTITION BY customer_id ORDER BY ts_us, event_id"
@@ -504,6 +513,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
     if rules.get("max_session_hours") is not None:
         flags, cut_sessions = _apply_cap(flags, rules["max_session_hours"])
 
+    flags = flags.persist()
     tb_events = flags.select(
         "event_id",
         "event_type",
@@ -544,7 +554,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
             "referrer",
         )
     )
-    return tb_events, sessions, cut_sessions
+    return tb_events, sessions, cut_sessions, flags
 
 
 def _apply_cap(flags: DataFrame, hours: float) -> tuple[DataFrame, int]:

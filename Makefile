@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCE ?=
 ARGS ?=
+SPARK_ARGS ?=
 
-.PHONY: install run run-example test lint bench bench-pipeline bench-serve clean
+.PHONY: install run run-example test lint bench bench-pipeline bench-serve bench-spark clean
 
 $(BIN)/xccel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ lint: install
 	$(BIN)/ruff check xccel_cli tests $(wildcard bench)
 
 ## speed and memory targets (issues 5 and 3); ARGS go to the pipeline benchmark (e.g. ARGS="--x10")
-bench: bench-pipeline bench-serve
+bench: bench-pipeline bench-serve bench-spark
 
 bench-pipeline: install
 	$(BIN)/python bench/bench.py $(ARGS)
@@ -40,6 +41,11 @@ bench-pipeline: install
 ## needs wrk (apt-get install -y wrk); loads a real-size dump, then measures serve and the dashboard page
 bench-serve: install
 	$(BIN)/python bench/serve_load.py --lines 667961
+
+## --engine spark beside --engine postgres (needs Java; installs the spark extra); SPARK_ARGS="--x10 --cluster"
+bench-spark: install
+	$(BIN)/pip install --quiet -e '.[test,spark]'
+	$(BIN)/python bench/spark_bench.py $(SPARK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

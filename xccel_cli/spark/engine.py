@@ -256,7 +256,8 @@ def publish_result(
                     )
         conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")
         conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
-        covers = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()[0]
+        newest = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()
+        covers = newest[0] if newest else 0
         conn.execute(
             "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
             " customers_rebuilt, events, sessions, cut_sessions, engine)"

@@ -141,7 +141,7 @@ class Extras(msgspec.Struct):
 
 def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
     """mapInArrow: (file_index, block_start, position, line bytes) -> PARSED_SCHEMA rows, via parse_line."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     from xccel_cli.lines import ParsedLine, parse_line
 
@@ -428,7 +428,7 @@ def _ends_with_newline(spark: SparkSession, path: str) -> bool:
             while block := handle.read(1 << 20):
                 last = block[-1:]
         return last == b"\n"
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
     length = fs.getFileStatus(hadoop_path).getLen()
@@ -630,7 +630,7 @@ def _join(*parts: str) -> str:
 
 
 def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path  # type: ignore[attr-defined]
 
@@ -648,7 +648,7 @@ def _read_text(spark: SparkSession, path: str) -> str | None:
     fs, hadoop_path = _hadoop_fs(spark, path)
     if not fs.exists(hadoop_path):
         return None
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     stream = fs.open(hadoop_path)
     try:
         data = jvm.org.apache.commons.io.IOUtils.toByteArray(stream)

@@ -185,7 +185,9 @@ def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
                 page = referrer = None
                 if parsed.customer_id is not None:
                     extras = decode_extras(parsed.payload).event
-                    page, referrer = _render_json_text(extras.page), _render_json_text(extras.referrer)
+                    # nullif(payload -> 'event' ->> 'page', ''), as sql/sessionize.sql reads them
+                    page = _render_json_text(extras.page) or None
+                    referrer = _render_json_text(extras.referrer) or None
                 columns["kept"].append(True)
                 columns["event_id"].append(parsed.event_id)
                 columns["event_type"].append(parsed.event_type)

@@ -242,9 +242,11 @@ def main() -> None:
     parser.add_argument("--database-url", help="an admin URL (default: a private embedded PostgreSQL)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-"))
-    dumps = [("1x", args.path or make_dump(args.lines, Path(tempfile.gettempdir())))]
+    dump_dir = Path(tempfile.gettempdir()) / "xccel-spark-bench-dumps"
+    dump_dir.mkdir(exist_ok=True)
+    dumps = [("1x", args.path or make_dump(args.lines, dump_dir))]
     if args.x10:
-        dumps.append(("10x", make_dump(args.lines * 10, Path(tempfile.gettempdir()))))
+        dumps.append(("10x", make_dump(args.lines * 10, dump_dir)))
     results = []
     try:
         with postgres(args.database_url) as admin_url:

@@ -162,9 +162,17 @@ def assert_same(
 
 
 def test_the_shipped_example_gives_the_same_result_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
-    expected, _ = assert_same(db, spark, [str(EXAMPLE)], SessionRules(), tmp_path / "warehouse")
+    import pyarrow.parquet as pq
+
+    warehouse = tmp_path / "warehouse"
+    expected, _ = assert_same(db, spark, [str(EXAMPLE)], SessionRules(), warehouse)
     assert expected.counters["rejected"] > 0 and expected.counters["duplicates"] > 0
     assert expected.report["median_visits_before_order"] is not None
+    # the outputs: four Parquet tables in the run folder the pointer names, UTC microsecond timestamps
+    folder = warehouse / (warehouse / spark_job.POINTER).read_text().strip()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(spark_job.OUTPUTS)
+    assert str(pq.read_table(folder / "sessions").schema.field("started_at").type) == "timestamp[us, tz=UTC]"
+    assert str(pq.read_table(folder / "tb_events").schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
 
 
 def _dirty_files(tmp_path: Path) -> list[str]:
@@ -213,16 +221,15 @@ def test_dirty_files_duplicates_across_files_ga_universal_and_cap(db: Database, 
         "bad_type",
         "bad_structure",
         "nul_character",
-        "invalid_unicode_escape",
         "empty_line",
-    } <= reasons
+    } <= reasons  # a lone \ud800 is refused by msgspec itself: invalid_json on both engines
     assert expected.counters["duplicates"] >= 100
     # first line wins across files: no published event belongs to the second file's customers 41-43
     assert not [row for row in actual.tb_events if 1000 <= row[0] < 1100 and row[2] in (41, 42, 43)]
     assert expected.report["cut_sessions"] and expected.report["cut_sessions"] > 0
 
 
-def test_a_heavy_customer_and_midnight_in_three_zones(db: Database, spark: Any, tmp_path: Path) -> None:
+def test_a_heavy_customer_and_midnight_at_plus_13_45(db: Database, spark: Any, tmp_path: Path) -> None:
     # one customer with most of the events (one window task in Spark: the skew the README describes)
     records = [
         event(
@@ -233,12 +240,12 @@ def test_a_heavy_customer_and_midnight_in_three_zones(db: Database, spark: Any, 
     records += random_events(800, customers=30, seed=11, first_id=10_000)
     path = tmp_path / "heavy.ndjson.gz"
     path.write_bytes(gzip.compress(b"".join(line(r) for r in records)))
-    for number, zone in enumerate(("UTC", "Asia/Kolkata", "Pacific/Chatham")):
-        rules = SessionRules(split_at_midnight=True, timezone=zone, timeout_minutes=30 + number)
-        assert_same(db, spark, [str(path)], rules, tmp_path / f"warehouse-{number}")
+    # midnight at +13:45 (the other zones: America/New_York above, UTC and Asia/Kolkata in the differential)
+    rules = SessionRules(split_at_midnight=True, timezone="Pacific/Chatham", timeout_minutes=31)
+    assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),
     count=st.integers(1, 400),
@@ -246,7 +253,7 @@ def test_a_heavy_customer_and_midnight_in_three_zones(db: Database, spark: Any, 
     midnight=st.booleans(),
     referrer=st.booleans(),
     cap=st.sampled_from([None, 0.5, 2]),
-    zone=st.sampled_from(["UTC", "Europe/Amsterdam"]),
+    zone=st.sampled_from(["UTC", "Asia/Kolkata", "Europe/Amsterdam"]),
 )
 def test_differential_generated_dumps_and_rules(
     pg_admin_url: str,
@@ -323,18 +330,6 @@ def test_a_second_run_adds_only_new_events_and_a_failed_one_leaves_the_output(
 def run_spark_tables_equal(session: Any, warehouse: Path, outcome: Outcome) -> bool:
     rows = spark_job.read_output(session, str(warehouse), "sessions").count()
     return rows == len(outcome.sessions)
-
-
-def test_parquet_outputs_hold_utc_microsecond_timestamps(db: Database, spark: Any, tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    warehouse = tmp_path / "warehouse"
-    run_spark(db, spark, [str(EXAMPLE)], SessionRules(), warehouse)
-    folder = warehouse / (warehouse / spark_job.POINTER).read_text().strip()
-    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(spark_job.OUTPUTS)
-    schema = pq.read_table(folder / "sessions").schema
-    assert str(schema.field("started_at").type) == "timestamp[us, tz=UTC]"
-    assert str(pq.read_table(folder / "tb_events").schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
 
 
 def test_medians_are_exact_percentiles_not_approximations(spark: Any) -> None:

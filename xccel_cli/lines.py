@@ -89,12 +89,6 @@ def bad_string(value: Any) -> str | None:
 
 _decode_line = msgspec.json.Decoder(Line).decode
 
-# Reasons that a cut last line (no newline at the end of the stream) turns into a fatal error: the line
-# did not decode as a whole JSON event. The others (bad bytes, empty, strings jsonb cannot hold) stay rejects.
-DECODE_REASONS = frozenset(
-    {"invalid_json", "missing_field", "bad_timestamp", "bad_id", "bad_customer_id", "bad_type", "bad_structure"}
-)
-
 
 def parse_line(line: bytes) -> ParsedLine | RefusedLine:
     """One dump line with its b"\\n" (and a b"\\r" before it) already removed."""

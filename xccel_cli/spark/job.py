@@ -405,11 +405,16 @@ def _run(
 RAW_COLUMNS = ("event_id", "event_type", "customer_id", "ts_us", "payload", "referrer", "page", "run_id")
 
 
+# Reasons that make a stream's last line, when no newline follows it, a cut download (as extract decides): the
+# line did not decode as a whole JSON event. Bad bytes, an empty line or a string jsonb cannot hold stay rejects.
+CUT_LINE_REASONS = frozenset(
+    {"invalid_json", "missing_field", "bad_timestamp", "bad_id", "bad_customer_id", "bad_type", "bad_structure"}
+)
+
+
 def _check_cut_last_line(spark: SparkSession, sources: Sequence[str], reason: str | None, line_number: int) -> None:
     """The stream's last line, refused because it did not decode and with no newline after it: a cut download."""
-    from xccel_cli.lines import DECODE_REASONS
-
-    if reason not in DECODE_REASONS or _ends_with_newline(spark, sources[-1]):
+    if reason not in CUT_LINE_REASONS or _ends_with_newline(spark, sources[-1]):
         return
     raise JobError(
         f"the source {sources[-1]} ends in a cut line (line {line_number:,}): "

@@ -35,6 +35,7 @@ from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, connect
+from xccel_cli.errors import DataQualityError
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, RunAllResult, run_all
 from xccel_cli.schema import init_db
@@ -320,8 +321,15 @@ def test_a_second_run_adds_only_new_events_and_a_failed_one_leaves_the_output(
         folders = sorted(p.name for p in warehouse.iterdir())
         garbage = tmp_path / "garbage.ndjson"
         garbage.write_bytes(b"not json\n" * 10)
-        with pytest.raises(Exception, match="refused 10 of 10 lines"):
+        with pytest.raises(DataQualityError, match="refused 10 of 10 lines"):
             run_spark(db_spark, spark, [str(garbage)], SessionRules(), warehouse)
+        assert (warehouse / spark_job.POINTER).read_text() == pointer
+        assert sorted(p.name for p in warehouse.iterdir()) == folders
+        # a last line cut short with no newline after it: the download was truncated, nothing is written
+        cut = tmp_path / "cut.ndjson.gz"
+        cut.write_bytes(gzip.compress(b"".join(line(r) for r in records[:50]) + line(records[50])[:30]))
+        with pytest.raises(DataQualityError, match="ends in a cut line"):
+            run_spark(db_spark, spark, [str(cut)], SessionRules(), warehouse)
         assert (warehouse / spark_job.POINTER).read_text() == pointer
         assert sorted(p.name for p in warehouse.iterdir()) == folders
         assert run_spark_tables_equal(spark, warehouse, later)

@@ -466,9 +466,10 @@ def test_run_all_on_a_standalone_cluster_with_the_embedded_database(tmp_path: Pa
                 "--json",
             ],
             env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable},
-            timeout=900,
+            timeout=1800,
         )
-        assert result.exit_code == 0, result.stderr[-3000:]
+        executor_logs = "".join(p.read_text()[-1500:] for p in (tmp_path / "work").rglob("stderr"))
+        assert result.exit_code == 0, result.stderr[-3000:] + executor_logs
         published = json.loads(result.stdout)
         with connect(database_url, "public", create_schema=True) as db:
             init_db(db)

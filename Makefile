@@ -7,10 +7,11 @@ ARGS ?=
 CHECKED := xccel_cli tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-example test test-fast lint format bench bench-pipeline bench-serve clean
+.PHONY: help install run run-example test test-fast lint format bench bench-pipeline bench-serve bench-spark clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+SPARK_ARGS ?=
 
 $(BIN)/xccel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,10 @@ bench-pipeline: install ## the pipeline benchmark (1x, 10x, a heavy customer); A
 
 bench-serve: install ## serve under load (needs wrk: apt-get install -y wrk)
 	$(BIN)/python bench/serve_load.py --lines 667961
+
+bench-spark: install ## --engine spark beside --engine postgres (needs Java; installs the spark extra); SPARK_ARGS="--x10 --cluster"
+	$(BIN)/pip install --quiet -e '.[test,bench,spark]'
+	$(BIN)/python bench/spark_bench.py $(SPARK_ARGS)
 
 clean: ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -147,6 +147,48 @@ Retries = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Sources = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source",
+        help="http(s) URL, file path, glob or '-' for stdin (.gz works); repeat it for several files, read in path "
+        f"order as one dump. Default: XCCEL_SOURCE, else {config.DEFAULT_SOURCE}",
+        show_default=False,
+    ),
+]
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="postgres (default) or spark (needs xccel[spark] and Java). Default: XCCEL_ENGINE, else postgres.",
+        show_default=False,
+    ),
+]
+Warehouse = Annotated[
+    str | None,
+    typer.Option(
+        "--warehouse",
+        help="--engine spark: folder or Hadoop URI (s3a://, hdfs://, gs://) for the Parquet outputs. "
+        "Default: XCCEL_WAREHOUSE, else 'warehouse' in the data directory.",
+        show_default=False,
+    ),
+]
+SparkMaster = Annotated[
+    str | None,
+    typer.Option(
+        "--spark-master",
+        help="--engine spark: the Spark master URL. Default: XCCEL_SPARK_MASTER, else local[*].",
+        show_default=False,
+    ),
+]
+SparkConf = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--spark-conf",
+        help="--engine spark: a Spark setting KEY=VALUE (repeatable). Default: XCCEL_SPARK_CONF (space-separated).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass
@@ -500,7 +542,7 @@ def report_command(
 @app.command("run-all", short_help="init-db, extract, sessionize, load and report in one go.")
 @handle_errors
 def run_all_command(
-    source: Source = None,
+    source: Sources = None,
     timeout_minutes: TimeoutMinutes = None,
     rules: Rules = None,
     split_at_midnight: SplitAtMidnight = None,
@@ -525,6 +567,10 @@ def run_all_command(
         ),
     ] = None,
     database_url: DatabaseUrl = None,
+    engine: Engine = None,
+    warehouse: Warehouse = None,
+    spark_master: SparkMaster = None,
+    spark_conf: SparkConf = None,
 ) -> None:
     """init-db, extract, sessionize, load and report in one go, with a summary at the end.
 
@@ -533,10 +579,18 @@ def run_all_command(
     from contextlib import nullcontext
 
     from xccel_cli.pipeline import ExtractOptions, UnchangedResult, run_all
+    from xccel_cli.source import expand_sources
+    from xccel_cli.spark.engine import engine_settings
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
+    spark = engine_settings(engine, warehouse, spark_master, spark_conf)
+    sources = expand_sources([config.source(s) for s in source] if source else [config.source(None)])
     options = ExtractOptions(
-        config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
+        " ".join(sources),
+        keep_anonymous,
+        config.max_reject_share(max_reject_share),
+        _retries(retries),
+        sources=sources if len(sources) > 1 else [],
     )
     options.max_line_bytes = _max_line_bytes(max_line_bytes)
     if as_json:  # no progress bar and no tables: rich is not even imported
@@ -550,7 +604,7 @@ def run_all_command(
         options.progress = progress
         options.phase = progress.phase if progress is not None else None
         try:
-            result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait)
+            result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait, spark=spark)
         finally:
             if metrics_path is not None:
                 from xccel_cli.monitoring import write_run_metrics

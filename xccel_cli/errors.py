@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # another xccel run holds the pipeline lock
     STATE = 8  # a stage was run out of order (e.g. load before sessionize)
     LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
+    ENGINE = 10  # --engine spark: Spark could not start, or its job failed
     INTERRUPTED = 130  # Ctrl+C (128 + SIGINT, as shells report it)
 
 
@@ -57,3 +58,7 @@ class Interrupted(XccelError):
     """Ctrl+C during a run; the message says whether the run's result was published."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class EngineError(XccelError):
+    exit_code = ExitCode.ENGINE

@@ -11,7 +11,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from xccel_cli.config import env_number
 from xccel_cli.db import Database, one_row, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError
 from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, parse_line
-from xccel_cli.source import SourceInfo, open_source
+from xccel_cli.source import SourceInfo, open_source, open_sources
 
 __all__ = ["ExtractResult", "Line", "ProgressCallback", "extract", "max_line_bytes"]
 
@@ -229,7 +229,7 @@ class _RefusedByServer(Exception):
 
 def extract(
     db: Database,
-    source: str,
+    source: str | Sequence[str],
     run_id: int,
     *,
     keep_anonymous: bool = False,
@@ -265,7 +265,7 @@ def extract(
 
 def _extract(
     db: Database,
-    source: str,
+    source: str | Sequence[str],
     run_id: int,
     keep_anonymous: bool,
     max_reject_share: float,
@@ -276,8 +276,10 @@ def _extract(
     careful: bool,
 ) -> ExtractResult:
     started = time.perf_counter()
+    # several sources: one stream, in the given order (see open_sources)
+    opener = open_source(source, retries=retries) if isinstance(source, str) else open_sources(source, retries=retries)
     # closing(): a failed run must not leave the spool file open (it may have rolled over to disk)
-    with db.transaction(), open_source(source, retries=retries) as opened, closing(Rejects(run_id)) as rejects:
+    with db.transaction(), opener as opened, closing(Rejects(run_id)) as rejects:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
         with translate_errors():
             # a crash right after commit may lose this run, never corrupt it; the next run reloads it

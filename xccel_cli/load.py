@@ -77,11 +77,11 @@ def _publish(db: Database, run_id: int | None, started: float) -> LoadResult:
         conn.execute("SET LOCAL lock_timeout = '30s'")  # nothing else should block; if it does, say so
         staged = conn.execute(
             "SELECT rules, covers_run_id, based_on_publication_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions FROM staged_result FOR UPDATE"
+            " sessions, cut_sessions, engine FROM staged_result FOR UPDATE"
         ).fetchone()
         if staged is None:
             raise StateError("nothing to publish: run `xccel sessionize` first")
-        rules, covers, based_on, full, rebuilt, events, sessions, cut = staged
+        rules, covers, based_on, full, rebuilt, events, sessions, cut, engine = staged
         current = latest_publication(db)
         if (current["publication_id"] if current else None) != based_on:
             raise StateError(
@@ -98,8 +98,9 @@ def _publish(db: Database, run_id: int | None, started: float) -> LoadResult:
         publication_id = one_row(
             conn.execute(
                 "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
-                " sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING publication_id",
-                (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut),
+                " sessions, cut_sessions, engine) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING publication_id",
+                (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut, engine),
             )
         )[0]
         conn.execute("DELETE FROM staged_result")

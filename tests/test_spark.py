@@ -1,0 +1,489 @@
+"""--engine spark: one contract, two engines.
+
+The conformance cases run the PostgreSQL path and the Spark path over the same dump and rules into the
+same database, and compare every row of tb_events and sessions (both ways), every run counter, every
+median and every reject. They need Java and pyspark (`pip install -e '.[spark]'`); without them they skip
+with a message, and CI installs both.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from tests.conftest import ROOT, run_xccel, with_database
+from tests.dumps import START, event, line, random_events
+from tests.test_extract import BAD_LINES
+from xccel_cli.config import SessionRules
+from xccel_cli.db import Database, connect
+from xccel_cli.errors import DataQualityError
+from xccel_cli.metrics import report
+from xccel_cli.pipeline import ExtractOptions, RunAllResult, run_all
+from xccel_cli.schema import init_db
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Java is not installed (Debian: apt-get install default-jre-headless)", allow_module_level=True)
+
+from xccel_cli.spark import job as spark_job  # noqa: E402
+from xccel_cli.spark.engine import SparkSettings, run_all_spark  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
+MEDIANS = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
+)
+COUNTERS = ("lines_read", "loaded", "anonymous", "duplicates", "already_loaded", "rejected")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local[2] session for the whole suite: two shuffle partitions, no UI, and small file splits so
+    that every test file is read as several splits (the "first line wins" order must hold across them)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = spark_job.session_builder(
+        "local[2]",
+        {
+            "spark.sql.shuffle.partitions": "2",
+            "spark.sql.files.maxPartitionBytes": "16384",
+            "spark.sql.files.openCostInBytes": "0",
+            "spark.driver.memory": "1g",
+        },
+        app_name="xccel-tests",
+    ).getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@contextmanager
+def fresh_db(pg_admin_url: str) -> Iterator[Database]:
+    """A new database with the xccel schema (for hypothesis examples, which cannot use function fixtures)."""
+    name = f"xccel_spark_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
+            init_db(database)
+            yield database
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass
+class Outcome:
+    run_id: int
+    tb_events: list[tuple[Any, ...]]
+    sessions: list[tuple[Any, ...]]
+    counters: dict[str, int]
+    report: dict[str, Any]
+    rejects: list[tuple[Any, ...]]
+    engine: str
+
+
+def _snapshot(db: Database, result: RunAllResult, rejects: list[tuple[Any, ...]]) -> Outcome:
+    conn = db.conn
+    tb_events = conn.execute("SELECT * FROM tb_events ORDER BY event_id").fetchall()
+    sessions = conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall()
+    row = conn.execute(f"SELECT {', '.join(COUNTERS)} FROM runs WHERE run_id = %s", (result.run_id,)).fetchone()
+    engine = conn.execute("SELECT engine FROM publications ORDER BY publication_id DESC LIMIT 1").fetchone()[0]
+    figures = report(db).as_json()
+    kept = {k: figures[k] for k in (*MEDIANS, "customers", "customers_with_orders", "sessions", "events")}
+    kept["cut_sessions"] = figures.get("cut_sessions")
+    return Outcome(result.run_id, tb_events, sessions, dict(zip(COUNTERS, row, strict=True)), kept, rejects, engine)
+
+
+def run_postgres(db: Database, sources: list[str], rules: SessionRules, **options: Any) -> Outcome:
+    extract = ExtractOptions(" ".join(sources), sources=sources if len(sources) > 1 else [], **options)
+    result = run_all(db, extract, rules, full_refresh=True)
+    assert isinstance(result, RunAllResult)
+    rejects = db.conn.execute(
+        "SELECT line_number, reason, detail, raw_line FROM rejects WHERE run_id = %s ORDER BY line_number",
+        (result.run_id,),
+    ).fetchall()
+    return _snapshot(db, result, rejects)
+
+
+def run_spark(
+    db: Database, session: Any, sources: list[str], rules: SessionRules, warehouse: Path, **options: Any
+) -> Outcome:
+    extract = ExtractOptions(" ".join(sources), sources=sources if len(sources) > 1 else [], **options)
+    result = run_all_spark(db, extract, rules, SparkSettings(str(warehouse)), wait=False, session=session)
+    rejects = [
+        (r.line_number, r.reason, r.detail, r.raw_line)
+        for r in spark_job.read_output(session, str(warehouse), "rejects").orderBy("line_number").collect()
+    ]
+    return _snapshot(db, result, rejects)
+
+
+def assert_same(
+    db: Database, session: Any, sources: list[str], rules: SessionRules, warehouse: Path, **options: Any
+) -> tuple[Outcome, Outcome]:
+    """Both engines over the same input into the same database; everything published must be equal."""
+    expected = run_postgres(db, sources, rules, **options)
+    actual = run_spark(db, session, sources, rules, warehouse, **options)
+    assert expected.engine == "postgres" and actual.engine == "spark"
+    assert actual.counters == expected.counters
+    assert actual.rejects == expected.rejects
+    assert len(actual.tb_events) == len(expected.tb_events)
+    assert set(actual.tb_events) - set(expected.tb_events) == set()
+    assert set(expected.tb_events) - set(actual.tb_events) == set()
+    assert actual.tb_events == expected.tb_events  # also every double, bit for bit
+    assert actual.sessions == expected.sessions
+    assert actual.report == expected.report
+    # the medians the Spark job computes itself (exact percentile) equal PostgreSQL's percentile_cont
+    sessions = spark_job.read_output(session, str(warehouse), "sessions")
+    assert spark_job.medians(sessions) == {k: expected.report[k] for k in MEDIANS}
+    return expected, actual
+
+
+# --- conformance cases ---------------------------------------------------------------------------------------
+
+
+def test_the_shipped_example_gives_the_same_result_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    warehouse = tmp_path / "warehouse"
+    expected, _ = assert_same(db, spark, [str(EXAMPLE)], SessionRules(), warehouse)
+    assert expected.counters["rejected"] > 0 and expected.counters["duplicates"] > 0
+    assert expected.report["median_visits_before_order"] is not None
+    # the outputs: four Parquet tables in the run folder the pointer names, UTC microsecond timestamps
+    folder = warehouse / (warehouse / spark_job.POINTER).read_text().strip()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(spark_job.OUTPUTS)
+    assert str(pq.read_table(folder / "sessions").schema.field("started_at").type) == "timestamp[us, tz=UTC]"
+    assert str(pq.read_table(folder / "tb_events").schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+
+
+def _dirty_files(tmp_path: Path) -> list[str]:
+    """Two files: every reject reason, lines Spark's own casts would judge differently, conflicting
+    duplicates across the files (the later path's copy must lose), CRLF lines, no final newline."""
+    bad = [b for b, _ in BAD_LINES] + [
+        b'{"id": 20, "type": 5, "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}}',  # bad_type
+        b'{"id": 21, "type": "page_view", "event": 5}',  # bad_structure
+        b'{"id": 22, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "page": "\\ud800"}}',
+        b'{"id": 23, "type": "page_view", "event": {"timestamp": "2022-04-22", "customer-id": 1}}',  # date only
+        b'{"id": 24, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "customer-id": 1}} x',
+        b'{"id": 25, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00.1234567Z", "customer-id": 7}}',
+        b"   ",
+    ]
+    records = random_events(1500, customers=40, seed=3, first_id=1000)
+    first = [line(r).rstrip(b"\n") for r in records[:900]]
+    for i, b in enumerate(bad):
+        first.insert(3 + i * 40, b)
+    # ids 1000..1099 again in the second file, with other customers and times: the first file's copies win
+    conflicting = [
+        event(1000 + i, 41 + i % 3, START + timedelta(hours=5, seconds=i), "placed_order") for i in range(100)
+    ]
+    second = [line(r).rstrip(b"\n") + b"\r" for r in conflicting]
+    second += [line(r).rstrip(b"\n") for r in records[900:]]
+    b_path = tmp_path / "b-part.ndjson"
+    b_path.write_bytes(b"\n".join(second))  # no newline at the end: the last line is whole, so it is kept
+    a_path = tmp_path / "a-part.ndjson"
+    a_path.write_bytes(b"\n".join(first) + b"\n")
+    return [str(a_path), str(b_path)]
+
+
+def test_dirty_files_duplicates_across_files_ga_universal_and_cap(db: Database, spark: Any, tmp_path: Path) -> None:
+    sources = _dirty_files(tmp_path)
+    rules = SessionRules(
+        split_at_midnight=True, split_on_referrer=True, timezone="America/New_York", max_session_hours=1
+    )
+    expected, actual = assert_same(db, spark, sources, rules, tmp_path / "warehouse", max_reject_share=1.0)
+    reasons = {reason for _, reason, _, _ in actual.rejects}
+    assert {
+        "invalid_json",
+        "invalid_utf8",
+        "missing_field",
+        "bad_timestamp",
+        "bad_id",
+        "bad_customer_id",
+        "bad_type",
+        "bad_structure",
+        "nul_character",
+        "empty_line",
+    } <= reasons  # a lone \ud800 is refused by msgspec itself: invalid_json on both engines
+    assert expected.counters["duplicates"] >= 100
+    # first line wins across files: no published event belongs to the second file's customers 41-43
+    assert not [row for row in actual.tb_events if 1000 <= row[0] < 1100 and row[2] in (41, 42, 43)]
+    assert expected.report["cut_sessions"] and expected.report["cut_sessions"] > 0
+
+
+def test_a_heavy_customer_and_midnight_at_plus_13_45(db: Database, spark: Any, tmp_path: Path) -> None:
+    # one customer with most of the events (one window task in Spark: the skew the README describes)
+    records = [
+        event(
+            i, 7, START + timedelta(minutes=7 * i, microseconds=i * 37), "placed_order" if i % 97 == 0 else "page_view"
+        )
+        for i in range(1, 6001)
+    ]
+    records += random_events(800, customers=30, seed=11, first_id=10_000)
+    path = tmp_path / "heavy.ndjson.gz"
+    path.write_bytes(gzip.compress(b"".join(line(r) for r in records)))
+    # midnight at +13:45 (the other zones: America/New_York above, UTC and Asia/Kolkata in the differential)
+    rules = SessionRules(split_at_midnight=True, timezone="Pacific/Chatham", timeout_minutes=31)
+    assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    seed=st.integers(0, 10_000),
+    count=st.integers(1, 400),
+    timeout=st.sampled_from([1, 30, 45]),
+    midnight=st.booleans(),
+    referrer=st.booleans(),
+    cap=st.sampled_from([None, 0.5, 2]),
+    zone=st.sampled_from(["UTC", "Asia/Kolkata", "Europe/Amsterdam"]),
+)
+def test_differential_generated_dumps_and_rules(
+    pg_admin_url: str,
+    spark: Any,
+    seed: int,
+    count: int,
+    timeout: int,
+    midnight: bool,
+    referrer: bool,
+    cap: float | None,
+    zone: str,
+) -> None:
+    import random
+
+    rng = random.Random(seed)
+    records = random_events(count, customers=rng.randrange(1, 15), seed=seed)
+    for r in records:
+        if rng.random() < 0.3:
+            r["event"]["referrer"] = rng.choice(["https://a", "https://b", ""])
+        if rng.random() < 0.1:
+            r["event"]["timestamp"] = (
+                START + timedelta(seconds=rng.randrange(0, 86400 * 2), microseconds=rng.randrange(10**6))
+            ).isoformat() + "+02:00"
+    if records and rng.random() < 0.5:
+        records.append(dict(records[0], type="placed_order"))  # a duplicate id: the first line wins
+    rules = SessionRules(
+        timeout_minutes=timeout,
+        split_at_midnight=midnight,
+        split_on_referrer=referrer,
+        timezone=zone,
+        max_session_hours=cap,
+    )
+    folder = Path(tempfile.mkdtemp(prefix="xccel-spark-hyp-"))
+    try:
+        path = folder / "dump.ndjson"
+        path.write_bytes(b"".join(line(r) for r in records))
+        with fresh_db(pg_admin_url) as db:
+            assert_same(db, spark, [str(path)], rules, folder / "warehouse")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the warehouse, the gotchas --------------------------------------------------------------------------------
+
+
+def test_a_second_run_adds_only_new_events_and_a_failed_one_leaves_the_output(
+    pg_admin_url: str, spark: Any, tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "warehouse"
+    records = random_events(300, customers=10, seed=5)
+    first = tmp_path / "first.ndjson"
+    first.write_bytes(b"".join(line(r) for r in records[:200]))
+    second = tmp_path / "second.ndjson"
+    second.write_bytes(b"".join(line(r) for r in records[150:]))
+    with fresh_db(pg_admin_url) as db_spark, fresh_db(pg_admin_url) as db_pg:
+        run_spark(db_spark, spark, [str(first)], SessionRules(), warehouse)
+        later = run_spark(db_spark, spark, [str(second)], SessionRules(), warehouse)
+        run_postgres(db_pg, [str(first)], SessionRules())
+        expected = run_postgres(db_pg, [str(second)], SessionRules())
+        assert later.counters == expected.counters and later.counters["already_loaded"] > 0
+        assert later.tb_events == expected.tb_events and later.sessions == expected.sessions
+
+        pointer = (warehouse / spark_job.POINTER).read_text()
+        folders = sorted(p.name for p in warehouse.iterdir())
+        garbage = tmp_path / "garbage.ndjson"
+        garbage.write_bytes(b"not json\n" * 10)
+        with pytest.raises(DataQualityError, match="refused 10 of 10 lines"):
+            run_spark(db_spark, spark, [str(garbage)], SessionRules(), warehouse)
+        assert (warehouse / spark_job.POINTER).read_text() == pointer
+        assert sorted(p.name for p in warehouse.iterdir()) == folders
+        # a last line cut short with no newline after it: the download was truncated, nothing is written
+        cut = tmp_path / "cut.ndjson.gz"
+        cut.write_bytes(gzip.compress(b"".join(line(r) for r in records[:50]) + line(records[50])[:30]))
+        with pytest.raises(DataQualityError, match="ends in a cut line"):
+            run_spark(db_spark, spark, [str(cut)], SessionRules(), warehouse)
+        assert (warehouse / spark_job.POINTER).read_text() == pointer
+        assert sorted(p.name for p in warehouse.iterdir()) == folders
+        assert run_spark_tables_equal(spark, warehouse, later)
+
+
+def run_spark_tables_equal(session: Any, warehouse: Path, outcome: Outcome) -> bool:
+    rows = spark_job.read_output(session, str(warehouse), "sessions").count()
+    return rows == len(outcome.sessions)
+
+
+def test_medians_are_exact_percentiles_not_approximations(spark: Any) -> None:
+    rows = [
+        (f"{c}_{n}", c, n, minutes, order)
+        for c, sessions in {
+            1: [(1, 1.0, False), (2, 2.0, True)],
+            2: [(1, 10.0, False), (2, 4.0, False), (3, 0.0, True)],
+        }.items()
+        for n, minutes, order in sessions
+    ]
+    frame = spark.createDataFrame(
+        rows, "session_id string, customer_id long, session_number int, duration_minutes double, has_order boolean"
+    )
+    figures = spark_job.medians(frame)
+    # visits before the first order: [1, 2] -> 1.5; durations before: [1, 10, 4] -> 4; totals: [1, 14] -> 7.5
+    assert figures == {
+        "median_visits_before_order": 1.5,
+        "median_session_duration_minutes_before_order": 4.0,
+        "median_total_minutes_before_order": 7.5,
+    }
+
+
+def test_the_session_time_zone_and_parquet_type_cannot_be_overridden() -> None:
+    builder = spark_job.session_builder(
+        "local[1]", {"spark.sql.session.timeZone": "Europe/Paris", "spark.sql.shuffle.partitions": "8"}
+    )
+    options = builder._options  # what getOrCreate would apply
+    assert options["spark.sql.session.timeZone"] == "UTC"
+    assert options["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+    assert options["spark.sql.shuffle.partitions"] == "8"
+
+
+# --- the command, and a real standalone cluster ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_all_on_a_standalone_cluster_with_the_embedded_database(tmp_path: Path, database_url: str) -> None:
+    """A master and two 1-core workers started here with spark-class; `xccel run-all --engine spark` submits
+    to them (no database configured: the embedded server) and reports what the PostgreSQL engine reports."""
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = spark_home / "bin" / "spark-class"
+    port, ui = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(tmp_path / "logs"),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"),
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    log = (tmp_path / "cluster.log").open("wb")
+    try:
+        processes.append(
+            subprocess.Popen(
+                [
+                    str(spark_class),
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--webui-port",
+                    str(ui),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        str(spark_class),
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "1g",
+                        "--webui-port",
+                        str(_free_port()),
+                        f"spark://127.0.0.1:{port}",
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        deadline = time.monotonic() + 240
+        workers = 0
+        while time.monotonic() < deadline and workers < 2:
+            time.sleep(2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as answer:
+                    workers = json.load(answer).get("aliveworkers", 0)
+            except OSError:
+                continue
+        assert workers == 2, (tmp_path / "cluster.log").read_text()[-3000:]
+
+        result = run_xccel(
+            [
+                "run-all",
+                "--engine",
+                "spark",
+                "--spark-master",
+                f"spark://127.0.0.1:{port}",
+                "--spark-conf",
+                "spark.executor.memory=512m",
+                "--spark-conf",
+                "spark.sql.shuffle.partitions=2",
+                "--warehouse",
+                str(tmp_path / "warehouse"),
+                "--source",
+                str(EXAMPLE),
+                "--json",
+            ],
+            env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable},
+            timeout=1800,
+        )
+        executor_logs = "".join(p.read_text()[-1500:] for p in (tmp_path / "work").rglob("stderr"))
+        assert result.exit_code == 0, result.stderr[-3000:] + executor_logs
+        published = json.loads(result.stdout)
+        with connect(database_url, "public", create_schema=True) as db:
+            init_db(db)
+            expected = run_postgres(db, [str(EXAMPLE)], SessionRules())
+        for key in (*MEDIANS, "customers", "sessions", "events"):
+            assert published["report"][key] == expected.report[key], key
+        for key in COUNTERS:
+            assert published["run"][key] == expected.counters[key], key
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()

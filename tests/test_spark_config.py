@@ -1,0 +1,124 @@
+"""Several source files as one dump (both engines' contract), and the --engine settings; no Spark needed here."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_xccel
+from tests.dumps import START, event, line
+from xccel_cli.db import Database
+from xccel_cli.errors import ConfigError, DataQualityError, SourceError
+from xccel_cli.pipeline import ExtractOptions, run_extract
+from xccel_cli.source import expand_sources
+from xccel_cli.spark.engine import engine_settings, parse_conf
+
+
+def test_globs_expand_to_files_sorted_by_path(tmp_path: Path) -> None:
+    for name in ("b.ndjson", "a.ndjson.gz", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "d.ndjson").mkdir()  # a folder never matches
+    assert expand_sources([str(tmp_path / "*.ndjson*")]) == [str(tmp_path / "a.ndjson.gz"), str(tmp_path / "b.ndjson")]
+    # several patterns: one sorted list, each file once
+    assert expand_sources([str(tmp_path / "b.ndjson"), str(tmp_path / "*")]) == [
+        str(tmp_path / n) for n in ("a.ndjson.gz", "b.ndjson", "c.txt")
+    ]
+    assert expand_sources(["https://example.org/x?a=*"]) == ["https://example.org/x?a=*"]
+    with pytest.raises(SourceError, match="no file matches"):
+        expand_sources([str(tmp_path / "*.json")])
+    with pytest.raises(SourceError, match="stdin"):
+        expand_sources(["-", str(tmp_path / "c.txt")])
+
+
+def _rows(db: Database) -> list[tuple[int, int]]:
+    return db.conn.execute("SELECT event_id, customer_id FROM raw_events ORDER BY event_id").fetchall()
+
+
+def test_several_files_are_one_stream_in_path_order(db: Database, tmp_path: Path) -> None:
+    # b sorts after a, so its copy of event 1 loses although it is given first; a has no final newline
+    a = tmp_path / "a.ndjson"
+    a.write_bytes(
+        line(event(1, 10, START)) + line(event(2, 10, START)) + b"{broken" + b"\n" + line(event(3, 10, START))[:-1]
+    )
+    b = tmp_path / "b.ndjson.gz"
+    b.write_bytes(gzip.compress(line(event(1, 99, START)) + b"\n" + line(event(4, 11, START))))
+    sources = expand_sources([str(b), str(a)])
+    result = run_extract(db, ExtractOptions(" ".join(sources), sources=sources, max_reject_share=1.0))
+    assert (result.lines_read, result.loaded, result.duplicates, result.rejected) == (7, 4, 1, 2)
+    assert _rows(db) == [(1, 10), (2, 10), (3, 10), (4, 11)]
+    # line numbers run on across the files: a has lines 1-4, b lines 5-7
+    rejects = db.conn.execute("SELECT line_number, reason FROM rejects ORDER BY line_number").fetchall()
+    assert rejects == [(3, "invalid_json"), (6, "empty_line")]
+
+
+def test_only_the_last_files_last_line_can_be_a_cut_line(db: Database, tmp_path: Path) -> None:
+    a = tmp_path / "a.ndjson"
+    a.write_bytes(line(event(1, 10, START)) + b'{"id": 2, "type"')  # cut, but another file follows: a reject
+    b = tmp_path / "b.ndjson"
+    b.write_bytes(line(event(3, 10, START)) + b'{"id": 4, "type"')  # the end of the stream: the run fails
+    with pytest.raises(DataQualityError, match="ends in a cut line"):
+        run_extract(db, ExtractOptions("x", sources=[str(a), str(b)], max_reject_share=1.0))
+    good = tmp_path / "c.ndjson"
+    good.write_bytes(line(event(5, 10, START)))
+    result = run_extract(db, ExtractOptions("x", sources=[str(a), str(good)], max_reject_share=1.0))
+    assert (result.rejected, result.loaded) == (1, 2)
+
+
+def test_run_all_takes_several_sources_and_globs(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "part-1.ndjson").write_bytes(line(event(1, 5, START)) + line(event(2, 5, START, "placed_order")))
+    (tmp_path / "part-2.ndjson").write_bytes(line(event(2, 6, START)) + line(event(3, 6, START)))
+    (tmp_path / "other.ndjson").write_bytes(line(event(9, 7, START)))
+    result = run_xccel(
+        [
+            "run-all",
+            "--source",
+            str(tmp_path / "part-*.ndjson"),
+            "--source",
+            str(tmp_path / "other.ndjson"),
+            "--json",
+            "--database-url",
+            database_url,
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    run = json.loads(result.stdout)["run"]
+    assert (run["lines_read"], run["loaded"], run["duplicates"]) == (5, 4, 1)
+    assert run["source"].split() == [str(tmp_path / n) for n in ("other.ndjson", "part-1.ndjson", "part-2.ndjson")]
+
+
+def test_engine_settings_from_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("XCCEL_ENGINE", "XCCEL_WAREHOUSE", "XCCEL_SPARK_MASTER", "XCCEL_SPARK_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XCCEL_DATA_DIR", str(tmp_path))
+    assert engine_settings(None, None, None, None) is None
+    chosen = engine_settings("spark", None, None, ["spark.executor.memory=2g", "a.b=x=y"])
+    assert chosen is not None
+    assert (chosen.warehouse, chosen.master) == (str(tmp_path / "warehouse"), "local[*]")
+    assert chosen.conf == {"spark.executor.memory": "2g", "a.b": "x=y"}
+    monkeypatch.setenv("XCCEL_ENGINE", "Spark")
+    monkeypatch.setenv("XCCEL_WAREHOUSE", "s3a://bucket/xccel")
+    monkeypatch.setenv("XCCEL_SPARK_MASTER", "yarn")
+    monkeypatch.setenv("XCCEL_SPARK_CONF", "spark.sql.shuffle.partitions=64 spark.executor.cores=4")
+    chosen = engine_settings(None, None, None, None)
+    assert chosen is not None
+    assert (chosen.warehouse, chosen.master) == ("s3a://bucket/xccel", "yarn")
+    assert chosen.conf == {"spark.sql.shuffle.partitions": "64", "spark.executor.cores": "4"}
+    with pytest.raises(ConfigError, match="postgres or spark"):
+        engine_settings("duckdb", None, None, None)
+    with pytest.raises(ConfigError, match="only apply with --engine spark"):
+        engine_settings("postgres", "/tmp/w", None, None)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_conf(["novalue"])
+
+
+def test_the_spark_engine_refuses_http_and_stdin_before_starting(database_url: str) -> None:
+    result = run_xccel(
+        ["run-all", "--engine", "spark", "--source", "https://example.org/events.json", "--database-url", database_url]
+    )
+    assert result.exit_code == 3, result.stderr
+    assert "the Spark engine reads files" in result.stderr and "Traceback" not in result.stderr
+    result = run_xccel(["run-all", "--engine", "nope", "--database-url", database_url])
+    assert result.exit_code == 3 and "postgres or spark" in result.stderr

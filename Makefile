@@ -56,7 +56,7 @@ format: install ## rewrite the code in the project's format (ruff format)
 	$(BIN)/ruff format $(CHECKED)
 
 HEAVY_EVENTS ?= 2000000
-bench: bench-pipeline bench-serve ## speed and memory targets against the old design and DuckDB, with pass/fail; prepended, dated, to docs/performance.md
+bench: bench-pipeline bench-serve bench-spark ## speed and memory targets against the old design and DuckDB, with pass/fail; prepended, dated, to docs/performance.md
 
 bench-pipeline: install ## the pipeline benchmark (1x, 10x, a heavy customer); ARGS go to bench/bench.py (e.g. ARGS="--repeat 3")
 	$(BIN)/python bench/bench.py --x10 --heavy-events $(HEAVY_EVENTS) --record docs/performance.md $(ARGS)

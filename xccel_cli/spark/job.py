@@ -141,7 +141,7 @@ class Extras(msgspec.Struct):
 
 def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
     """mapInArrow: (file_index, block_start, position, line bytes) -> PARSED_SCHEMA rows, via parse_line."""
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
 
     from xccel_cli.lines import ParsedLine, parse_line
 

@@ -16,9 +16,12 @@ from tests.conftest import run_xccel
 from tests.test_conversion import HAND
 from tests.test_serve import Server
 from tests.xccel_driver import line, write_dump
+from xccel_cli.charts import DESKTOP, MIN_FONT, PHONE
 from xccel_cli.dashboard import render_dashboard
 from xccel_cli.db import connect
 from xccel_cli.metrics import report
+
+pytestmark = pytest.mark.integration  # the real command and server, as a user meets them
 
 
 @pytest.fixture
@@ -27,6 +30,12 @@ def loaded(database_url: str, tmp_path: Path) -> str:
     result = run_xccel(["run-all", "--source", str(path), "--database-url", database_url])
     assert result.exit_code == 0, result.stderr
     return database_url
+
+
+def svg(page: str, svg_id: str) -> str:
+    """The markup of one drawing on the page."""
+    start = page.index(f'<svg class="chart" id="{svg_id}"')
+    return page[start : page.index("</svg>", start)]
 
 
 def xccel_json(*args: str) -> Any:
@@ -119,7 +128,7 @@ def test_the_dashboard_draws_conversion_with_intervals_and_the_weekly_trend(load
         page = render_dashboard(db)
         rep = report(db)
     for chart in ("chart-km", "chart-hazard", "chart-weekly-visits", "chart-weekly-minutes"):
-        assert f'id="{chart}"' in page
+        assert f'id="{chart}"' in page and f'id="{chart}-phone"' in page  # drawn for the desktop and the phone
     assert rep.conversion is not None and rep.median_intervals is not None
     # the table under the charts holds every row's exact figures
     table = page[page.index('id="table-conversion"') :]
@@ -128,11 +137,19 @@ def test_the_dashboard_draws_conversion_with_intervals_and_the_weekly_trend(load
     assert len(values) == 7 * len(rep.conversion["rows"])
     for i, row in enumerate(rep.conversion["rows"]):
         assert values[7 * i + 2] == repr(row["at_risk"]) and values[7 * i + 6] == repr(row["cumulative_share"])
-    # a band rectangle where the Kaplan–Meier interval is defined; a whisker per defined Wilson interval
-    assert page.count('class="km-band"') == sum(
-        r["cumulative_interval"]["low"] is not None for r in rep.conversion["rows"]
-    )
-    assert page.count('class="whisker"') == len(rep.conversion["rows"])
+    # in every drawing: a band rectangle where the Kaplan–Meier interval is defined; a whisker per defined Wilson
+    # interval; no text under the charts' smallest size
+    for layout in ("", "-phone"):
+        km, hazard = svg(page, "chart-km" + layout), svg(page, "chart-hazard" + layout)
+        assert km.count('class="km-band"') == sum(
+            r["cumulative_interval"]["low"] is not None for r in rep.conversion["rows"]
+        )
+        assert hazard.count('class="whisker"') == len(rep.conversion["rows"])
+        for drawing in (km, hazard):
+            sizes = [int(size) for size in re.findall(r'font-size="(\d+)"', drawing)]
+            assert sizes and min(sizes) >= MIN_FONT
+    widths = {int(w) for w in re.findall(r'<svg[^>]*id="chart-km(?:-phone)?"[^>]*viewBox="0 0 (\d+) ', page)}
+    assert widths == {DESKTOP, PHONE}
     for key, interval in rep.median_intervals.items():
         assert f'id="interval-{key}"' in page
         assert f'data-low="{"null" if interval["low"] is None else repr(interval["low"])}"' in page

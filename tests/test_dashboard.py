@@ -49,6 +49,10 @@ CHART_IDS = (
     "chart-daily-counts",
     "chart-daily-share",
     "chart-funnel",
+    "chart-km",
+    "chart-hazard",
+    "chart-weekly-visits",
+    "chart-weekly-minutes",
 )
 
 

@@ -30,6 +30,9 @@ CHAR_WIDTH = 0.62  # average advance of a sans-serif character, in font sizes (f
 DESKTOP = 520  # widths a chart is drawn at
 PHONE = 340
 WIDE = 1040
+# The layouts a chart is drawn for, (name, width): the first drawing carries the chart's id, the others add the
+# layout's name to it (chart-x, chart-x-phone); the page's CSS shows the one that fits the screen.
+LAYOUTS: tuple[tuple[str, int], ...] = (("desktop", DESKTOP), ("phone", PHONE))
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _legend_lines(series: Sequence[Series], x: float, width: float) -> int:
     return int(_legend(series, x, 0, width)[1] // 18) + 1
 
 
-def _wrap(content: str, size: int, width: float) -> list[str]:
+def wrap(content: str, size: int, width: float) -> list[str]:
     """Words of content in lines that fit width (a word longer than a line gets its own line)."""
     lines: list[str] = []
     for word in content.split():
@@ -139,10 +142,10 @@ def _notes(notes: Sequence[str], x: float, y: float, width: float) -> tuple[str,
     """Notes written on the chart (what it leaves out, what a mark means), wrapped; returns markup and height."""
     out = []
     for note in notes:
-        for line in _wrap(note, MIN_FONT, width - x):
+        for line in wrap(note, MIN_FONT, width - x):
             out.append(_text(x, y, line, size=MIN_FONT, color=INK, extra=' class="note"'))
             y += 16
-    return "".join(out), 16 * sum(len(_wrap(note, MIN_FONT, width - x)) for note in notes)
+    return "".join(out), 16 * sum(len(wrap(note, MIN_FONT, width - x)) for note in notes)
 
 
 def _y_axis_label(label: str, top: float, plot_h: float) -> str:
@@ -168,9 +171,17 @@ def truncate(label: str, limit: int) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
+def variants(chart_id: str, draw: Callable[[str, int], str], layouts: Sequence[tuple[str, int]] = LAYOUTS) -> str:
+    """The chart drawn for every layout by draw(svg_id, width), each in a box CSS shows only on screens it fits."""
+    return "".join(
+        f'<div class="v-{layout}">{draw(chart_id if i == 0 else f"{chart_id}-{layout}", width)}</div>'
+        for i, (layout, width) in enumerate(layouts)
+    )
+
+
 def empty_chart(chart_id: str, title: str, message: str, width: int = DESKTOP, height: int = 120) -> str:
     """The frame of a chart with nothing to draw, saying why."""
-    lines = _wrap(message, FONT, width - 20)
+    lines = wrap(message, FONT, width - 20)
     y0 = height / 2 + 4 - 8 * (len(lines) - 1)
     return (
         _open(chart_id, title, message, width, height)

@@ -7,7 +7,9 @@ band, each hazard as a bar with a whisker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -19,15 +21,62 @@ INK = "#1f2933"
 MUTED = "#5b6675"
 GRID = "#e3e7ee"
 BAND = "#c9daf0"
-WIDTH, HEIGHT = 520, 300
-LEFT, RIGHT, TOP, BOTTOM = 58, 16, 34, 58
+RIGHT, TOP = 16, 34
+TICKS = (0, 0.25, 0.5, 0.75, 1.0)  # gridlines, as shares of the y axis
+PLOT_HEIGHT = 208
+LINE = 16  # baseline to baseline of the legend's lines
+SIZE = charts.MIN_FONT  # every text: the page never shows a drawing much narrower than its width
 CHART_IDS = ("chart-km", "chart-hazard", "chart-weekly-visits", "chart-weekly-minutes")
 MAX_STEPS = 30  # the charts stop at this session number; the table under them lists every row
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 12, extra: str = "") -> str:
+@dataclass(frozen=True)
+class Plot:
+    """One drawing's geometry: its width (a layout's), the session numbers on its x axis, the y axis's tick labels
+    (the plot starts right of the widest), and its legend wrapped to the width (the drawing grows downwards by a
+    line per wrapped line)."""
+
+    width: int
+    steps: int
+    ticks: list[str]
+    legend: list[str]
+
+    @property
+    def left(self) -> float:
+        """The x of the y axis: room for the rotated axis label and the widest tick label."""
+        return 26 + max(charts.text_width(tick, SIZE) for tick in self.ticks) + 8
+
+    @property
+    def bottom(self) -> float:
+        """The y of the x axis."""
+        return TOP + PLOT_HEIGHT
+
+    @property
+    def height(self) -> int:
+        return int(self.bottom + 46 + LINE * max(len(self.legend), 1))
+
+    @property
+    def slot(self) -> float:
+        """The width given to one session number."""
+        return (self.width - self.left - RIGHT) / self.steps
+
+    def x(self, k: float) -> float:
+        """The centre of session number k's slot."""
+        return self.left + (k - 0.5) * self.slot
+
+    def y(self, value: float) -> float:
+        return TOP + PLOT_HEIGHT * (1 - value)
+
+
+def _plot(width: int, steps: int, legend: str, legend_x: float, tick_scale: float = 1.0) -> Plot:
+    """The geometry for width; the gridlines are labelled 0-100 % times tick_scale."""
+    ticks = [f"{tick * tick_scale * 100:g}%" for tick in TICKS]
+    return Plot(width, steps, ticks, charts.wrap(legend, SIZE, width - legend_x - 8))
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" fill="{INK}" text-anchor="{anchor}"{extra}>'
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{SIZE}" fill="{INK}" text-anchor="{anchor}"{extra}>'
         f"{escape(text)}</text>"
     )
 
@@ -36,165 +85,173 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
-def _frame(chart_id: str, title: str, description: str, steps: int, x_label: str, y_label: str) -> list[str]:
+def _frame(plot: Plot, chart_id: str, title: str, description: str, x_label: str, y_label: str) -> list[str]:
+    """The svg's opening, gridlines with their labels, session numbers and axis labels."""
     out = [
-        f'<svg class="chart" id="{chart_id}" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-        f'height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg" aria-labelledby="{chart_id}-title {chart_id}-desc">'
+        f'<svg class="chart" id="{chart_id}" role="img" viewBox="0 0 {plot.width} {plot.height}" '
+        f'width="{plot.width}" height="{plot.height}" preserveAspectRatio="xMinYMin meet" '
+        f'xmlns="http://www.w3.org/2000/svg" aria-labelledby="{chart_id}-title {chart_id}-desc">'
         f'<title id="{chart_id}-title">{escape(title)}</title><desc id="{chart_id}-desc">{escape(description)}</desc>'
     ]
-    plot_h = HEIGHT - TOP - BOTTOM
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        y = TOP + plot_h * (1 - tick)
-        out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        out.append(_text(LEFT - 6, y + 4, f"{tick * 100:.0f}%", anchor="end", size=11))
-    every = max(1, -(-steps // 10))
-    for k in range(1, steps + 1):
+    for tick, label in zip(TICKS, plot.ticks, strict=True):
+        y = plot.y(tick)
+        out.append(f'<line x1="{plot.left:.1f}" x2="{plot.width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        out.append(_text(plot.left - 6, y + 4, label, anchor="end"))
+    # as many session numbers as fit side by side, always the first
+    needed = charts.text_width(str(plot.steps), SIZE) + 10
+    every = max(1, math.ceil(plot.steps / max((plot.width - plot.left - RIGHT) / needed, 1)))
+    for k in range(1, plot.steps + 1):
         if k == 1 or k % every == 0:
-            out.append(_text(_x(k, steps), TOP + plot_h + 16, str(k), anchor="middle", size=11))
-    out.append(_text(LEFT + (WIDTH - LEFT - RIGHT) / 2, HEIGHT - 20, x_label, anchor="middle"))
-    middle = TOP + plot_h / 2
+            out.append(_text(plot.x(k), plot.bottom + 16, str(k), anchor="middle"))
+    out.append(_text((plot.left + plot.width - RIGHT) / 2, plot.bottom + 36, x_label, anchor="middle"))
+    middle = TOP + PLOT_HEIGHT / 2
     out.append(_text(14, middle, y_label, anchor="middle", extra=f' transform="rotate(-90 14 {middle:.1f})"'))
     return out
 
 
-def _x(k: float, steps: int) -> float:
-    """The centre of session number k's slot."""
-    slot = (WIDTH - LEFT - RIGHT) / steps
-    return LEFT + (k - 0.5) * slot
+def _legend(plot: Plot, x: float) -> list[str]:
+    return [_text(x, plot.bottom + 58 + LINE * i, line) for i, line in enumerate(plot.legend)]
 
 
-def _y(value: float) -> float:
-    return TOP + (HEIGHT - TOP - BOTTOM) * (1 - value)
-
-
-def km_chart(rows: Sequence[dict[str, Any]], median: int | None) -> str:
-    chart_id = "chart-km"
+def km_chart(svg_id: str, width: int, rows: Sequence[dict[str, Any]], median: int | None) -> str:
+    """The Kaplan–Meier share bought by session k with its 95 % band, drawn width wide."""
     title = "Share of customers who have bought, by session number (Kaplan–Meier)"
     if not rows:
-        return charts.empty_chart(chart_id, title, "No customers in this window.")
+        return charts.empty_chart(svg_id, title, "No customers in this window.", width)
     shown = rows[:MAX_STEPS]
-    steps = len(shown)
-    slot = (WIDTH - LEFT - RIGHT) / steps
+    plot = _plot(width, len(shown), "95 % band (Greenwood, log-log)", 24)
     description = (
-        f"Kaplan–Meier share bought by session k for k = 1 to {steps}, with its 95 % band; "
+        f"Kaplan–Meier share bought by session k for k = 1 to {plot.steps}, with its 95 % band; "
         + ("half of all customers have bought by session " + str(median) if median else "half is not reached")
         + "."
     )
-    out = _frame(chart_id, title, description, steps, "session number k", "bought by session k (%)")
+    out = _frame(plot, svg_id, title, description, "session number k", "bought by session k (%)")
     # the band: one rectangle per session number where the interval is defined
     for row in shown:
         band = row["cumulative_interval"]
         if band["low"] is not None:
-            x0 = LEFT + (row["session_number"] - 1) * slot
+            x0 = plot.left + (row["session_number"] - 1) * plot.slot
             out.append(
-                f'<rect class="km-band" x="{x0:.1f}" y="{_y(band["high"]):.1f}" width="{slot:.1f}" '
-                f'height="{max(_y(band["low"]) - _y(band["high"]), 0.5):.1f}" fill="{BAND}"/>'
+                f'<rect class="km-band" x="{x0:.1f}" y="{plot.y(band["high"]):.1f}" width="{plot.slot:.1f}" '
+                f'height="{max(plot.y(band["low"]) - plot.y(band["high"]), 0.5):.1f}" fill="{BAND}"/>'
             )
     points = []
     previous = 0.0
     for row in shown:
-        x0 = LEFT + (row["session_number"] - 1) * slot
-        points += [(x0, _y(previous)), (x0, _y(row["cumulative_share"])), (x0 + slot, _y(row["cumulative_share"]))]
-        previous = row["cumulative_share"]
+        x0 = plot.left + (row["session_number"] - 1) * plot.slot
+        share = row["cumulative_share"]
+        points += [(x0, plot.y(previous)), (x0, plot.y(share)), (x0 + plot.slot, plot.y(share))]
+        previous = share
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     out.append(f'<polyline points="{path}" fill="none" stroke="{BLUE}" stroke-width="2"/>')
     for row in shown:
         band = row["cumulative_interval"]
         out.append(
-            f'<circle cx="{_x(row["session_number"], steps):.1f}" cy="{_y(row["cumulative_share"]):.1f}" r="2.5" '
+            f'<circle cx="{plot.x(row["session_number"]):.1f}" cy="{plot.y(row["cumulative_share"]):.1f}" r="2.5" '
             f'fill="{BLUE}"><title>session {row["session_number"]}: {_pct(row["cumulative_share"])} bought '
             f"(95 %: {_pct(band['low'])}–{_pct(band['high'])})</title></circle>"
         )
+    half = plot.y(0.5)
     out.append(
-        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{_y(0.5):.1f}" y2="{_y(0.5):.1f}" stroke="{MUTED}" '
+        f'<line x1="{plot.left:.1f}" x2="{plot.width - RIGHT}" y1="{half:.1f}" y2="{half:.1f}" stroke="{MUTED}" '
         'stroke-dasharray="4 3"/>'
     )
-    out.append(_text(WIDTH - RIGHT, _y(0.5) - 4, "half of all customers", anchor="end", size=11))
-    out.append(
-        f'<rect x="{LEFT}" y="{HEIGHT - 12}" width="12" height="8" fill="{BAND}"/>'
-        + _text(LEFT + 16, HEIGHT - 4, "95 % band (Greenwood, log-log)", size=11)
-    )
+    # over the curve and its band, with a white halo so that it stays legible
+    halo = ' paint-order="stroke" stroke="#fff" stroke-width="3"'
+    out.append(_text(plot.width - RIGHT, half - 4, "half of all customers", anchor="end", extra=halo))
+    out.append(f'<rect x="8" y="{plot.bottom + 49:.1f}" width="12" height="9" fill="{BAND}"/>')
+    out += _legend(plot, 24)
     out.append("</svg>")
     return "".join(out)
 
 
-def hazard_chart(rows: Sequence[dict[str, Any]]) -> str:
-    chart_id = "chart-hazard"
+def hazard_chart(svg_id: str, width: int, rows: Sequence[dict[str, Any]]) -> str:
+    """The hazard of a first order per session number with its 95 % Wilson interval, drawn width wide."""
     title = "Chance of a first order in session k, for customers who have not bought yet"
     if not rows:
-        return charts.empty_chart(chart_id, title, "No customers in this window.")
+        return charts.empty_chart(svg_id, title, "No customers in this window.", width)
     shown = rows[:MAX_STEPS]
-    steps = len(shown)
-    slot = (WIDTH - LEFT - RIGHT) / steps
     top = max([r["hazard_interval"]["high"] or r["hazard"] for r in shown] + [0.01])
     scale = 1.0 if top > 0.5 else 0.5 if top > 0.25 else 0.25 if top > 0.1 else 0.1
-    description = f"Hazard of a first order per session number k = 1 to {steps}, bars with 95 % Wilson intervals."
-    out = _frame(chart_id, title, description, steps, "session number k", "hazard (% of those at risk)")
-    # the frame's gridlines are 0-100 %; relabel them for the chosen scale
-    out = [part for part in out if not (part.startswith("<text") and part.endswith("%</text>"))]
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        out.append(_text(LEFT - 6, _y(tick) + 4, f"{tick * scale * 100:g}%", anchor="end", size=11))
+    plot = _plot(width, len(shown), "bars: hazard; lines: 95 % Wilson interval", 8, scale)
+    description = f"Hazard of a first order per session number k = 1 to {plot.steps}, bars with 95 % Wilson intervals."
+    out = _frame(plot, svg_id, title, description, "session number k", "hazard (% of those at risk)")
+    bar_w = max(plot.slot * 0.6, 1.0)
     for row in shown:
         k = row["session_number"]
-        x = _x(k, steps)
-        bar_w = max(slot * 0.6, 1.0)
+        x = plot.x(k)
         interval = row["hazard_interval"]
         out.append(
-            f'<rect class="hazard-bar" x="{x - bar_w / 2:.1f}" y="{_y(row["hazard"] / scale):.1f}" '
-            f'width="{bar_w:.1f}" height="{_y(0) - _y(row["hazard"] / scale):.1f}" fill="{ORANGE}">'
+            f'<rect class="hazard-bar" x="{x - bar_w / 2:.1f}" y="{plot.y(row["hazard"] / scale):.1f}" '
+            f'width="{bar_w:.1f}" height="{plot.y(0) - plot.y(row["hazard"] / scale):.1f}" fill="{ORANGE}">'
             f"<title>session {k}: {row['first_orders']:,} of {row['at_risk']:,} at risk bought, "
             f"{_pct(row['hazard'])} (95 %: {_pct(interval['low'])}–{_pct(interval['high'])})</title></rect>"
         )
         if interval["low"] is not None:
-            y_low, y_high = _y(min(interval["low"] / scale, 1)), _y(min(interval["high"] / scale, 1))
+            y_low, y_high = plot.y(min(interval["low"] / scale, 1)), plot.y(min(interval["high"] / scale, 1))
             out.append(
                 f'<line class="whisker" x1="{x:.1f}" x2="{x:.1f}" y1="{y_low:.1f}" y2="{y_high:.1f}" '
                 f'stroke="{INK}" stroke-width="1.2"/>'
             )
-    out.append(_text(LEFT, HEIGHT - 4, "bars: hazard; lines: 95 % Wilson interval", size=11))
+    out += _legend(plot, 8)
     out.append("</svg>")
     return "".join(out)
 
 
-def weekly_charts(weeks: Sequence[WeekRow]) -> str:
+def weekly_charts(weeks: Sequence[WeekRow]) -> tuple[str, str]:
+    """The two weekly trend charts, each drawn for every layout (or a frame saying why there is no trend)."""
     title_visits = "Median sessions before the first order, by week of the first session"
     title_minutes = "Median session duration before the first order, by week of the first session"
-    if not weeks:
-        return charts.empty_chart("chart-weekly-visits", title_visits, "No customers in this window.") + (
-            charts.empty_chart("chart-weekly-minutes", title_minutes, "No customers in this window.")
+    if len(weeks) < 2:
+        message = (
+            "No customers in this window."
+            if not weeks
+            else f"One week of first sessions ({weeks[0].week_start}): no trend yet; see the numbers."
         )
-    if len(weeks) == 1:
-        message = f"One week of first sessions ({weeks[0].week_start}): no trend yet; see the numbers."
-        return charts.empty_chart("chart-weekly-visits", title_visits, message) + (
-            charts.empty_chart("chart-weekly-minutes", title_minutes, message)
+        return _empty("chart-weekly-visits", title_visits, message), _empty(
+            "chart-weekly-minutes", title_minutes, message
         )
     categories = [f"{w.week_start:%m-%d}" for w in weeks]
     axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})"
-    visits = charts.line_chart(
-        chart_id="chart-weekly-visits",
-        title=title_visits,
-        description=f"median_visits_before_order per week of the customers' first session, {len(weeks)} weeks.",
-        categories=categories,
-        series=[Series("median sessions before the first order", [w.median_visits_before_order for w in weeks], BLUE)],
-        x_label=axis,
-        y_label="sessions",
+    visits = charts.variants(
+        "chart-weekly-visits",
+        lambda svg_id, width: charts.line_chart(
+            chart_id=svg_id,
+            title=title_visits,
+            description=f"median_visits_before_order per week of the customers' first session, {len(weeks)} weeks.",
+            categories=categories,
+            series=[
+                Series("median sessions before the first order", [w.median_visits_before_order for w in weeks], BLUE)
+            ],
+            x_label=axis,
+            y_label="sessions",
+            width=width,
+        ),
     )
-    minutes = charts.line_chart(
-        chart_id="chart-weekly-minutes",
-        title=title_minutes,
-        description="median_session_duration_minutes_before_order per week of the customers' first session.",
-        categories=categories,
-        series=[
-            Series(
-                "median session minutes before the first order",
-                [w.median_session_duration_minutes_before_order for w in weeks],
-                ORANGE,
-            )
-        ],
-        x_label=axis,
-        y_label="minutes",
+    minutes = charts.variants(
+        "chart-weekly-minutes",
+        lambda svg_id, width: charts.line_chart(
+            chart_id=svg_id,
+            title=title_minutes,
+            description="median_session_duration_minutes_before_order per week of the customers' first session.",
+            categories=categories,
+            series=[
+                Series(
+                    "median session minutes before the first order",
+                    [w.median_session_duration_minutes_before_order for w in weeks],
+                    ORANGE,
+                )
+            ],
+            x_label=axis,
+            y_label="minutes",
+            width=width,
+        ),
     )
-    return visits + minutes
+    return visits, minutes
+
+
+def _empty(chart_id: str, title: str, message: str) -> str:
+    return charts.variants(chart_id, lambda svg_id, width: charts.empty_chart(svg_id, title, message, width))
 
 
 def _cell(raw: Any, shown: str) -> str:
@@ -244,8 +301,8 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         for r in rows
     )
     table = (
-        f'<details><summary>Numbers</summary><table id="table-conversion"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></details>"
+        f'<details><summary>Numbers</summary><div class="table-wrap"><table id="table-conversion"><thead><tr>{head}'
+        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
     )
     since, until = window.get("since"), window.get("until")
     scope = (
@@ -275,15 +332,19 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         for h in ("week (Monday)", "customers", "with an order", "median sessions before", "median minutes before")
     )
     week_table = (
-        f'<details><summary>Numbers</summary><table id="table-weekly"><thead><tr>{week_head}</tr></thead>'
-        f"<tbody>{week_rows}</tbody></table></details>"
+        f'<details><summary>Numbers</summary><div class="table-wrap"><table id="table-weekly"><thead><tr>'
+        f"{week_head}</tr></thead><tbody>{week_rows}</tbody></table></div></details>"
     )
+    km = charts.variants("chart-km", lambda svg_id, width: km_chart(svg_id, width, rows, median))
+    hazard = charts.variants("chart-hazard", lambda svg_id, width: hazard_chart(svg_id, width, rows))
+    visits, minutes = weekly_charts(weeks)
     return (
         f'<figure id="figure-conversion" class="wide" data-km-median="{"null" if median is None else median}">'
         f"<h2>Conversion by visit number</h2><figcaption>{escape(caption + scope)}</figcaption>"
-        f'<div class="pair">{km_chart(rows, median)}{hazard_chart(rows)}</div>{table}</figure>'
+        f'<div class="pair"><div>{km}</div><div>{hazard}</div></div>{table}</figure>'
         f'<figure id="figure-weekly" class="wide"><h2>Weekly trend of the two medians</h2>'
-        f'<figcaption>{escape(weekly_caption)}</figcaption><div class="pair">{weekly_charts(weeks)}</div>'
+        f'<figcaption>{escape(weekly_caption)}</figcaption><div class="pair"><div>{visits}</div><div>{minutes}</div>'
+        "</div>"
         f"{week_table}</figure>"
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from xccel_cli import charts, conversion_cards
-from xccel_cli.charts import BLUE, DESKTOP, GREY, ORANGE, PHONE, WIDE, Panel, Series, number, percent
+from xccel_cli.charts import (
+    BLUE,
+    DESKTOP,
+    GREY,
+    LAYOUTS,
+    ORANGE,
+    PHONE,
+    WIDE,
+    Panel,
+    Series,
+    number,
+    percent,
+    variants,
+)
 from xccel_cli.config import SessionRules
 from xccel_cli.conversion import WeekRow, Window, weekly_medians
 from xccel_cli.db import Database
@@ -42,9 +55,8 @@ CHART_IDS = (
     "chart-funnel",
     *conversion_cards.CHART_IDS,
 )
-# Each chart is drawn once per layout and CSS shows the one that fits the screen (see CSS): (layout, width).
-# The first layout's drawing carries the chart's id; the others add the layout's name to it.
-LAYOUTS: tuple[tuple[str, int], ...] = (("desktop", DESKTOP), ("phone", PHONE))
+# Each chart is drawn once per layout (charts.LAYOUTS; the referrer panels WIDE_LAYOUTS) and CSS shows the one
+# that fits the screen (see CSS).
 WIDE_LAYOUTS: tuple[tuple[str, int], ...] = (("wide", WIDE), ("mid", DESKTOP), ("phone", PHONE))
 CHART_VARIANT_IDS = {
     chart_id: [chart_id] + [f"{chart_id}-{layout}" for layout, _ in (WIDE_LAYOUTS if wide else LAYOUTS)[1:]]
@@ -340,16 +352,8 @@ def _figure(
     )
 
 
-def _variants(chart_id: str, draw: Callable[[str, int], str], layouts: Sequence[tuple[str, int]] = LAYOUTS) -> str:
-    """The chart drawn for every layout, each in a box CSS shows only on screens it fits."""
-    return "".join(
-        f'<div class="v-{layout}">{draw(chart_id if i == 0 else f"{chart_id}-{layout}", width)}</div>'
-        for i, (layout, width) in enumerate(layouts)
-    )
-
-
 def _empty(chart_id: str, title: str, message: str, layouts: Sequence[tuple[str, int]] = LAYOUTS) -> str:
-    return _variants(chart_id, lambda svg_id, width: charts.empty_chart(svg_id, title, message, width), layouts)
+    return variants(chart_id, lambda svg_id, width: charts.empty_chart(svg_id, title, message, width), layouts)
 
 
 def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
@@ -371,7 +375,7 @@ def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
             categories[-1] = f"{VISIT_BARS}+"
         median = rep.median_visits_before_order
         marker = None if median is None else (min(median, VISIT_BARS), f"median {number(median)}")
-        svg = _variants(
+        svg = variants(
             "chart-visits",
             lambda svg_id, width: charts.bar_chart(
                 chart_id=svg_id,
@@ -420,7 +424,7 @@ def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
     else:
         before = [r["sessions_before_order"] / total_before if total_before else None for r in durations]
         every = [r["sessions"] / total_all for r in durations]
-        svg = _variants(
+        svg = variants(
             "chart-durations",
             lambda svg_id, width: charts.bar_chart(
                 chart_id=svg_id,
@@ -492,7 +496,7 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                 _percent_axis,
             ),
         ]
-        svg = _variants(
+        svg = variants(
             "chart-referrers",
             lambda svg_id, width: charts.hbar_panels(
                 chart_id=svg_id,
@@ -558,7 +562,7 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
             notes.append("Open circles: partial days (the data covers under 23 h).")
         if note:
             notes.append(f"{daily[0]['sessions_outside']:,} sessions far outside these dates are not drawn.")
-        counts_svg = _variants(
+        counts_svg = variants(
             "chart-daily-counts",
             lambda svg_id, width: charts.line_chart(
                 chart_id=svg_id,
@@ -576,7 +580,7 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
                 width=width,
             ),
         )
-        share_svg = _variants(
+        share_svg = variants(
             "chart-daily-share",
             lambda svg_id, width: charts.line_chart(
                 chart_id=svg_id,
@@ -625,7 +629,7 @@ def _funnel_figure(funnel: list[dict[str, Any]]) -> str:
         svg = _empty("chart-funnel", title, "No sessions yet.")
     else:
         last = funnel[-1]
-        svg = _variants(
+        svg = variants(
             "chart-funnel",
             lambda svg_id, width: charts.funnel_chart(
                 chart_id=svg_id,

@@ -19,6 +19,9 @@ import pytest
 from tests.conftest import ROOT, run_xccel
 from tests.dumps import START, dump, event, random_events
 
+# real xccel processes: the installed command, make, a pty
+pytestmark = pytest.mark.integration
+
 COUNTS = ("loaded", "already_loaded", "anonymous", "duplicates", "rejected")
 COMMANDS = ("init-db", "extract", "sessionize", "load", "report", "run-all", "db", "serve", "runs", "status")
 

@@ -69,7 +69,7 @@ def test_ctrl_c_is_exit_code_130_one_line_and_nothing_published(database_url: st
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == int(ExitCode.INTERRUPTED) == 130
-    assert err.decode() == "Error: interrupted; nothing was published by this run\n"
+    assert err.decode() == "Error: interrupted; nothing was published by run 1\n"
     with psycopg.connect(database_url) as conn:
         assert one_row(conn.execute("SELECT count(*) FROM publications"))[0] == 0
 

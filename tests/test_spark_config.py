@@ -16,6 +16,9 @@ from xccel_cli.pipeline import ExtractOptions, run_extract
 from xccel_cli.source import expand_sources
 from xccel_cli.spark.engine import engine_settings, parse_conf
 
+# real xccel processes: the installed command, make, a pty
+pytestmark = pytest.mark.integration
+
 
 def test_globs_expand_to_files_sorted_by_path(tmp_path: Path) -> None:
     for name in ("b.ndjson", "a.ndjson.gz", "c.txt"):

@@ -89,7 +89,7 @@ def parse_window(since: str | None, until: str | None) -> Window:
     """A window from YYYY-MM-DD texts (the API's query parameters); a bad date is a ConfigError."""
 
     def day(name: str, text: str | None) -> date | None:
-        if text is None or text == "":
+        if text is None:
             return None
         try:
             return date.fromisoformat(text)

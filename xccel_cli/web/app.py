@@ -137,11 +137,17 @@ ConversionReport = create_model(
 
 SinceParam = Annotated[
     str | None,
-    Query(description="Only customers whose first session starts on or after this UTC day (YYYY-MM-DD, inclusive)."),
+    Query(
+        description="Only customers whose first session starts on or after this UTC day (YYYY-MM-DD, inclusive).",
+        json_schema_extra={"format": "date"},
+    ),
 ]
 UntilParam = Annotated[
     str | None,
-    Query(description="Only customers whose first session starts on or before this UTC day (YYYY-MM-DD, inclusive)."),
+    Query(
+        description="Only customers whose first session starts on or before this UTC day (YYYY-MM-DD, inclusive).",
+        json_schema_extra={"format": "date"},
+    ),
 ]
 
 
@@ -341,7 +347,7 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         return await windowed.get(kind, window, await latest())
 
     bad_window: dict[int | str, dict[str, Any]] = {
-        400: {"model": ErrorBody, "description": "A bad since/until (not a date, or since after until)."}
+        400: {"model": ErrorBody, "description": "A bad since/until: not a date, or since after until."}
     }
 
     @app.get(
@@ -377,7 +383,8 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
             "clients that send no Accept), else the JSON error.",
             html_outage=True,
             json_route=False,
-        ),
+        )
+        | {400: {"description": "A bad since/until: not a date, or since after until.", "content": dict(ERROR_JSON)}},
         summary="The dashboard: one self-contained HTML page (the same as `xccel report --html`); gzip if accepted",
     )
     async def dashboard_page(request: Request, since: SinceParam = None, until: UntilParam = None) -> Response:

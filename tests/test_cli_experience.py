@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_xccel
+from tests.conftest import ROOT, Served, run_xccel
 from tests.dumps import START, dump, event, random_events
 
 # real xccel processes: the installed command, make, a pty
@@ -208,8 +208,7 @@ def on_a_terminal(args: list[str], env: dict[str, str], resume: Path, marker: st
                     screen += os.read(master, 65536)
                 except OSError:
                     break
-        out = proc.stdout.read() if proc.stdout else b""
-        proc.wait(timeout=120)
+        out, _ = proc.communicate(timeout=120)  # reads stdout to the end and closes it
         os.close(master)
     return screen.decode(errors="replace"), out, proc.returncode
 
@@ -224,6 +223,25 @@ def terminal_env(tmp_path: Path, pause_at: str, resume: Path) -> dict[str, str]:
         TERM="xterm-256color",
     )
     return env
+
+
+def test_progress_over_http_takes_its_total_from_content_length(
+    database_url: str, tmp_path: Path, http_server: Served
+) -> None:
+    """An HTTP source that says its Content-Length gets the same bar: total, percentage, time left."""
+    body = dump(random_events(3000, seed=10))
+    url = http_server.add("/events.json", body)
+    resume = tmp_path / "resume"
+    text, out, code = on_a_terminal(
+        ["run-all", "--source", url, "--database-url", database_url],
+        terminal_env(tmp_path, "sessionize", resume),
+        resume,
+        "sessionize: cutting events into sessions",
+    )
+    assert code == 0, text[-2000:]
+    assert f"/{len(body) / 1000:.1f} kB" in text, text[-3000:]  # the total, from Content-Length
+    assert "100%" in text and "3,000 lines" in text
+    assert b"median_visits_before_order" in out
 
 
 def test_progress_shows_total_percentage_time_left_and_each_stage(database_url: str, tmp_path: Path) -> None:

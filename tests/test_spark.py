@@ -47,6 +47,9 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 from xccel_cli.spark import job as spark_job  # noqa: E402
 from xccel_cli.spark.engine import SparkSettings, run_all_spark  # noqa: E402
 
+# Spark jobs and the real xccel command (one test starts a standalone cluster)
+pytestmark = pytest.mark.integration
+
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
 MEDIANS = (
     "median_visits_before_order",

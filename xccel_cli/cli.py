@@ -380,6 +380,7 @@ def extract_command(
     options.max_line_bytes = _max_line_bytes(max_line_bytes)
     with _connect(database_url) as db, progress_reporter(_state().quiet, options.source) as progress:
         options.progress = progress
+        options.sized = progress.sized if progress is not None else None
         result = run_extract(db, options, wait=wait)
     if not _state().quiet:
         render_extract(result)
@@ -602,6 +603,7 @@ def run_all_command(
     metrics_path = config.metrics_file(metrics_file)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
+        options.sized = progress.sized if progress is not None else None
         options.phase = progress.phase if progress is not None else None
         try:
             result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait, spark=spark)

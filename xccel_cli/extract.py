@@ -237,6 +237,7 @@ def extract(
     progress: ProgressCallback | None = None,
     retries: int = 3,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    on_size: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Read the whole source into raw_events in one transaction; nothing is kept if it fails.
 
@@ -247,7 +248,7 @@ def extract(
     for (numbers beyond PostgreSQL's numeric, in the payload) PostgreSQL refuses during COPY; the
     transaction is then rolled back and the source read again with every line judged by parse_line.
     """
-    options = (db, source, run_id, keep_anonymous, max_reject_share, progress, retries, max_line_bytes)
+    options = (db, source, run_id, keep_anonymous, max_reject_share, progress, retries, max_line_bytes, on_size)
     try:
         return _extract(*options, careful=False)
     except _RefusedByServer as exc:
@@ -272,6 +273,7 @@ def _extract(
     progress: ProgressCallback | None,
     retries: int,
     max_line_bytes: int,
+    on_size: Callable[[int], None] | None,
     *,
     careful: bool,
 ) -> ExtractResult:
@@ -281,6 +283,8 @@ def _extract(
     # closing(): a failed run must not leave the spool file open (it may have rolled over to disk)
     with db.transaction(), opener as opened, closing(Rejects(run_id)) as rejects:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
+        if on_size is not None and opened.info.kind == "http" and opened.info.size:
+            on_size(opened.info.size)  # Content-Length: a progress bar can show a total (a local file's is known)
         with translate_errors():
             # a crash right after commit may lose this run, never corrupt it; the next run reloads it
             db.conn.execute("SET LOCAL synchronous_commit = off")

@@ -134,6 +134,7 @@ class ExtractOptions:
     progress: ProgressCallback | None = None
     max_line_bytes: int | None = None  # None: XCCEL_MAX_LINE_BYTES, else 16 MiB
     phase: Callable[[str], None] | None = None  # told the name of each stage of run_all as it starts
+    sized: Callable[[int], None] | None = None  # told an HTTP body's Content-Length once it is known
     # several files, read one after the other in this (path) order as one stream; empty: `source` alone
     sources: list[str] = field(default_factory=list)
 
@@ -163,6 +164,7 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
                 progress=options.progress,
                 retries=retries - restarts,
                 max_line_bytes=max_line_bytes(options.max_line_bytes),
+                on_size=options.sized,
             )
             break
         except SourceInterrupted as exc:

@@ -90,6 +90,13 @@ class TerminalProgress:
             self.progress.update(self.task, total=None)
         self.progress.update(self.task, completed=bytes_read, detail=f"{lines:,} lines")
 
+    def sized(self, total: int) -> None:
+        """An HTTP body's Content-Length, once the answer came: the bar gets its total (kept only while the
+        bytes read stay within it: a gzip body grows when it is decoded)."""
+        if self.total is None:
+            self.total = total
+            self.progress.update(self.task, total=total)
+
     def phase(self, stage: str) -> None:
         if stage == "extract":
             return

@@ -110,42 +110,45 @@ class Measured:
     cpu_seconds: float
 
 
+LAUNCHER = (
+    "import json, resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[3:], cwd=sys.argv[2])\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write(json.dumps([code, usage.ru_maxrss, usage.ru_utime + usage.ru_stime]))\n"
+)
+
+
 def run_measured(
     args: list[str], tmp_path: Path, *, env: dict[str, str] | None = None, timeout: float = 300
 ) -> Measured:
-    """Run the real command and take its peak RSS and CPU time from wait4 (this child only)."""
+    """Run the real command; its peak RSS and CPU time as a small launcher process measured them."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     full_env["XCCEL_DATA_DIR"] = str(tmp_path / "data")
     full_env.update(env or {})
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
-    # posix_spawn (a vfork-like clone): a forked copy of this large test process would be folded into the
-    # child's peak RSS at exec; the shell only changes directory and execs the command
-    argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', tempfile.gettempdir(), sys.executable, "-m", "xccel_cli", *args]
+    out, err, usage_file = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "usage.json"
+    # A small launcher runs the command and reports its child's peak RSS and CPU time: measured straight from
+    # this (large) test process, the kernel would fold this process's own peak into the child's at exec.
+    argv = [sys.executable, "-c", LAUNCHER, str(usage_file), tempfile.gettempdir(), sys.executable, "-m", "xccel_cli"]
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     pid = os.posix_spawn(
-        "/bin/sh",
-        argv,
+        sys.executable,
+        [*argv, *args],
         full_env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(out), flags, 0o600),
             (os.POSIX_SPAWN_OPEN, 2, str(err), flags, 0o600),
         ],
+        setsid=True,
     )
-    timer = threading.Timer(timeout, lambda: os.kill(pid, signal.SIGKILL))
+    timer = threading.Timer(timeout, lambda: os.killpg(pid, signal.SIGKILL))
     timer.start()
     try:
-        _, status, usage = os.wait4(pid, 0)
+        os.waitpid(pid, 0)
     finally:
         timer.cancel()
-    returncode = os.waitstatus_to_exitcode(status)
-    return Measured(
-        returncode,
-        out.read_text(),
-        err.read_text(),
-        usage.ru_maxrss / 1024,
-        usage.ru_utime + usage.ru_stime,
-    )
+    returncode, peak_kb, cpu_seconds = json.loads(usage_file.read_text())
+    return Measured(returncode, out.read_text(), err.read_text(), peak_kb / 1024, cpu_seconds)
 
 
 def repeated(piece: bytes, total: int) -> Body:

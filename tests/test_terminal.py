@@ -18,6 +18,9 @@ import pytest
 from tests.conftest import run_xccel
 from tests.test_dashboard import write_dump
 
+# the tables drawn by the real command, at each width and in a pipe
+pytestmark = pytest.mark.integration
+
 LONG_REFERRER = (
     "https://mail.example.com/newsletter/2022/spring-campaign/landing?utm_source=newsletter&utm_medium=email"
 )

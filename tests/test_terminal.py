@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_xccel
+from tests.conftest import invoke_xccel, run_xccel
 from tests.test_dashboard import write_dump
 
 # the tables drawn by the real command, at each width and in a pipe
@@ -82,7 +82,7 @@ def published(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> An
     url = with_database(pg_admin_url, name)
     try:
         dump = write_dump(tmp_path_factory.mktemp("terminal") / "events.ndjson", seed=5, referrers=REFERRERS)
-        loaded = run_xccel(["run-all", "--source", str(dump), "--json", "--database-url", url])
+        loaded = invoke_xccel(["run-all", "--source", str(dump), "--json", "--database-url", url])  # set-up only
         assert loaded.exit_code == 0, loaded.stderr
         yield url
     finally:

@@ -199,14 +199,15 @@ def test_property_no_piece_of_a_password_in_a_connection_error(password: bytes, 
 def _xccel(args: list[str], log: Path) -> tuple[int, str]:
     """Run the real command with arguments that may hold any byte but NUL; everything it wrote."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
-    env["XCCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="xccel-data-")
-    proc = subprocess.run(
-        [sys.executable, "-m", "xccel_cli", "--log-file", str(log), *args],
-        capture_output=True,
-        env=env,
-        timeout=120,
-        cwd=tempfile.gettempdir(),
-    )
+    with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:  # gone when the command is
+        env["XCCEL_DATA_DIR"] = data_dir
+        proc = subprocess.run(
+            [sys.executable, "-m", "xccel_cli", "--log-file", str(log), *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+            cwd=tempfile.gettempdir(),
+        )
     written = (proc.stdout + proc.stderr).decode("utf-8", "surrogateescape")
     return proc.returncode, written + (log.read_text("utf-8", "surrogateescape") if log.exists() else "")
 

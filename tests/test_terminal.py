@@ -31,12 +31,13 @@ WIDTHS: list[int | None] = [40, 60, 80, 120, None]  # None: a pipe, with no COLU
 def xccel_text(args: list[str], width: int | None) -> str:
     """The command's stdout as a user sees it at that width (COLUMNS), or through a pipe (no COLUMNS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k not in ("COLUMNS", "LINES")}
-    env["XCCEL_DATA_DIR"] = tempfile.mkdtemp(prefix="xccel-data-")
     if width is not None:
         env["COLUMNS"] = str(width)
-    proc = subprocess.run(
-        [sys.executable, "-m", "xccel_cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:  # gone when the command is
+        env["XCCEL_DATA_DIR"] = data_dir
+        proc = subprocess.run(
+            [sys.executable, "-m", "xccel_cli", *args], capture_output=True, text=True, env=env, timeout=120
+        )
     assert proc.returncode in (0, 9), proc.stderr
     return proc.stdout
 

@@ -19,10 +19,9 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
 
-from tests.conftest import run_xccel, with_database
-from tests.test_serve import EXAMPLE, RestartablePostgres, Server, raw_exchange, report_json, xccel_ok
+from tests.conftest import run_xccel
+from tests.test_serve import EXAMPLE, RestartablePostgres, Server, example_database, raw_exchange, report_json, xccel_ok
 
 # real xccel processes (the command, serve): started, measured, their output read
 pytestmark = pytest.mark.integration
@@ -84,16 +83,8 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 @pytest.fixture(scope="module")
 def loaded(pg_admin_url: str) -> Iterator[str]:
-    name = f"xccel_http_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
-        xccel_ok("run-all", "--source", str(EXAMPLE), "--database-url", url)
+    with example_database(pg_admin_url, f"xccel_http_{os.getpid()}") as url:
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -154,9 +155,9 @@ def assert_nothing_leaks(server: Server, replies: list[Reply], secrets: list[str
 # --- a loaded database and one server on it, shared by the read-only tests --------------------------
 
 
-@pytest.fixture(scope="module")
-def loaded_url(pg_admin_url: str) -> Iterator[str]:
-    name = f"xccel_serve_{os.getpid()}"
+@contextmanager
+def example_database(pg_admin_url: str, name: str) -> Iterator[str]:
+    """A database of its own, loaded with the shipped example dump by the real command; dropped afterwards."""
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     url = with_database(pg_admin_url, name)
@@ -166,6 +167,12 @@ def loaded_url(pg_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def loaded_url(pg_admin_url: str) -> Iterator[str]:
+    with example_database(pg_admin_url, f"xccel_serve_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,7 @@ def make_dump(lines: int, directory: Path, heavy: bool = False) -> Path:
             f"bench: no dump generator at {DEFAULT_GENERATOR} (or XCCEL_GEN_EVENTS): "
             "pass --path with an event dump (newline-delimited JSON)"
         )
+    directory.mkdir(parents=True, exist_ok=True)
     out = directory / (f"heavy-{lines}.ndjson" if heavy else f"events-{lines}.ndjson")
     if not out.exists():
         print(f"generating {lines:,} lines into {out} ...", file=sys.stderr, flush=True)

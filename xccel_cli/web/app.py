@@ -289,8 +289,11 @@ class OutageLog:
 # The app.
 
 
-def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> Front:
+def create_app(
+    service: MetricsService, cors_origins: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = ()
+) -> Front:
     """The ASGI app uvicorn serves: Front, outermost, in front of the FastAPI app (see Front)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # what exists at startup (modules, the app) lives as long as the server: keep the collector off it
@@ -522,6 +525,7 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         },
         telemetry=telemetry,
         cors_origins=cors_origins,
+        allowed_hosts=allowed_hosts,
     )
 
 

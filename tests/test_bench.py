@@ -131,7 +131,10 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
     assert summary["data"]["events"] == 1142  # the shipped example dump, loaded because nothing was published
     serve, flask = summary["figures"]
     assert serve["server"].startswith("xccel serve") and flask["server"].startswith("flask")
-    for figures in (serve, flask):
+    ceiling = summary["ceiling"]
+    assert ceiling["server"].startswith("bare uvicorn")
+    assert summary["share_of_ceiling"] == round(serve["requests_per_second"] / ceiling["requests_per_second"], 2)
+    for figures in (serve, flask, ceiling, summary["revalidated"]):
         assert figures["requests"] > 0 and figures["errors"] == 0, figures
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     assert len(summary["dashboard_ms"]) == 5 and all(ms > 0 for ms in summary["dashboard_ms"])

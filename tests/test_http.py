@@ -273,6 +273,38 @@ def test_a_bad_cors_origin_is_a_configuration_error(loaded: str) -> None:
     ]
 
 
+def test_allowed_hosts_refuse_every_other_host_header(loaded: str) -> None:
+    server = Server(loaded, env={"XCCEL_ALLOWED_HOSTS": "127.0.0.1 *.figures.example"})
+    try:
+        for host in ("127.0.0.1", f"127.0.0.1:{server.port}", "api.figures.example", "API.Figures.Example.:8000"):
+            reply = raw_exchange(
+                server.port, f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert split_raw(reply)[0] == 200, host
+        for host in ("evil.example", "figures.example", "figures.example.evil", "127.0.0.2", ""):
+            for path in ("/metrics/orders", "/metrics/orders/", "/dashboard"):
+                raw = raw_exchange(
+                    server.port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                )
+                status, headers, body = split_raw(raw)
+                assert status == 400, (host, path)
+                assert "location" not in headers and (not host or host.encode() not in raw)
+                assert headers["content-type"] == "application/json" and set(json.loads(body)) == {"error"}
+                assert_security_headers(headers)
+    finally:
+        assert server.stop() == 0
+        server.log_path.unlink(missing_ok=True)
+
+
+def test_a_bad_allowed_host_is_a_configuration_error(loaded: str) -> None:
+    result = run_xccel(["serve", "--allowed-host", "https://x.example", "--database-url", loaded], timeout=60)
+    assert result.exit_code == 3
+    assert result.stderr.strip().splitlines() == [
+        "Error: --allowed-host must be host names like example.com or *.example.com (no scheme, port or path), "
+        "got 'https://x.example'"
+    ]
+
+
 def test_metrics_in_the_prometheus_format_and_request_counters_move(cors_server: Server, loaded: str) -> None:
     def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         reply = ask(cors_server.port, "/metrics")

@@ -673,6 +673,16 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="HOST",
+            help="Answer only requests whose Host header names this host (e.g. metrics.example.com, "
+            "*.example.com); repeatable. Others get 400. Default: XCCEL_ALLOWED_HOSTS, else any host.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the metrics as JSON over HTTP (uvicorn, one worker, a small read-only connection pool).
@@ -686,9 +696,10 @@ def serve_command(
 
     url = config.database_url(database_url)
     origins = config.cors_origins(cors_origin)
+    hosts = config.allowed_hosts(allowed_host)
     with _connect(database_url) as db:
         real_url = url or (db.embedded.url if db.embedded else "")
-        serve(db, real_url, host, port, access_log=access_log, cors_origins=origins)
+        serve(db, real_url, host, port, access_log=access_log, cors_origins=origins, allowed_hosts=hosts)
 
 
 @app.command("runs", short_help="List recent runs: outcome, counts, time per stage.")

@@ -242,6 +242,27 @@ def cors_origins(options: list[str] | None) -> tuple[str, ...]:
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
+def allowed_hosts(options: list[str] | None) -> tuple[str, ...]:
+    """--allowed-host (repeatable), else XCCEL_ALLOWED_HOSTS (comma or space separated); none: any Host.
+
+    A name is a host as the Host header carries it without its port (example.com, 127.0.0.1, [::1]),
+    or *.example.com for every subdomain of example.com. Kept lower-case: host names are case-insensitive.
+    """
+    raw = list(options or []) or re.split(r"[,\s]+", env("XCCEL_ALLOWED_HOSTS") or "")
+    hosts = tuple(dict.fromkeys(host.strip().lower() for host in raw if host.strip()))
+    for host in hosts:
+        if not _ALLOWED_HOST.fullmatch(host):
+            where = "--allowed-host" if options else "XCCEL_ALLOWED_HOSTS"
+            raise ConfigError(
+                f"{where} must be host names like example.com or *.example.com (no scheme, port or path), "
+                f"got {host[:200]!r}"
+            )
+    return hosts
+
+
+_ALLOWED_HOST = re.compile(r"(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\]")
+
+
 def metrics_file(option: str | None) -> Path | None:
     """--metrics-file, else XCCEL_METRICS_FILE: where run-all writes its figures for node_exporter."""
     raw = option or env("XCCEL_METRICS_FILE")

@@ -289,7 +289,11 @@ class OutageLog:
 # The app.
 
 
-def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> FastAPI:
+def create_app(
+    service: MetricsService, cors_origins: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = ()
+) -> Front:
+    """The ASGI app uvicorn serves: Front, outermost, in front of the FastAPI app (see Front)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # what exists at startup (modules, the app) lives as long as the server: keep the collector off it
@@ -510,8 +514,10 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         return outage_answer(request, UNAVAILABLE, RETRY_AFTER_OUTAGE)
 
     app.add_middleware(InternalErrorsAsJson)
-    app.add_middleware(
-        Front,
+    # outside FastAPI's own layers (its telemetry hooks, body limit, error pages): what Front answers itself
+    # never goes through them, and what it hands on still does
+    return Front(
+        app,
         offers=OFFERS,
         fast_paths={
             "/metrics/orders": lambda: current(orders_cache),
@@ -519,8 +525,8 @@ def create_app(service: MetricsService, cors_origins: tuple[str, ...] = ()) -> F
         },
         telemetry=telemetry,
         cors_origins=cors_origins,
+        allowed_hosts=allowed_hosts,
     )
-    return app
 
 
 def _health_json(body: Health) -> dict[str, Any]:

@@ -68,8 +68,13 @@ class Front:
         fast_paths: dict[str, Callable[[], Awaitable[CachedAnswer]]],
         telemetry: RequestMetrics,
         cors_origins: tuple[str, ...] = (),
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        names = [host.rstrip(".").encode() for host in allowed_hosts]
+        self.hosts = frozenset(name for name in names if not name.startswith(b"*."))
+        self.host_suffixes = tuple(name[1:] for name in names if name.startswith(b"*."))  # ".example.com"
+        self.check_host = bool(allowed_hosts)
         self.offers = offers
         self.fast_paths = fast_paths
         self.telemetry = telemetry
@@ -85,8 +90,11 @@ class Front:
         accept = if_none_match = accept_encoding = if_modified_since = None
         origin: bytes | None = None
         preflight_method: bytes | None = None
+        host = b""
         for name, value in scope["headers"]:
-            if name == b"accept":
+            if name == b"host":
+                host = value
+            elif name == b"accept":
                 accept = value.decode("latin-1")
             elif name == b"if-none-match":
                 if_none_match = value.decode("latin-1")
@@ -109,7 +117,9 @@ class Front:
         head = method == "HEAD"
         status = 500
         try:
-            if method == "OPTIONS" and self.cors_origins and origin is not None and preflight_method is not None:
+            if self.check_host and not self._host_allowed(host):
+                status, headers, body = json_error(400, "this server does not answer for that Host")
+            elif method == "OPTIONS" and self.cors_origins and origin is not None and preflight_method is not None:
                 status, headers, body = self._preflight(origin, preflight_method)
                 shared = SECURITY_HEADERS  # the preflight's own Access-Control-* headers, not a request's
             elif head or method == "GET":
@@ -142,6 +152,16 @@ class Front:
             telemetry = self.telemetry
             endpoint = path if path in telemetry.endpoints else OTHER
             telemetry.observe(endpoint, status, time.perf_counter() - started)
+
+    def _host_allowed(self, host: bytes) -> bool:
+        """The Host header's name (its port dropped) is a configured host, or under a *.suffix one."""
+        name = host.lower()
+        if name.startswith(b"["):  # [v6]:port
+            name = name[: name.find(b"]") + 1]
+        elif b":" in name:  # name:port
+            name = name.rpartition(b":")[0]
+        name = name.rstrip(b".")
+        return name in self.hosts or any(name.endswith(suffix) for suffix in self.host_suffixes)
 
     def _preflight(self, origin: bytes, method: bytes) -> tuple[int, Headers, bytes]:
         vary = (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")

@@ -82,6 +82,7 @@ def serve(
     *,
     access_log: bool = False,
     cors_origins: tuple[str, ...] = (),
+    allowed_hosts: tuple[str, ...] = (),
 ) -> str:
     """Serve until SIGINT or SIGTERM; returns the address it served on.
 
@@ -94,7 +95,7 @@ def serve(
     logs.serving()
     try:
         config = uvicorn.Config(
-            create_app(service, cors_origins),
+            create_app(service, cors_origins, allowed_hosts),
             workers=1,
             lifespan="on",
             log_config=None,  # logs.configure set up every logger, uvicorn's included
@@ -109,7 +110,7 @@ def serve(
             log.warning("%s (until then the metrics answer 503)", exc)
         db.conn.close()
         service.open()
-        log.info("serving %s (schema %s)%s", address, db.schema, _cors_note(cors_origins))
+        log.info("serving %s (schema %s)%s%s", address, db.schema, _cors_note(cors_origins), _hosts_note(allowed_hosts))
         StoppableServer(config).run(sockets=[sock])
     finally:
         service.close()
@@ -119,3 +120,7 @@ def serve(
 
 def _cors_note(origins: tuple[str, ...]) -> str:
     return f"; cross-origin GET/HEAD allowed from {', '.join(origins)}" if origins else ""
+
+
+def _hosts_note(hosts: tuple[str, ...]) -> str:
+    return f"; answering Host {', '.join(hosts)} only" if hosts else ""

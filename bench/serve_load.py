@@ -159,7 +159,7 @@ def flask_baseline(port: int, database_url: str) -> None:
     from xccel_cli.metrics import report
 
     app = Flask("xccel-old-design")
-    schema = config.schema()
+    schema = config.resolve(os.environ).schema
 
     @app.get(PATH)
     def orders() -> Response:
@@ -199,7 +199,7 @@ def published_counts(url: str) -> dict[str, Any] | None:
     from xccel_cli.metrics import report
 
     try:
-        with connect(url, config.schema()) as db:
+        with connect(url, config.resolve(os.environ).schema) as db:
             result = report(db)
     except Exception:
         return None
@@ -217,7 +217,7 @@ def dashboard_render_ms(url: str, repeat: int = 5) -> list[float]:
     from xccel_cli.db import connect
 
     times = []
-    with connect(url, config.schema()) as db:
+    with connect(url, config.resolve(os.environ).schema) as db:
         for _ in range(repeat):
             started = time.perf_counter()
             render_dashboard(db)

@@ -181,12 +181,24 @@ class CliResult:
     stderr: str
 
 
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+
+
+def pause_hook_environment(env: dict[str, str]) -> dict[str, str]:
+    """A started process's environment, with the test-only pause hook (tests/pause_hook/sitecustomize.py) on
+    its PYTHONPATH when it asks to pause (XCCEL_TEST_PAUSE_AT); any other environment is returned as it is."""
+    if not env.get("XCCEL_TEST_PAUSE_AT"):
+        return env
+    path = [str(PAUSE_HOOK), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
     """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
     full_env.update(env or {})
-    return full_env
+    return pause_hook_environment(full_env)
 
 
 def run_xccel(

@@ -52,6 +52,26 @@ def test_every_setting_the_code_reads_is_documented() -> None:
     assert undocumented == []
 
 
+def test_only_the_settings_module_reads_xccel_variables() -> None:
+    """Every XCCEL_* setting is resolved once, in xccel_cli/config.py; no other module reads one (it may set
+    variables for Spark or Java, and name a setting in a message)."""
+    reads = re.compile(r"""(environ\b[^\n]*|getenv\([^\n]*|\benv\()["'](XCCEL_|DATABASE_URL)""")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "xccel_cli").rglob("*.py"))
+        if path.name != "config.py" or path.parent.name != "xccel_cli"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reads.search(line) or re.search(r"""^\s*[^#]*\(["']XCCEL_[A-Z0-9_]+["']\)""", line)
+    ]
+    assert found == []
+    assert reads.search('os.environ.get("XCCEL_X")') and reads.search("os.getenv('XCCEL_X')")  # the scan works
+
+
+def test_production_code_has_no_test_hook() -> None:
+    """Pausing a run is injected by the tests (tests/pause_hook); the package never looks for it."""
+    assert [path for path in (ROOT / "xccel_cli").rglob("*.py") if "XCCEL_TEST_" in path.read_text()] == []
+
+
 def test_one_version_the_installed_package_metadata() -> None:
     assert xccel_cli.__version__ == version("xccel")
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", xccel_cli.__version__)

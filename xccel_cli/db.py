@@ -75,11 +75,10 @@ def sql_text(name: str) -> str:
     return (sql_dir() / name).read_text()
 
 
-def data_dir() -> Path:
-    """Where the embedded server keeps its data: XCCEL_DATA_DIR, else the user's data directory."""
-    configured = os.environ.get("XCCEL_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser()
+def data_dir(configured: Path | None = None) -> Path:
+    """Where the embedded server keeps its data: the setting XCCEL_DATA_DIR, else the user's data directory."""
+    if configured is not None:
+        return configured
     import platformdirs
 
     return Path(platformdirs.user_data_dir("xccel", appauthor=False))
@@ -449,11 +448,14 @@ def translate_errors() -> Iterator[None]:
 
 
 @contextmanager
-def connect(url: str | None, schema: str, *, create_schema: bool = False) -> Iterator[Database]:
-    """Open the shared connection (starting the embedded server when no URL is configured)."""
+def connect(
+    url: str | None, schema: str, *, create_schema: bool = False, embedded_data_dir: Path | None = None
+) -> Iterator[Database]:
+    """Open the shared connection (starting the embedded server, its data in `embedded_data_dir` or the user's
+    data directory, when no URL is given)."""
     embedded = None
     if url is None:
-        embedded = EmbeddedServer(data_dir())
+        embedded = EmbeddedServer(data_dir(embedded_data_dir))
         url = embedded.url
     display = mask_url(url)
     try:

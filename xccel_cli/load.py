@@ -9,26 +9,17 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from xccel_cli.config import env_number
+from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS
 from xccel_cli.db import Database, one_row
 from xccel_cli.errors import PublishWaitError, StateError
 from xccel_cli.sessionize import latest_publication
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PUBLISH_WAIT_SECONDS = 60.0
 # One try at the swap's locks waits this long for readers, and readers that arrive meanwhile queue
 # behind it for at most as long; between tries they get in.
 LOCK_TRY_MS = 200
 LOCK_PAUSE_SECONDS = 0.3
-
-
-def publish_wait_seconds() -> float:
-    """XCCEL_PUBLISH_WAIT_SECONDS: how long load keeps trying while readers hold the published tables."""
-    seconds = env_number(
-        "XCCEL_PUBLISH_WAIT_SECONDS", float, lambda v: 0 <= v <= 86400, "a number of seconds from 0 to 86400"
-    )
-    return DEFAULT_PUBLISH_WAIT_SECONDS if seconds is None else float(seconds)
 
 
 @dataclass
@@ -41,12 +32,12 @@ class LoadResult:
     seconds: float
 
 
-def load(db: Database, run_id: int | None, *, wait_seconds: float | None = None) -> LoadResult:
+def load(db: Database, run_id: int | None, *, wait_seconds: float = DEFAULT_PUBLISH_WAIT_SECONDS) -> LoadResult:
     """Publish, retrying the swap's short lock while readers hold the tables, up to wait_seconds
-    (default: XCCEL_PUBLISH_WAIT_SECONDS). A reader never waits long for load, and load never fails
+    (the setting XCCEL_PUBLISH_WAIT_SECONDS). A reader never waits long for load, and load never fails
     just because one reader took a while."""
     started = time.perf_counter()
-    wait = publish_wait_seconds() if wait_seconds is None else wait_seconds
+    wait = wait_seconds
     deadline = time.monotonic() + wait
     tries = 0
     while True:

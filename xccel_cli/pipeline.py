@@ -29,7 +29,8 @@ from xccel_cli.errors import Interrupted, XccelError
 from xccel_cli.extract import ExtractResult, ProgressCallback, extract
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
-from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, publication_is_current, start_run
+from xccel_cli.publications import publication_is_current
+from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, start_run
 from xccel_cli.schema import InitResult, init_db, require_schema
 from xccel_cli.sessionize import SessionizeResult, sessionize
 from xccel_cli.source import SourceInterrupted, source_unchanged

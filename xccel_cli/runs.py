@@ -10,6 +10,7 @@ from typing import Any
 from psycopg import sql
 
 from xccel_cli.db import Database, one_row, translate_errors
+from xccel_cli.publications import latest_publication
 
 COUNT_COLUMNS = (
     "lines_read",
@@ -86,17 +87,6 @@ def last_fingerprint(db: Database, source: str) -> tuple[int, dict[str, Any]] | 
             (source,),
         ).fetchone()
     return (int(row[0]), row[1]) if row else None
-
-
-def publication_is_current(db: Database, rules: dict[str, Any]) -> bool:
-    """Whether the newest publication has the given rules and covers every kept event."""
-    with translate_errors():
-        row = db.conn.execute(
-            "SELECT p.rules = %s::jsonb AND p.covers_run_id >= (SELECT coalesce(max(run_id), 0) FROM raw_events)"
-            " FROM publications p ORDER BY p.publication_id DESC LIMIT 1",
-            (json.dumps(rules),),
-        ).fetchone()
-    return bool(row and row[0])
 
 
 @dataclass
@@ -195,17 +185,19 @@ class Status:
 
 def status(db: Database) -> Status:
     """Never waits for a run: reads only runs and publications, which a run never locks for long."""
+    published = latest_publication(db)
     with translate_errors():
-        publication = db.conn.execute(
-            "SELECT published_at, publication_id, run_id, events, sessions FROM publications"
-            " ORDER BY publication_id DESC LIMIT 1"
-        ).fetchone()
         last = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
         success = db.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged') ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         now = one_row(db.conn.execute("SELECT clock_timestamp()"))[0]
-    published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
+    published_at, publication_id, run_id, events, sessions = (
+        (published["published_at"], published["publication_id"], published["run_id"], published["events"])
+        + (published["sessions"],)
+        if published
+        else (None, None, None, None, None)
+    )
     last_run = _as_seen([RunRow(*last)], db)[0] if last else None
     return Status(
         published_at, publication_id, run_id, events, sessions, last_run, RunRow(*success) if success else None, now

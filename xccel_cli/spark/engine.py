@@ -22,12 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, SessionRules, Settings
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError, EngineError, SourceError
-from xccel_cli.sessionize import latest_publication
+from xccel_cli.publications import StagedResult, clear_staged_result, latest_publication, stage_result
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +219,7 @@ def publish_result(
         # a crash before load's commit leaves only rebuildable *_next tables (as sessionize does)
         conn.execute("SET LOCAL synchronous_commit = off")
         published = latest_publication(db)
-        conn.execute("DELETE FROM staged_result")
+        clear_staged_result(db)
         conn.execute("DROP TABLE IF EXISTS tb_events_next")
         conn.execute("CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
         conn.execute("DROP TABLE IF EXISTS sessions_next")
@@ -258,19 +256,19 @@ def publish_result(
         conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
         newest = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()
         covers = newest[0] if newest else 0
-        conn.execute(
-            "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
-            " customers_rebuilt, events, sessions, cut_sessions, engine)"
-            " VALUES (%s, %s, %s, %s, true, %s, %s, %s, %s, 'spark')",
-            (
+        stage_result(
+            db,
+            StagedResult(
                 run_id,
-                Jsonb(rules.as_dict()),
+                rules.as_dict(),
                 covers,
                 published["publication_id"] if published else None,
+                True,
                 job.customers,
                 job.events,
                 job.sessions,
                 job.cut_sessions,
+                engine="spark",
             ),
         )
     return int(job.customers)

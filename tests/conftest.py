@@ -20,6 +20,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,22 @@ def database_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     try:
         yield with_database(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def loaded_database(pg_admin_url: str, name: str, source: Path) -> Iterator[str]:
+    """A database of its own, loaded from `source` by the command (`run-all`, in-process), for a module's tests
+    that only read it; dropped afterwards."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    url = with_database(pg_admin_url, name)
+    try:
+        loaded = invoke_xccel(["run-all", "--source", str(source), "--json", "--database-url", url])
+        assert loaded.exit_code == 0, loaded.stderr
+        yield url
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,4 +1,4 @@
-"""What a command-line user expects (issue 14): --version, shell completion, help summaries that are not cut,
+"""What a command-line user expects: --version, shell completion, help summaries that are not cut,
 counts that add up in `runs` and `status`, one `run-all --json` shape, and `make run` without network."""
 
 from __future__ import annotations

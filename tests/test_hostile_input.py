@@ -1,4 +1,4 @@
-"""Hostile input (issue 12): memory and time never depend on what a dump contains, and one bad line is a
+"""Hostile input: memory and time never depend on what a dump contains, and one bad line is a
 reject, never a failed run.
 
 The big inputs are generated on the fly and streamed from a real HTTP server on 127.0.0.1 (or read from

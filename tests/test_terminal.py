@@ -1,4 +1,4 @@
-"""The terminal never drops or cuts a figure (issue 14): `report`, `report --by referrer`, `runs` and `status`
+"""The terminal never drops or cuts a figure: `report`, `report --by referrer`, `runs` and `status`
 rendered at 40, 60, 80 and 120 columns and in a pipe; every figure of their JSON appears whole in the text,
 every referrer URL on one line, no line wider than the terminal unless it is one unbreakable word."""
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import invoke_xccel, run_xccel
+from tests.conftest import loaded_database, run_xccel
 from tests.test_dashboard import write_dump
 
 # the tables drawn by the real command, at each width and in a pipe
@@ -72,23 +72,9 @@ def assert_fits(text: str, width: int | None) -> None:
 @pytest.fixture(scope="module")
 def published(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One database with a dump through the real pipeline, shared by the rendering checks (they only read)."""
-    import psycopg
-    from psycopg import sql
-
-    from tests.conftest import with_database
-
-    name = f"xccel_terminal_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
-        dump = write_dump(tmp_path_factory.mktemp("terminal") / "events.ndjson", seed=5, referrers=REFERRERS)
-        loaded = invoke_xccel(["run-all", "--source", str(dump), "--json", "--database-url", url])  # set-up only
-        assert loaded.exit_code == 0, loaded.stderr
+    dump = write_dump(tmp_path_factory.mktemp("terminal") / "events.ndjson", seed=5, referrers=REFERRERS)
+    with loaded_database(pg_admin_url, f"xccel_terminal_{os.getpid()}", dump) as url:
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def json_of(args: list[str], url: str) -> Any:

@@ -89,19 +89,9 @@ class SeenIds:
         bits = self.bits
         bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
 
-    def add(self, event_id: int) -> bool:
-        """Record event_id; False when it was seen before."""
-        if 0 <= event_id < self.BITMAP_LIMIT:
-            index = event_id >> 3
-            bits = self.bits
-            if index >= len(bits):
-                self.grow(index)
-            byte = bits[index]
-            mask = 1 << (event_id & 7)
-            if byte & mask:
-                return False
-            bits[index] = byte | mask
-            return True
+    def add_outlier(self, event_id: int) -> bool:
+        """Record an id outside the bitmap's range (the reader tests and sets bits in the bitmap itself, inline:
+        it runs once per line); False when it was seen before."""
         if event_id in self.other:
             return False
         self.other.add(event_id)
@@ -557,7 +547,7 @@ def _stream(
     decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
     encode_json = msgspec.json.encode
     seen_ids = SeenIds()
-    seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add
+    seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add_outlier
     type_cells: dict[str, bytes] = {}
     run_cell = b"%d" % run_id
     rows: list[bytes] = []
@@ -631,7 +621,7 @@ def _stream(
                 event_type = verdict.event_type
                 customer = verdict.customer_id
                 timestamp_cell = encode_json(verdict.timestamp)[1:-1]
-            if 0 <= event_id < bitmap_limit:  # SeenIds.add inlined: this runs once per line
+            if 0 <= event_id < bitmap_limit:  # the bitmap half of SeenIds, inline: this runs once per line
                 index = event_id >> 3
                 if index >= len(seen_bits):
                     seen_ids.grow(index)

@@ -9,9 +9,10 @@ answers this without a look at raw_events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from xccel_cli.db import Database, one_row, translate_errors
@@ -65,10 +66,7 @@ class StagedResult:
     engine: str = "postgres"
 
 
-_STAGED_COLUMNS = (
-    "run_id, rules, covers_run_id, based_on_publication_id, full_refresh, customers_rebuilt, events, sessions,"
-    " cut_sessions, engine"
-)
+_STAGED_COLUMNS = ", ".join(field.name for field in fields(StagedResult))
 
 
 def clear_staged_result(db: Database) -> None:
@@ -78,20 +76,12 @@ def clear_staged_result(db: Database) -> None:
 
 def stage_result(db: Database, staged: StagedResult) -> None:
     """Record a built result as ready for load (in the caller's transaction, with the *_next tables)."""
+    values = {**asdict(staged), "rules": Jsonb(staged.rules)}
     db.conn.execute(
-        f"INSERT INTO staged_result ({_STAGED_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            staged.run_id,
-            Jsonb(staged.rules),
-            staged.covers_run_id,
-            staged.based_on_publication_id,
-            staged.full_refresh,
-            staged.customers_rebuilt,
-            staged.events,
-            staged.sessions,
-            staged.cut_sessions,
-            staged.engine,
+        sql.SQL("INSERT INTO staged_result ({}) VALUES ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, values)), sql.SQL(", ").join(map(sql.Placeholder, values))
         ),
+        values,
     )
 
 
@@ -103,22 +93,15 @@ def take_staged_result(db: Database) -> StagedResult | None:
 
 def record_publication(db: Database, run_id: int | None, staged: StagedResult) -> int:
     """The publications row of a result just swapped in (in load's transaction); the staged row goes."""
+    # the staged row's columns but the publication it was built on (a publication follows from the one before)
+    values = {**asdict(staged), "rules": Jsonb(staged.rules), "run_id": run_id}
+    del values["based_on_publication_id"]
     publication_id = one_row(
         db.conn.execute(
-            "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions, engine) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING publication_id",
-            (
-                run_id,
-                Jsonb(staged.rules),
-                staged.covers_run_id,
-                staged.full_refresh,
-                staged.customers_rebuilt,
-                staged.events,
-                staged.sessions,
-                staged.cut_sessions,
-                staged.engine,
+            sql.SQL("INSERT INTO publications ({}) VALUES ({}) RETURNING publication_id").format(
+                sql.SQL(", ").join(map(sql.Identifier, values)), sql.SQL(", ").join(map(sql.Placeholder, values))
             ),
+            values,
         )
     )[0]
     clear_staged_result(db)

@@ -24,7 +24,7 @@ from xccel_cli.db import Database, one_row
 from xccel_cli.publications import StagedResult, clear_staged_result, stage_result
 from xccel_cli.publications import latest_publication as latest_publication  # re-exported: its old home
 
-# Enough for the sort of every logged-in event of a full dump (~20 MB) to stay in memory.
+# Enough for the sort of every logged-in event of a full dump to stay in memory.
 SORT_MEMORY = "128MB"
 
 

@@ -38,6 +38,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _counter = itertools.count()
 SUITE_TMP_KEY = pytest.StashKey[Path]()
 INTEGRATION = "integration"
+# how often a test HTTP server's loop looks for shutdown() (the standard library's default: every 0.5 s)
+SERVER_POLL_SECONDS = 0.02
 
 
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
@@ -308,7 +310,7 @@ def http_server() -> Iterator[Served]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield served

@@ -69,7 +69,8 @@ TimeoutMinutes = Annotated[
     int | None,
     typer.Option(
         "--timeout-minutes",
-        help="Inactivity gap that starts a new session, 1-240. Default: XCCEL_SESSION_TIMEOUT_MINUTES, else 30.",
+        help=f"Inactivity gap that starts a new session, {config.MIN_TIMEOUT_MINUTES}-{config.MAX_TIMEOUT_MINUTES}. "
+        f"Default: XCCEL_SESSION_TIMEOUT_MINUTES, else {config.DEFAULT_TIMEOUT_MINUTES}.",
         show_default=False,
     ),
 ]
@@ -122,7 +123,7 @@ MaxRejectShare = Annotated[
         "--max-reject-share",
         help="Fail, loading nothing, when more "
         "than this share of lines is refused. Default: "
-        "XCCEL_MAX_REJECT_SHARE, else 0.05.",
+        f"XCCEL_MAX_REJECT_SHARE, else {config.DEFAULT_MAX_REJECT_SHARE}.",
         show_default=False,
     ),
 ]
@@ -131,7 +132,8 @@ MaxLineBytes = Annotated[
     typer.Option(
         "--max-line-bytes",
         help="A longer line is refused (line_too_long, its first bytes kept) and read past. "
-        "Default: XCCEL_MAX_LINE_BYTES, else 16 MiB (at most 32 MiB).",
+        f"Default: XCCEL_MAX_LINE_BYTES, else {config.DEFAULT_MAX_LINE_BYTES >> 20} MiB "
+        f"(at most {config.MAX_MAX_LINE_BYTES >> 20} MiB).",
         show_default=False,
     ),
 ]
@@ -140,10 +142,10 @@ Retries = Annotated[
     typer.Option(
         "--retries",
         help="Retries for a failing HTTP source (backoff "
-        "doubling from XCCEL_RETRY_BACKOFF_SECONDS, else 1 s). Default: "
-        "XCCEL_RETRIES, else 3.",
+        f"doubling from XCCEL_RETRY_BACKOFF_SECONDS, else {config.DEFAULT_BACKOFF_SECONDS:g} s). Default: "
+        f"XCCEL_RETRIES, else {config.DEFAULT_RETRIES}.",
         min=0,
-        max=20,
+        max=config.MAX_RETRIES,
         show_default=False,
     ),
 ]

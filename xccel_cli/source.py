@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-USER_AGENT = "xccel/0.1"
 MAX_RETRY_AFTER_SECONDS = 300.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -68,6 +67,12 @@ class HttpOptions:
     # whole download.
     timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
     backoff_seconds: float = DEFAULT_BACKOFF_SECONDS  # the first wait; each retry doubles it
+
+
+def user_agent() -> str:
+    from xccel_cli import __version__
+
+    return f"xccel/{__version__}"
 
 
 class SourceInterrupted(SourceError):
@@ -231,7 +236,7 @@ class HttpFetch:
         self.backoff = backoff_seconds
         self.failures = 0  # retries used so far, across the whole download
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["User-Agent"] = user_agent()
         # only encodings we undo ourselves: the resume offsets count the bytes as sent
         self.session.headers["Accept-Encoding"] = "gzip"
         self.response = self._request({})
@@ -408,7 +413,7 @@ def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: 
             headers["If-Modified-Since"] = previous["last_modified"]
         if not headers:
             return False
-        headers["User-Agent"] = USER_AGENT
+        headers["User-Agent"] = user_agent()
         try:
             with requests.get(source, headers=headers, stream=True, timeout=timeout_seconds) as response:
                 return response.status_code == 304

@@ -13,7 +13,8 @@ from tests.dumps import dump, random_events
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, one_row
 from xccel_cli.pipeline import ExtractOptions, run_all, run_extract
-from xccel_cli.publications import latest_publication, newest_run_with_events_after, publication_is_current
+from xccel_cli.publications import latest_publication, publication_is_current
+from xccel_cli.runs import newest_run_with_events_after
 
 
 def raw_events_reads(url: str) -> int:

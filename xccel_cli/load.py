@@ -13,10 +13,10 @@ from xccel_cli.db import Database
 from xccel_cli.errors import PublishWaitError, StateError
 from xccel_cli.publications import (
     latest_publication,
-    newest_run_with_events_after,
     record_publication,
     take_staged_result,
 )
+from xccel_cli.runs import newest_run_with_events_after
 
 log = logging.getLogger(__name__)
 

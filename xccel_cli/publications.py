@@ -2,9 +2,8 @@
 published result is current. Every read and write of these two tables is here (the runs table is
 xccel_cli/runs.py's).
 
-"Current" has one definition (staleness): no run after the one a result covers loaded events. Extract
-records how many events a run loaded (runs.loaded) in the transaction that loads them, so the runs table
-answers this without a look at raw_events.
+"Current" has one definition (staleness): no run after the one a result covers loaded events
+(runs.newest_run_with_events_after, from the runs table alone: never a look at raw_events).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from xccel_cli.db import Database, one_row, translate_errors
+from xccel_cli.runs import newest_run_with_events_after
 
 _PUBLICATION_COLUMNS = (
     "publication_id, rules, covers_run_id, published_at, run_id, cut_sessions, events, sessions, engine"
@@ -32,12 +32,6 @@ def latest_publication(db: Database) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip(_PUBLICATION_COLUMNS.split(", "), row, strict=True))
-
-
-def newest_run_with_events_after(db: Database, run_id: int) -> int | None:
-    """The newest run after `run_id` that loaded events: a result covering up to `run_id` is stale if there is one."""
-    with translate_errors():
-        return one_row(db.conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (run_id,)))[0]
 
 
 def publication_is_current(db: Database, rules: dict[str, Any]) -> bool:

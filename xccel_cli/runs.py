@@ -10,7 +10,6 @@ from typing import Any
 from psycopg import sql
 
 from xccel_cli.db import Database, one_row, translate_errors
-from xccel_cli.publications import latest_publication
 
 COUNT_COLUMNS = (
     "lines_read",
@@ -31,6 +30,21 @@ def start_run(db: Database, command: str, source: str | None = None, rules: dict
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def newest_run_id(db: Database) -> int:
+    """The newest run's id (0 before the first). Runs take their id after the pipeline lock, so while a run
+    holds it no row of raw_events can come with a higher one: a result built now covers raw_events up to it
+    (cheaper than max(run_id) over raw_events, a full scan)."""
+    with translate_errors():
+        return int(one_row(db.conn.execute("SELECT coalesce(max(run_id), 0) FROM runs"))[0])
+
+
+def newest_run_with_events_after(db: Database, run_id: int) -> int | None:
+    """The newest run after `run_id` that loaded events (extract records runs.loaded in the transaction that
+    loads them): a result covering up to `run_id` is stale if there is one."""
+    with translate_errors():
+        return one_row(db.conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (run_id,)))[0]
 
 
 def finish_run(
@@ -185,6 +199,8 @@ class Status:
 
 def status(db: Database) -> Status:
     """Never waits for a run: reads only runs and publications, which a run never locks for long."""
+    from xccel_cli.publications import latest_publication  # publications reads the runs table through this module
+
     published = latest_publication(db)
     with translate_errors():
         last = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()

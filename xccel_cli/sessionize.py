@@ -23,6 +23,7 @@ from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, one_row
 from xccel_cli.publications import StagedResult, clear_staged_result, stage_result
 from xccel_cli.publications import latest_publication as latest_publication  # re-exported: its old home
+from xccel_cli.runs import newest_run_id
 
 # Enough for the sort of every logged-in event of a full dump to stay in memory.
 SORT_MEMORY = "128MB"
@@ -56,10 +57,8 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         else:
             reason = "customers with new events only"
         since = published["covers_run_id"] if published else 0
-        # Every raw_events row carries the id of the run that loaded it. Runs take their id after the
-        # pipeline lock, which this run holds, so no row with an id up to the newest run can still come:
-        # the result covers raw_events up to it (cheaper than max(run_id) over raw_events, a full scan).
-        covers = one_row(conn.execute("SELECT coalesce(max(run_id), 0) FROM runs"))[0]
+        # every raw_events row carries the id of the run that loaded it: the result covers them up to this one
+        covers = newest_run_id(db)
         # Committed before anything is built: sessions_next may be committed (by the helper) before
         # tb_events_next, and load must never find a staged row next to a half-new pair of tables.
         clear_staged_result(db)

@@ -26,6 +26,7 @@ from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, SessionRules
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError, EngineError, SourceError
 from xccel_cli.publications import StagedResult, clear_staged_result, latest_publication, stage_result
+from xccel_cli.runs import newest_run_id
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,7 @@ def publish_result(
                     )
         conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")
         conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
-        newest = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()
-        covers = newest[0] if newest else 0
+        covers = newest_run_id(db)
         stage_result(
             db,
             StagedResult(

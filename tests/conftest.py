@@ -20,6 +20,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _counter = itertools.count()
 SUITE_TMP_KEY = pytest.StashKey[Path]()
 INTEGRATION = "integration"
+# how often a test HTTP server's loop looks for shutdown() (the standard library's default: every 0.5 s)
+SERVER_POLL_SECONDS = 0.02
 
 
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
@@ -163,6 +166,22 @@ def database_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextmanager
+def loaded_database(pg_admin_url: str, name: str, source: Path) -> Iterator[str]:
+    """A database of its own, loaded from `source` by the command (`run-all`, in-process), for a module's tests
+    that only read it; dropped afterwards."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    url = with_database(pg_admin_url, name)
+    try:
+        loaded = invoke_xccel(["run-all", "--source", str(source), "--json", "--database-url", url])
+        assert loaded.exit_code == 0, loaded.stderr
+        yield url
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     """An initialised xccel schema in a fresh database (a clone of the migrated template), through the library's
@@ -181,12 +200,24 @@ class CliResult:
     stderr: str
 
 
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+
+
+def pause_hook_environment(env: dict[str, str]) -> dict[str, str]:
+    """A started process's environment, with the test-only pause hook (tests/pause_hook/sitecustomize.py) on
+    its PYTHONPATH when it asks to pause (XCCEL_TEST_PAUSE_AT); any other environment is returned as it is."""
+    if not env.get("XCCEL_TEST_PAUSE_AT"):
+        return env
+    path = [str(PAUSE_HOOK), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
     """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
     full_env.update(env or {})
-    return full_env
+    return pause_hook_environment(full_env)
 
 
 def run_xccel(
@@ -279,7 +310,7 @@ def http_server() -> Iterator[Served]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield served

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SERVER_POLL_SECONDS
+
 ETAG = '"v1"'
 LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 
@@ -196,7 +198,7 @@ class FaultServer:
 
         self._server = Server(("127.0.0.1", self._port), Handler)
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
         self._thread.start()
         return self
 

@@ -1,7 +1,8 @@
-"""The definitions of issues 2 and 6, written as plain sequential Python to check the SQL against.
+"""The definitions of sessions and of the metrics (README: Definitions, Session rules), written as plain
+sequential Python to check the SQL against.
 
 Deliberately naive: one customer at a time, one event at a time, each rule an `if`. It shares no code
-with sql/sessionize.sql; it is written from the issue text, not ported from the SQL.
+with sql/sessionize.sql; it is written from the definitions' text, not ported from the SQL.
 
 Input: event dicts after parsing (`event_id`, `event_type`, `customer_id`, `timestamp` as an aware
 datetime, optional `referrer` and `page`), in the order the lines were read. Output: the rows xccel
@@ -170,8 +171,8 @@ def metrics(sessions: list[dict[str, Any]], events: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Issue 14, "go past a median": a window on first sessions, conversion by visit number (Kaplan–Meier with
-# censoring), and 95 % intervals. Written from the issue and the textbook formulas, exactly where it can be
+# Going past a median: a window on first sessions, conversion by visit number (Kaplan–Meier with
+# censoring), and 95 % intervals. Written from the definitions and the textbook formulas, exactly where it can be
 # (fractions, integer binomials), sharing no code with xccel_cli/conversion.py or the SQL.
 
 Z95 = 1.959963984540054

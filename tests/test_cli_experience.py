@@ -1,4 +1,4 @@
-"""What a command-line user expects (issue 14): --version, shell completion, help summaries that are not cut,
+"""What a command-line user expects: --version, shell completion, help summaries that are not cut,
 counts that add up in `runs` and `status`, one `run-all --json` shape, and `make run` without network."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Served, run_xccel
+from tests.conftest import ROOT, Served, pause_hook_environment, run_xccel
 from tests.dumps import START, dump, event, random_events
 
 # real xccel processes: the installed command, make, a pty
@@ -226,7 +226,7 @@ def terminal_env(tmp_path: Path, pause_at: str, resume: Path) -> dict[str, str]:
         COLUMNS="160",
         TERM="xterm-256color",
     )
-    return env
+    return pause_hook_environment(env)
 
 
 def test_progress_over_http_takes_its_total_from_content_length(

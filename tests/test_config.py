@@ -2,13 +2,75 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import psycopg
 import pytest
 
 from tests.conftest import Served, invoke_xccel
-from xccel_cli.config import mask_password, mask_url
-from xccel_cli.db import Database
+from xccel_cli.config import Settings, mask_password, mask_url, resolve
+from xccel_cli.db import one_row
+from xccel_cli.errors import ExitCode
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"  # config errors must come before any connection
+
+
+# --- one settings object, resolved once ----------------------------------------------------------------
+
+
+def test_a_bad_setting_fails_a_command_that_does_not_use_it_before_any_connection(
+    tmp_path: Path, database_url: str
+) -> None:
+    """init-db fetches nothing, yet a bad XCCEL_HTTP_TIMEOUT_SECONDS fails it at once: no embedded server is
+    started (its data directory is never made) and the configured database is not touched."""
+    data = tmp_path / "data"
+    bad = {"XCCEL_HTTP_TIMEOUT_SECONDS": "soon", "XCCEL_DATA_DIR": str(data)}
+    expected = (
+        "Error: XCCEL_HTTP_TIMEOUT_SECONDS must be a number of seconds more than 0 and at most 3600, got 'soon'\n"
+    )
+    embedded = invoke_xccel(["init-db"], env=bad)
+    assert (embedded.exit_code, embedded.stdout, embedded.stderr) == (int(ExitCode.CONFIG), "", expected)
+    assert not data.exists()
+    configured = invoke_xccel(["init-db"], env={**bad, "XCCEL_DATABASE_URL": database_url})
+    assert (configured.exit_code, configured.stderr) == (int(ExitCode.CONFIG), expected)
+    with psycopg.connect(database_url) as conn:
+        tables = one_row(conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))[0]
+    assert tables == 0
+    fine = invoke_xccel(["init-db"], env={"XCCEL_DATABASE_URL": database_url})
+    assert fine.exit_code == 0, fine.stderr  # the same command without the bad setting does connect
+
+
+def test_an_option_beats_the_environment_which_beats_the_default(tmp_path: Path) -> None:
+    assert resolve({}) == Settings()  # nothing set: every field its documented default
+    settings = resolve(
+        {
+            "XCCEL_MAX_REJECT_SHARE": "0.5",
+            "XCCEL_RETRIES": "7",
+            "XCCEL_SESSION_TIMEOUT_MINUTES": "45",
+            "XCCEL_RULES": "ga-universal",
+            "XCCEL_SPLIT_AT_MIDNIGHT": "off",
+            "XCCEL_MAX_LINE_BYTES": "4096",
+            "XCCEL_CORS_ORIGINS": "https://a.example, https://b.example",
+            "XCCEL_DATA_DIR": str(tmp_path),
+            "XCCEL_SCHEMA": "",  # empty is unset
+            "DATABASE_URL": "postgresql://u@h/db",
+        }
+    )
+    assert (settings.max_reject_share, settings.retries, settings.max_line_bytes) == (0.5, 7, 4096)
+    assert (settings.data_dir, settings.schema, settings.database_url) == (tmp_path, "public", "postgresql://u@h/db")
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert (settings.reject_share_for(None), settings.reject_share_for(0.1)) == (0.5, 0.1)
+    assert (settings.retries_for(None), settings.retries_for(0)) == (7, 0)
+    assert (settings.line_bytes_for(None), settings.line_bytes_for(2048)) == (4096, 2048)
+    assert settings.cors_origins_for(["https://c.example"]) == ("https://c.example",)
+    assert settings.database_url_for("postgresql://v@w/x") == "postgresql://v@w/x"
+    rules = settings.session_rules()
+    # the preset from the environment, then each rule setting on top of it
+    assert (rules.timeout_minutes, rules.split_at_midnight, rules.split_on_referrer) == (45, False, True)
+    rules = settings.session_rules("ga4", timeout_minutes=10, split_at_midnight=True)
+    assert (rules.timeout_minutes, rules.split_at_midnight, rules.split_on_referrer) == (10, True, False)
+    with pytest.raises(AttributeError):
+        settings.retries = 1  # type: ignore[misc]  # frozen: resolved once, changed by nobody
 
 
 # --- masking -----------------------------------------------------------------------------------------
@@ -79,7 +141,7 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
         ),
         (
             ["sessionize", "--timeout-minutes", "300"],
-            {"XCCEL_SESSION_TIMEOUT_MINUTES": "abc"},  # the option wins
+            {"XCCEL_SESSION_TIMEOUT_MINUTES": "45"},  # the option wins (a bad setting fails every command)
             "the session timeout must be between 1 and 240 minutes, got 300",
         ),
         (
@@ -135,12 +197,12 @@ def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str
     ],
 )
 def test_bad_http_timing_settings_are_config_errors(
-    name: str, values: list[str], expected: str, db: Database, database_url: str, http_server: Served
+    name: str, values: list[str], expected: str, http_server: Served
 ) -> None:
     source = http_server.add("/e.json", b"")
     for value in values:
-        # read when an HTTP source is opened, so this needs a database to get that far
-        result = invoke_xccel(["extract", "--source", source, "--database-url", database_url], env={name: value})
+        # resolved with every other setting when the command starts: before any connection or request
+        result = invoke_xccel(["extract", "--source", source, "--database-url", UNREACHABLE], env={name: value})
         assert (result.exit_code, result.stderr) == (3, f"Error: {name} must be {expected}, got '{value}'\n")
     assert http_server.requests == []  # refused before any request
 

@@ -1,4 +1,4 @@
-"""Issue 14, "go past a median": conversion by visit number (Kaplan–Meier with censoring), 95 % intervals
+"""Going past a median: conversion by visit number (Kaplan–Meier with censoring), 95 % intervals
 (Wilson, Greenwood log-log, exact order statistics) and the --since/--until window, checked on hand-computed
 cases and against the plain-Python oracle (tests/oracle.py), through the real pipeline into PostgreSQL."""
 

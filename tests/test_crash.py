@@ -1,4 +1,4 @@
-"""Issue 12, crashes and concurrency: a killed run lets go of the lock, a long reader neither fails load
+"""Crashes and concurrency: a killed run lets go of the lock, a long reader neither fails load
 nor queues behind it, concurrent first runs, a killed initdb, a dying embedded server, messages that say
 what really happened."""
 

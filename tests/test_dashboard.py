@@ -417,7 +417,7 @@ def test_axis_ticks_start_at_zero_and_cover_the_largest_value(top: float, count:
     assert ticks == sorted(set(ticks)) and len(ticks) <= 2 * count + 2
 
 
-OUTLIERS = [  # one customer's clock far off, in both directions (issue 12)
+OUTLIERS = [  # one customer's clock far off, in both directions
     {"id": 900_001, "type": "page_view", "event": {"customer-id": 1, "timestamp": "9999-06-01T12:00:00"}},
     {"id": 900_002, "type": "placed_order", "event": {"customer-id": 2, "timestamp": "9999-12-31T23:59:59"}},
     {"id": 900_003, "type": "page_view", "event": {"customer-id": 2, "timestamp": "0001-01-01T00:00:00"}},

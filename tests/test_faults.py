@@ -15,17 +15,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import Served, invoke_xccel, started_process, with_database
+from tests.conftest import Served, invoke_xccel, pause_hook_environment, started_process, with_database
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
+from tests.xccel_driver import METRIC_KEYS as REPORT_KEYS
+from xccel_cli.config import resolve
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError, SourceError
 from xccel_cli.pipeline import ExtractOptions, run_extract
-from xccel_cli.source import HttpFetch, default_timeout_seconds
+from xccel_cli.source import HttpFetch
 
 __all__ = ["fault_server"]  # the fixture
 
@@ -38,6 +41,17 @@ KEPT = sorted({r["id"] for r in RECORDS if r["event"]["customer-id"] is not None
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XCCEL_RETRY_BACKOFF_SECONDS", "0.01")
     monkeypatch.setenv("XCCEL_HTTP_TIMEOUT_SECONDS", "1")
+
+
+def fast_options(url: str, **kwargs: Any) -> ExtractOptions:
+    """Extract options with the short backoff and timeout of `fast_retries` (what the CLI passes down)."""
+    settings = resolve(os.environ)
+    return ExtractOptions(
+        url,
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+        http_timeout_seconds=settings.http_timeout_seconds,
+        **kwargs,
+    )
 
 
 def kept_ids(db: Database) -> list[int]:
@@ -54,7 +68,7 @@ def nothing_loaded(db: Database) -> bool:
 
 def test_retry_after_is_honoured_on_503_and_429(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("status", 503, retry_after="1"), Fault("status", 429)])
-    result = run_extract(db, ExtractOptions(url))
+    result = run_extract(db, fast_options(url))
     assert result.loaded == len(KEPT) and kept_ids(db) == KEPT
     requests = fault_server.requests_for("/e.json")
     assert [r.status for r in requests] == [503, 429, 200]
@@ -65,7 +79,7 @@ def test_retry_after_is_honoured_on_503_and_429(db: Database, fault_server: Faul
 def test_a_body_broken_off_is_resumed_with_range(db: Database, fault_server: FaultServer, kind: str) -> None:
     cut = 150_001
     url = fault_server.add("/e.json", BODY, ranges=True, faults=[Fault(kind, after_bytes=cut, seconds=3)])
-    result = run_extract(db, ExtractOptions(url))
+    result = run_extract(db, fast_options(url))
     assert result.lines_read == len(RECORDS) and result.rejected == 0
     assert kept_ids(db) == KEPT
     requests = fault_server.requests_for("/e.json")
@@ -78,14 +92,14 @@ def test_a_body_broken_off_is_resumed_with_range(db: Database, fault_server: Fau
 
 def test_a_gzip_encoded_body_is_resumed_in_its_encoded_bytes(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY, ranges=True, gzip_encoding=True, faults=[Fault("reset", after_bytes=9999)])
-    run_extract(db, ExtractOptions(url))
+    run_extract(db, fast_options(url))
     assert kept_ids(db) == KEPT
     assert [r.status for r in fault_server.requests_for("/e.json")] == [200, 206]
 
 
 def test_without_range_support_the_extract_starts_over(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("reset", after_bytes=200_000)])
-    result = run_extract(db, ExtractOptions(url))
+    result = run_extract(db, fast_options(url))
     assert result.lines_read == len(RECORDS)  # counted once: the broken attempt was rolled back
     assert kept_ids(db) == KEPT
     requests = fault_server.requests_for("/e.json")
@@ -96,7 +110,7 @@ def test_without_range_support_the_extract_starts_over(db: Database, fault_serve
 def test_a_body_shorter_than_content_length_fails_when_retries_run_out(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY, faults=[Fault("short", after_bytes=100_000)] * 3)
     with pytest.raises(SourceError, match=r"broke off: body shorter than announced; got 100,000 of [\d,]+ bytes"):
-        run_extract(db, ExtractOptions(url, retries=2))
+        run_extract(db, fast_options(url, retries=2))
     assert len(fault_server.requests_for("/e.json")) == 3
     assert nothing_loaded(db)
     assert db.conn.execute("SELECT status FROM runs").fetchone()[0] == "failed"
@@ -105,7 +119,7 @@ def test_a_body_shorter_than_content_length_fails_when_retries_run_out(db: Datab
 def test_a_last_line_cut_in_half_is_detected(db: Database, fault_server: FaultServer) -> None:
     url = fault_server.add("/e.json", BODY[:-50])  # Content-Length agrees: the server itself has a cut file
     with pytest.raises(DataQualityError, match="ends in a cut line"):
-        run_extract(db, ExtractOptions(url))
+        run_extract(db, fast_options(url))
     assert nothing_loaded(db)
 
 
@@ -125,7 +139,7 @@ def test_connection_refused_is_retried_until_the_server_answers(db: Database) ->
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     try:
-        result = run_extract(db, ExtractOptions(url, retries=3))
+        result = run_extract(db, fast_options(url, retries=3))
     finally:
         logger.removeHandler(handler)
         server.stop()
@@ -179,7 +193,7 @@ def test_a_url_that_cannot_be_fetched_is_not_retried(
 ) -> None:
     """Through the library too (not only the CLI's check): a SourceError at once, never a ValueError."""
     with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as caught:
-        run_extract(db, ExtractOptions(url, retries=3))
+        run_extract(db, fast_options(url, retries=3))
     assert str(caught.value) == message
     assert [r.getMessage() for r in caplog.records if "retry" in r.getMessage()] == []
 
@@ -192,7 +206,8 @@ def test_the_http_timeouts(http_server: Served, monkeypatch: pytest.MonkeyPatch)
     for setting, expected in [(None, (10.0, 60.0)), ("2.5", (2.5, 2.5)), ("45", (10.0, 45.0))]:
         if setting is not None:
             monkeypatch.setenv("XCCEL_HTTP_TIMEOUT_SECONDS", setting)
-        with HttpFetch(url, retries=0, timeout_seconds=default_timeout_seconds(), backoff_seconds=0) as fetch:
+        timeout = resolve(os.environ).http_timeout_seconds
+        with HttpFetch(url, retries=0, timeout_seconds=timeout, backoff_seconds=0) as fetch:
             assert fetch.timeout == expected
 
 
@@ -216,16 +231,7 @@ def test_a_corrupt_gzip_body_is_a_clear_error_and_nothing_is_published(
 RUN_RECORDS = random_events(12_000, customers=300, seed=5)  # about 1.5 MB: more than one chunk
 RUN_BODY = dump(RUN_RECORDS)
 
-METRIC_KEYS = (
-    "median_visits_before_order",
-    "median_session_duration_minutes_before_order",
-    "median_total_minutes_before_order",
-    "customers",
-    "customers_with_orders",
-    "sessions",
-    "events",
-    "rules",
-)
+METRIC_KEYS = (*REPORT_KEYS, "rules")
 
 
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -234,7 +240,7 @@ def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     env["XCCEL_DATA_DIR"] = str(Path(tempfile.gettempdir()) / f"xccel-data-unused-{uuid.uuid4().hex}")
     env.update(extra or {})
-    return env
+    return pause_hook_environment(env)
 
 
 def start_xccel(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

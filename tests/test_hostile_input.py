@@ -1,4 +1,4 @@
-"""Hostile input (issue 12): memory and time never depend on what a dump contains, and one bad line is a
+"""Hostile input: memory and time never depend on what a dump contains, and one bad line is a
 reject, never a failed run.
 
 The big inputs are generated on the fly and streamed from a real HTTP server on 127.0.0.1 (or read from
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_xccel
+from tests.conftest import SERVER_POLL_SECONDS, run_xccel
 from tests.dumps import START, dump, event, line
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError
@@ -86,7 +86,7 @@ def stream_server() -> Iterator[StreamServer]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield StreamServer(f"http://127.0.0.1:{server.server_address[1]}", bodies)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+from collections.abc import Iterator
 from importlib.metadata import version
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
 import pytest
 
 import xccel_cli
-from tests.conftest import ROOT, leftovers
+from tests.conftest import ROOT, invoke_xccel, leftovers
 from tests.dumps import dump, random_events
 from tests.test_faults import start_xccel, wait_for_line
+from xccel_cli import db
 from xccel_cli.db import one_row
 from xccel_cli.errors import ExitCode
 
@@ -50,6 +54,68 @@ def test_every_setting_the_code_reads_is_documented() -> None:
     assert {"XCCEL_DATABASE_URL", "XCCEL_DEBUG", "XCCEL_SOURCE"} <= read  # the scan finds what it should
     undocumented = sorted(name for name in read if f"`{name}`" not in README)
     assert undocumented == []
+
+
+def test_only_the_settings_module_reads_xccel_variables() -> None:
+    """Every XCCEL_* setting is resolved once, in xccel_cli/config.py; no other module reads one (it may set
+    variables for Spark or Java, and name a setting in a message)."""
+    reads = re.compile(r"""(environ\b[^\n]*|getenv\([^\n]*|\benv\()["'](XCCEL_|DATABASE_URL)""")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "xccel_cli").rglob("*.py"))
+        if path.name != "config.py" or path.parent.name != "xccel_cli"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reads.search(line) or re.search(r"""^\s*[^#]*\(["']XCCEL_[A-Z0-9_]+["']\)""", line)
+    ]
+    assert found == []
+    assert reads.search('os.environ.get("XCCEL_X")') and reads.search("os.getenv('XCCEL_X')")  # the scan works
+
+
+def test_production_code_has_no_test_hook() -> None:
+    """Pausing a run is injected by the tests (tests/pause_hook); the package never looks for it."""
+    assert [path for path in (ROOT / "xccel_cli").rglob("*.py") if "XCCEL_TEST_" in path.read_text()] == []
+
+
+def test_the_sql_files_are_package_data_from_the_top_level_folder() -> None:
+    """One place: xccel_cli/sql (a link to sql/ in a checkout, the files themselves in a wheel)."""
+    in_package = sorted(str(Path(str(path)).relative_to(str(db.SQL_FILES))) for path in _walk(db.SQL_FILES))
+    on_disk = sorted(str(path.relative_to(ROOT / "sql")) for path in (ROOT / "sql").rglob("*.sql"))
+    assert in_package == on_disk and "migrations/0001_init.sql" in in_package
+    assert db.sql_text("query_1.sql") == (ROOT / "sql" / "query_1.sql").read_text()
+
+
+def _walk(folder: Traversable) -> list[Traversable]:
+    return [
+        found
+        for entry in folder.iterdir()
+        for found in (_walk(entry) if entry.is_dir() else [entry] if entry.name.endswith(".sql") else [])
+    ]
+
+
+@pytest.fixture
+def sql_files_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The package's SQL files replaced by a folder the test fills (the text cache emptied before and after)."""
+    monkeypatch.setattr(db, "SQL_FILES", tmp_path / "sql")
+    db.sql_text.cache_clear()
+    yield tmp_path / "sql"
+    db.sql_text.cache_clear()
+
+
+def test_a_missing_sql_file_is_an_internal_error_not_a_database_one(
+    database_url: str, tmp_path: Path, sql_files_elsewhere: Path
+) -> None:
+    command = ["run-all", "--source", str(ROOT / "examples" / "events.ndjson.gz"), "--database-url", database_url]
+    no_folder = invoke_xccel(command)
+    assert (no_folder.exit_code, no_folder.stdout) == (int(ExitCode.INTERNAL), "")
+    assert no_folder.stderr == (
+        "Error: the SQL folder migrations is missing from the installed package (xccel_cli/sql)\n"
+    )
+    shutil.copytree(ROOT / "sql" / "migrations", sql_files_elsewhere / "migrations")  # the rest stays missing
+    no_file = invoke_xccel(command)
+    assert (no_file.exit_code, no_file.stdout) == (int(ExitCode.INTERNAL), "")
+    assert re.fullmatch(
+        r"Error: the SQL file \w+\.sql is missing from the installed package \(xccel_cli/sql\)\n", no_file.stderr
+    )
 
 
 def test_one_version_the_installed_package_metadata() -> None:

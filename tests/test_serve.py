@@ -24,9 +24,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import ROOT, invoke_xccel, run_xccel, with_database
+from tests.conftest import ROOT, invoke_xccel, loaded_database, run_xccel
 
 pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
@@ -157,16 +156,9 @@ def assert_nothing_leaks(server: Server, replies: list[Reply], secrets: list[str
 
 @contextmanager
 def example_database(pg_admin_url: str, name: str) -> Iterator[str]:
-    """A database of its own, loaded with the shipped example dump by the real command; dropped afterwards."""
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
-        xccel_ok("run-all", "--source", str(EXAMPLE), "--database-url", url)
+    """A database of its own, loaded with the shipped example dump by the command; dropped afterwards."""
+    with loaded_database(pg_admin_url, name, EXAMPLE) as url:
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Issue 13: the session cap on a heavy customer (one customer with thousands of events in long sessions).
+"""The session cap on a heavy customer (one customer with thousands of events in long sessions).
 
 The cap's work grows with the number of cuts, not with events times cuts: its cuts count as starts in the
 same window pass as the rules' starts, and finding them is one index probe per cut. Checked against the

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_xccel
 from tests.dumps import START, event, line
+from xccel_cli.config import resolve
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError, DataQualityError, SourceError
 from xccel_cli.pipeline import ExtractOptions, run_extract
@@ -92,23 +93,27 @@ def test_run_all_takes_several_sources_and_globs(database_url: str, tmp_path: Pa
     assert run["source"].split() == [str(tmp_path / n) for n in ("other.ndjson", "part-1.ndjson", "part-2.ndjson")]
 
 
-def test_engine_settings_from_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("XCCEL_ENGINE", "XCCEL_WAREHOUSE", "XCCEL_SPARK_MASTER", "XCCEL_SPARK_CONF"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XCCEL_DATA_DIR", str(tmp_path))
-    assert engine_settings(None, None, None, None) is None
-    chosen = engine_settings("spark", None, None, ["spark.executor.memory=2g", "a.b=x=y"])
+def test_engine_settings_from_options_and_environment(tmp_path: Path) -> None:
+    settings = resolve({"XCCEL_DATA_DIR": str(tmp_path)})
+    assert engine_settings(None, None, None, None, configured=settings) is None
+    chosen = engine_settings("spark", None, None, ["spark.executor.memory=2g", "a.b=x=y"], configured=settings)
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == (str(tmp_path / "warehouse"), "local[*]")
     assert chosen.conf == {"spark.executor.memory": "2g", "a.b": "x=y"}
-    monkeypatch.setenv("XCCEL_ENGINE", "Spark")
-    monkeypatch.setenv("XCCEL_WAREHOUSE", "s3a://bucket/xccel")
-    monkeypatch.setenv("XCCEL_SPARK_MASTER", "yarn")
-    monkeypatch.setenv("XCCEL_SPARK_CONF", "spark.sql.shuffle.partitions=64 spark.executor.cores=4")
-    chosen = engine_settings(None, None, None, None)
+    settings = resolve(
+        {
+            "XCCEL_ENGINE": "Spark",
+            "XCCEL_WAREHOUSE": "s3a://bucket/xccel",
+            "XCCEL_SPARK_MASTER": "yarn",
+            "XCCEL_SPARK_CONF": "spark.sql.shuffle.partitions=64 spark.executor.cores=4",
+        }
+    )
+    chosen = engine_settings(None, None, None, None, configured=settings)
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == ("s3a://bucket/xccel", "yarn")
     assert chosen.conf == {"spark.sql.shuffle.partitions": "64", "spark.executor.cores": "4"}
+    with pytest.raises(ConfigError, match="XCCEL_ENGINE must be postgres or spark, got 'duck'"):
+        resolve({"XCCEL_ENGINE": "duck"})
     with pytest.raises(ConfigError, match="postgres or spark"):
         engine_settings("duckdb", None, None, None)
     with pytest.raises(ConfigError, match="only apply with --engine spark"):

@@ -1,4 +1,4 @@
-"""The terminal never drops or cuts a figure (issue 14): `report`, `report --by referrer`, `runs` and `status`
+"""The terminal never drops or cuts a figure: `report`, `report --by referrer`, `runs` and `status`
 rendered at 40, 60, 80 and 120 columns and in a pipe; every figure of their JSON appears whole in the text,
 every referrer URL on one line, no line wider than the terminal unless it is one unbreakable word."""
 
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import invoke_xccel, run_xccel
+from tests.conftest import loaded_database, run_xccel
 from tests.test_dashboard import write_dump
+from tests.xccel_driver import METRIC_KEYS
 
 # the tables drawn by the real command, at each width and in a pipe
 pytestmark = pytest.mark.integration
@@ -72,23 +73,9 @@ def assert_fits(text: str, width: int | None) -> None:
 @pytest.fixture(scope="module")
 def published(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One database with a dump through the real pipeline, shared by the rendering checks (they only read)."""
-    import psycopg
-    from psycopg import sql
-
-    from tests.conftest import with_database
-
-    name = f"xccel_terminal_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
-        dump = write_dump(tmp_path_factory.mktemp("terminal") / "events.ndjson", seed=5, referrers=REFERRERS)
-        loaded = invoke_xccel(["run-all", "--source", str(dump), "--json", "--database-url", url])  # set-up only
-        assert loaded.exit_code == 0, loaded.stderr
+    dump = write_dump(tmp_path_factory.mktemp("terminal") / "events.ndjson", seed=5, referrers=REFERRERS)
+    with loaded_database(pg_admin_url, f"xccel_terminal_{os.getpid()}", dump) as url:
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def json_of(args: list[str], url: str) -> Any:
@@ -102,15 +89,7 @@ def test_report_keeps_every_figure(published: str, width: int | None) -> None:
     figures = json_of(["report"], published)
     text = xccel_text(["report", "--database-url", published], width)
     assert_fits(text, width)
-    for key in (
-        "median_visits_before_order",
-        "median_session_duration_minutes_before_order",
-        "median_total_minutes_before_order",
-        "customers",
-        "customers_with_orders",
-        "sessions",
-        "events",
-    ):
+    for key in METRIC_KEYS:
         assert any(key in line.split() for line in text.splitlines()), key  # the name is never broken
         assert_whole(shown(figures[key]), text)
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +25,7 @@ from xccel_cli.errors import ExitCode, XccelError
 
 if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
     from xccel_cli.db import Database
+    from xccel_cli.pipeline import ExtractOptions
 
 app = typer.Typer(
     name="xccel",
@@ -68,7 +69,8 @@ TimeoutMinutes = Annotated[
     int | None,
     typer.Option(
         "--timeout-minutes",
-        help="Inactivity gap that starts a new session, 1-240. Default: XCCEL_SESSION_TIMEOUT_MINUTES, else 30.",
+        help=f"Inactivity gap that starts a new session, {config.MIN_TIMEOUT_MINUTES}-{config.MAX_TIMEOUT_MINUTES}. "
+        f"Default: XCCEL_SESSION_TIMEOUT_MINUTES, else {config.DEFAULT_TIMEOUT_MINUTES}.",
         show_default=False,
     ),
 ]
@@ -121,7 +123,7 @@ MaxRejectShare = Annotated[
         "--max-reject-share",
         help="Fail, loading nothing, when more "
         "than this share of lines is refused. Default: "
-        "XCCEL_MAX_REJECT_SHARE, else 0.05.",
+        f"XCCEL_MAX_REJECT_SHARE, else {config.DEFAULT_MAX_REJECT_SHARE}.",
         show_default=False,
     ),
 ]
@@ -130,7 +132,8 @@ MaxLineBytes = Annotated[
     typer.Option(
         "--max-line-bytes",
         help="A longer line is refused (line_too_long, its first bytes kept) and read past. "
-        "Default: XCCEL_MAX_LINE_BYTES, else 16 MiB (at most 32 MiB).",
+        f"Default: XCCEL_MAX_LINE_BYTES, else {config.DEFAULT_MAX_LINE_BYTES >> 20} MiB "
+        f"(at most {config.MAX_MAX_LINE_BYTES >> 20} MiB).",
         show_default=False,
     ),
 ]
@@ -139,10 +142,10 @@ Retries = Annotated[
     typer.Option(
         "--retries",
         help="Retries for a failing HTTP source (backoff "
-        "doubling from XCCEL_RETRY_BACKOFF_SECONDS, else 1 s). Default: "
-        "XCCEL_RETRIES, else 3.",
+        f"doubling from XCCEL_RETRY_BACKOFF_SECONDS, else {config.DEFAULT_BACKOFF_SECONDS:g} s). Default: "
+        f"XCCEL_RETRIES, else {config.DEFAULT_RETRIES}.",
         min=0,
-        max=20,
+        max=config.MAX_RETRIES,
         show_default=False,
     ),
 ]
@@ -198,6 +201,7 @@ class CliState:
 
     debug: bool = False
     quiet: bool = False
+    settings: config.Settings = field(default_factory=config.Settings)  # resolved once, in the callback
 
 
 # The invocation's CliState for code that has no context at hand (handle_errors, _say); set by the callback
@@ -208,7 +212,11 @@ _current_state: ContextVar[CliState | None] = ContextVar("xccel_cli_state", defa
 
 def _state() -> CliState:
     state = _current_state.get()
-    return state if state is not None else CliState(debug=os.environ.get("XCCEL_DEBUG") == "1")
+    return state if state is not None else CliState()
+
+
+def _settings() -> config.Settings:
+    return _state().settings
 
 
 def handle_errors(func: F) -> F:
@@ -284,12 +292,18 @@ def main_options(
         ),
     ] = None,
 ) -> None:
-    ctx.obj = CliState(debug=debug or os.environ.get("XCCEL_DEBUG") == "1", quiet=quiet)
+    try:
+        # every XCCEL_* setting, once: a bad one fails any command here, before anything is connected
+        settings = config.resolve(os.environ)
+    except XccelError as exc:
+        typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
+        raise typer.Exit(int(exc.exit_code)) from None
+    ctx.obj = CliState(debug=debug or settings.debug, quiet=quiet, settings=settings)
     token = _current_state.set(ctx.obj)
     ctx.call_on_close(lambda: _current_state.reset(token))
     ctx.call_on_close(logs.close)
     try:
-        logs.configure(verbose, quiet, log_file or config.env("XCCEL_LOG_FILE"), debug=ctx.obj.debug)
+        logs.configure(verbose, quiet, log_file or settings.log_file, debug=ctx.obj.debug)
     except XccelError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(int(exc.exit_code)) from None
@@ -305,7 +319,9 @@ def _log_failure(exc: BaseException) -> None:
 def _connect(database_url: str | None, create_schema: bool = False) -> AbstractContextManager[Database]:
     from xccel_cli.db import connect
 
-    return connect(config.database_url(database_url), config.schema(), create_schema=create_schema)
+    settings = _settings()
+    url = settings.database_url_for(database_url)
+    return connect(url, settings.schema, create_schema=create_schema, embedded_data_dir=settings.data_dir)
 
 
 def _rules(
@@ -316,19 +332,30 @@ def _rules(
     referrer: bool | None,
     hours: float | None,
 ) -> config.SessionRules:
-    return config.session_rules(preset, timeout, midnight, zone, referrer, hours)
+    return _settings().session_rules(preset, timeout, midnight, zone, referrer, hours)
 
 
-def _retries(option: int | None) -> int:
-    from xccel_cli.source import default_retries
+def _extract_options(
+    sources: list[str],
+    keep_anonymous: bool,
+    max_reject_share: float | None,
+    max_line_bytes: int | None,
+    retries: int | None,
+) -> ExtractOptions:
+    """The extract's options: each command-line value, else its setting."""
+    from xccel_cli.pipeline import ExtractOptions
 
-    return option if option is not None else default_retries()
-
-
-def _max_line_bytes(option: int | None) -> int:
-    from xccel_cli.extract import max_line_bytes
-
-    return max_line_bytes(option)
+    settings = _settings()
+    return ExtractOptions(
+        " ".join(sources),
+        keep_anonymous,
+        settings.reject_share_for(max_reject_share),
+        settings.retries_for(retries),
+        max_line_bytes=settings.line_bytes_for(max_line_bytes),
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+        http_timeout_seconds=settings.http_timeout_seconds,
+        sources=sources if len(sources) > 1 else [],
+    )
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -353,7 +380,7 @@ def init_db_command(database_url: DatabaseUrl = None) -> None:
     with _connect(database_url, create_schema=True) as db:
         result = init_db(db)
     done = ", ".join(result.applied) if result.applied else "nothing to do"
-    _say(f"schema {config.schema()!r} at version {result.version} ({done})")
+    _say(f"schema {_settings().schema!r} at version {result.version} ({done})")
 
 
 @app.command("extract", short_help="Stream the dump into raw_events; refused lines go to rejects.")
@@ -371,13 +398,12 @@ def extract_command(
 
     Example: xccel extract --source https://example.com/events.json.gz
     """
-    from xccel_cli.pipeline import ExtractOptions, run_extract
+    from xccel_cli.pipeline import run_extract
     from xccel_cli.render import progress_reporter, render_extract
 
-    options = ExtractOptions(
-        config.source(source), keep_anonymous, config.max_reject_share(max_reject_share), _retries(retries)
+    options = _extract_options(
+        [_settings().source_for(source)], keep_anonymous, max_reject_share, max_line_bytes, retries
     )
-    options.max_line_bytes = _max_line_bytes(max_line_bytes)
     with _connect(database_url) as db, progress_reporter(_state().quiet, options.source) as progress:
         options.progress = progress
         options.sized = progress.sized if progress is not None else None
@@ -426,7 +452,7 @@ def load_command(wait: Wait = False, database_url: DatabaseUrl = None) -> None:
     from xccel_cli.render import working
 
     with _connect(database_url) as db, working("load", _state().quiet):
-        result = run_load(db, wait=wait)
+        result = run_load(db, wait=wait, publish_wait_seconds=_settings().publish_wait_seconds)
     _say(
         f"published {result.events:,} events and {result.sessions:,} sessions "
         f"(publication {result.publication_id}; {result.seconds:.2f} s)"
@@ -579,34 +605,36 @@ def run_all_command(
     """
     from contextlib import nullcontext
 
-    from xccel_cli.pipeline import ExtractOptions, UnchangedResult, run_all
+    from xccel_cli.pipeline import UnchangedResult, run_all
     from xccel_cli.source import expand_sources
     from xccel_cli.spark.engine import engine_settings
 
+    settings = _settings()
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    spark = engine_settings(engine, warehouse, spark_master, spark_conf)
-    sources = expand_sources([config.source(s) for s in source] if source else [config.source(None)])
-    options = ExtractOptions(
-        " ".join(sources),
-        keep_anonymous,
-        config.max_reject_share(max_reject_share),
-        _retries(retries),
-        sources=sources if len(sources) > 1 else [],
-    )
-    options.max_line_bytes = _max_line_bytes(max_line_bytes)
+    spark = engine_settings(engine, warehouse, spark_master, spark_conf, configured=settings)
+    sources = expand_sources([settings.source_for(s) for s in source] if source else [settings.source])
+    options = _extract_options(sources, keep_anonymous, max_reject_share, max_line_bytes, retries)
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:
         from xccel_cli.render import progress_reporter
 
         reporter = progress_reporter(_state().quiet, options.source)
-    metrics_path = config.metrics_file(metrics_file)
+    metrics_path = settings.metrics_file_for(metrics_file)
     with _connect(database_url, create_schema=True) as db, reporter as progress:
         options.progress = progress
         options.sized = progress.sized if progress is not None else None
         options.phase = progress.phase if progress is not None else None
         try:
-            result = run_all(db, options, chosen, full_refresh=full_refresh, wait=wait, spark=spark)
+            result = run_all(
+                db,
+                options,
+                chosen,
+                full_refresh=full_refresh,
+                wait=wait,
+                spark=spark,
+                publish_wait_seconds=settings.publish_wait_seconds,
+            )
         finally:
             if metrics_path is not None:
                 from xccel_cli.monitoring import write_run_metrics
@@ -641,14 +669,14 @@ def db_command(
     from xccel_cli.config import mask_url
     from xccel_cli.db import data_dir
 
-    url = config.database_url(database_url)
+    url = _settings().database_url_for(database_url)
     with _connect(database_url) as db:
         real_url = url or (db.embedded.url if db.embedded else "")
         if db.embedded is not None:
             typer.echo(f"embedded PostgreSQL, data in {db.embedded.pgdata}")
             typer.echo("(it runs only while an xccel command runs: use `xccel db --psql` to query it)")
         else:
-            typer.echo(f"configured PostgreSQL (XCCEL_DATA_DIR would be {data_dir()})")
+            typer.echo(f"configured PostgreSQL (XCCEL_DATA_DIR would be {data_dir(_settings().data_dir)})")
         typer.echo(f"url: {mask_url(real_url)}")
         typer.echo(f"schema: {db.schema}")
         if psql:
@@ -694,9 +722,9 @@ def serve_command(
     """
     from xccel_cli.web.runtime import serve
 
-    url = config.database_url(database_url)
-    origins = config.cors_origins(cors_origin)
-    hosts = config.allowed_hosts(allowed_host)
+    url = _settings().database_url_for(database_url)
+    origins = _settings().cors_origins_for(cors_origin)
+    hosts = _settings().allowed_hosts_for(allowed_host)
     with _connect(database_url) as db:
         real_url = url or (db.embedded.url if db.embedded else "")
         serve(db, real_url, host, port, access_log=access_log, cors_origins=origins, allowed_hosts=hosts)

@@ -37,7 +37,7 @@ from xccel_cli.conversion import WeekRow, Window, weekly_medians
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
-from xccel_cli.sessionize import latest_publication
+from xccel_cli.publications import latest_publication
 
 QUERIES = {
     "visits": "dashboard_visits.sql",

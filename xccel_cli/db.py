@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from psycopg import sql
 from psycopg.rows import Row
 
 from xccel_cli.config import mask_password, mask_url
-from xccel_cli.errors import BusyError, ConfigError, DatabaseError
+from xccel_cli.errors import BusyError, ConfigError, DatabaseError, PackageError
 
 APPLICATION_NAME = "xccel"
 # How often the server checks, while it runs one of xccel's statements, that xccel is still there: a
@@ -61,25 +63,36 @@ if not any(isinstance(f, _SecondErrorsToDebug) for f in logging.getLogger("psyco
     logging.getLogger("psycopg").addFilter(_SecondErrorsToDebug())
 
 
-def sql_dir() -> Path:
-    """sql/ inside an installed wheel, else the source checkout's top-level sql/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
-        if candidate.is_dir():
-            return candidate
-    raise DatabaseError(f"the SQL files are missing (looked in {here / 'sql'} and {here.parent / 'sql'})")
+# The SQL files, package data: the wheel maps the top-level sql/ to xccel_cli/sql, and in a source checkout
+# xccel_cli/sql is a symbolic link to it, so both read them the same way.
+SQL_FILES: Traversable = files("xccel_cli") / "sql"
+
+
+def sql_file(name: str) -> Traversable:
+    """sql/<name> (a path with '/' separators) in the package."""
+    return SQL_FILES.joinpath(*name.split("/"))
 
 
 @cache
 def sql_text(name: str) -> str:
-    return (sql_dir() / name).read_text()
+    try:
+        return sql_file(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PackageError(f"the SQL file {name} is missing from the installed package (xccel_cli/sql)") from None
 
 
-def data_dir() -> Path:
-    """Where the embedded server keeps its data: XCCEL_DATA_DIR, else the user's data directory."""
-    configured = os.environ.get("XCCEL_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser()
+def sql_names(folder: str) -> list[str]:
+    """The names of the files in sql/<folder>, sorted."""
+    try:
+        return sorted(entry.name for entry in sql_file(folder).iterdir())
+    except FileNotFoundError:
+        raise PackageError(f"the SQL folder {folder} is missing from the installed package (xccel_cli/sql)") from None
+
+
+def data_dir(configured: Path | None = None) -> Path:
+    """Where the embedded server keeps its data: the setting XCCEL_DATA_DIR, else the user's data directory."""
+    if configured is not None:
+        return configured
     import platformdirs
 
     return Path(platformdirs.user_data_dir("xccel", appauthor=False))
@@ -449,11 +462,14 @@ def translate_errors() -> Iterator[None]:
 
 
 @contextmanager
-def connect(url: str | None, schema: str, *, create_schema: bool = False) -> Iterator[Database]:
-    """Open the shared connection (starting the embedded server when no URL is configured)."""
+def connect(
+    url: str | None, schema: str, *, create_schema: bool = False, embedded_data_dir: Path | None = None
+) -> Iterator[Database]:
+    """Open the shared connection (starting the embedded server, its data in `embedded_data_dir` or the user's
+    data directory, when no URL is given)."""
     embedded = None
     if url is None:
-        embedded = EmbeddedServer(data_dir())
+        embedded = EmbeddedServer(data_dir(embedded_data_dir))
         url = embedded.url
     display = mask_url(url)
     try:

@@ -60,5 +60,11 @@ class Interrupted(XccelError):
     exit_code = ExitCode.INTERRUPTED
 
 
+class PackageError(XccelError):
+    """The installed package is incomplete (a SQL file is missing): a bug or a broken install, not the database."""
+
+    exit_code = ExitCode.INTERNAL
+
+
 class EngineError(XccelError):
     exit_code = ExitCode.ENGINE

@@ -23,24 +23,23 @@ from psycopg import sql
 from psycopg.copy import LibpqWriter
 
 from xccel_cli import lines as verdicts
-from xccel_cli.config import env_number
+from xccel_cli.config import (
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_HTTP_TIMEOUT_SECONDS,
+    DEFAULT_MAX_LINE_BYTES,
+)
 from xccel_cli.db import Database, one_row, translate_errors
-from xccel_cli.errors import ConfigError, DataQualityError
+from xccel_cli.errors import DataQualityError
 from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, parse_line
-from xccel_cli.source import SourceInfo, open_source, open_sources
+from xccel_cli.source import HttpOptions, SourceInfo, open_source, open_sources
 
-__all__ = ["ExtractResult", "Line", "ProgressCallback", "extract", "max_line_bytes"]
+__all__ = ["ExtractResult", "Line", "ProgressCallback", "extract"]
 
 log = logging.getLogger(__name__)
 
 COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
 SAMPLE_REASONS = 3
 
-DEFAULT_MAX_LINE_BYTES = 16 << 20
-MIN_MAX_LINE_BYTES = 1 << 10
-# The setting cannot go higher: a line this long always fits PostgreSQL's jsonb (whose strings and
-# containers stop at 256 MiB, and whose binary form can be several times the text of small numbers).
-MAX_MAX_LINE_BYTES = 32 << 20
 # The first bytes of an over-long line kept in rejects.raw_line (the rest is read past, never held).
 LONG_LINE_KEPT_BYTES = 4 << 10
 # The reject share is checked while the dump is read, once this much of it was read (lines or bytes):
@@ -55,19 +54,6 @@ BOM = b"\xef\xbb\xbf"
 # checked by the fast path as timedelta comparisons (see lines.MAX_UTC_OFFSET)
 MAX_UTC_OFFSET = verdicts.MAX_UTC_OFFSET
 NEG_MAX_UTC_OFFSET = -verdicts.MAX_UTC_OFFSET
-
-
-def max_line_bytes(option: int | None = None) -> int:
-    """--max-line-bytes, else XCCEL_MAX_LINE_BYTES, else 16 MiB: a longer line is refused as line_too_long."""
-    expected = f"a whole number of bytes from {MIN_MAX_LINE_BYTES:,} to {MAX_MAX_LINE_BYTES:,}"
-    if option is None:
-        value = env_number(
-            "XCCEL_MAX_LINE_BYTES", int, lambda v: MIN_MAX_LINE_BYTES <= v <= MAX_MAX_LINE_BYTES, expected
-        )
-        return DEFAULT_MAX_LINE_BYTES if value is None else int(value)
-    if not MIN_MAX_LINE_BYTES <= option <= MAX_MAX_LINE_BYTES:
-        raise ConfigError(f"the maximum line length must be {expected}, got {option}")
-    return option
 
 
 @dataclass
@@ -103,19 +89,9 @@ class SeenIds:
         bits = self.bits
         bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
 
-    def add(self, event_id: int) -> bool:
-        """Record event_id; False when it was seen before."""
-        if 0 <= event_id < self.BITMAP_LIMIT:
-            index = event_id >> 3
-            bits = self.bits
-            if index >= len(bits):
-                self.grow(index)
-            byte = bits[index]
-            mask = 1 << (event_id & 7)
-            if byte & mask:
-                return False
-            bits[index] = byte | mask
-            return True
+    def add_outlier(self, event_id: int) -> bool:
+        """Record an id outside the bitmap's range (the reader tests and sets bits in the bitmap itself, inline:
+        it runs once per line); False when it was seen before."""
         if event_id in self.other:
             return False
         self.other.add(event_id)
@@ -238,6 +214,8 @@ def extract(
     retries: int = 3,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     on_size: Callable[[int], None] | None = None,
+    http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS,
+    retry_backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
 ) -> ExtractResult:
     """Read the whole source into raw_events in one transaction; nothing is kept if it fails.
 
@@ -248,7 +226,8 @@ def extract(
     for (numbers beyond PostgreSQL's numeric, in the payload) PostgreSQL refuses during COPY; the
     transaction is then rolled back and the source read again with every line judged by parse_line.
     """
-    options = (db, source, run_id, keep_anonymous, max_reject_share, progress, retries, max_line_bytes, on_size)
+    http = HttpOptions(retries, http_timeout_seconds, retry_backoff_seconds)
+    options = (db, source, run_id, keep_anonymous, max_reject_share, progress, http, max_line_bytes, on_size)
     try:
         return _extract(*options, careful=False)
     except _RefusedByServer as exc:
@@ -271,7 +250,7 @@ def _extract(
     keep_anonymous: bool,
     max_reject_share: float,
     progress: ProgressCallback | None,
-    retries: int,
+    http: HttpOptions,
     max_line_bytes: int,
     on_size: Callable[[int], None] | None,
     *,
@@ -279,7 +258,7 @@ def _extract(
 ) -> ExtractResult:
     started = time.perf_counter()
     # several sources: one stream, in the given order (see open_sources)
-    opener = open_source(source, retries=retries) if isinstance(source, str) else open_sources(source, retries=retries)
+    opener = open_source(source, http) if isinstance(source, str) else open_sources(source, http)
     # closing(): a failed run must not leave the spool file open (it may have rolled over to disk)
     with db.transaction(), opener as opened, closing(Rejects(run_id)) as rejects:
         result = ExtractResult(source=opened.info.name, source_info=opened.info)
@@ -568,7 +547,7 @@ def _stream(
     decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
     encode_json = msgspec.json.encode
     seen_ids = SeenIds()
-    seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add
+    seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add_outlier
     type_cells: dict[str, bytes] = {}
     run_cell = b"%d" % run_id
     rows: list[bytes] = []
@@ -642,7 +621,7 @@ def _stream(
                 event_type = verdict.event_type
                 customer = verdict.customer_id
                 timestamp_cell = encode_json(verdict.timestamp)[1:-1]
-            if 0 <= event_id < bitmap_limit:  # SeenIds.add inlined: this runs once per line
+            if 0 <= event_id < bitmap_limit:  # the bitmap half of SeenIds, inline: this runs once per line
                 index = event_id >> 3
                 if index >= len(seen_bits):
                     seen_ids.grow(index)

@@ -7,28 +7,23 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from xccel_cli.config import env_number
-from xccel_cli.db import Database, one_row
+from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS
+from xccel_cli.db import Database
 from xccel_cli.errors import PublishWaitError, StateError
-from xccel_cli.sessionize import latest_publication
+from xccel_cli.publications import (
+    latest_publication,
+    record_publication,
+    take_staged_result,
+)
+from xccel_cli.runs import newest_run_with_events_after
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PUBLISH_WAIT_SECONDS = 60.0
 # One try at the swap's locks waits this long for readers, and readers that arrive meanwhile queue
 # behind it for at most as long; between tries they get in.
 LOCK_TRY_MS = 200
 LOCK_PAUSE_SECONDS = 0.3
-
-
-def publish_wait_seconds() -> float:
-    """XCCEL_PUBLISH_WAIT_SECONDS: how long load keeps trying while readers hold the published tables."""
-    seconds = env_number(
-        "XCCEL_PUBLISH_WAIT_SECONDS", float, lambda v: 0 <= v <= 86400, "a number of seconds from 0 to 86400"
-    )
-    return DEFAULT_PUBLISH_WAIT_SECONDS if seconds is None else float(seconds)
 
 
 @dataclass
@@ -41,12 +36,12 @@ class LoadResult:
     seconds: float
 
 
-def load(db: Database, run_id: int | None, *, wait_seconds: float | None = None) -> LoadResult:
+def load(db: Database, run_id: int | None, *, wait_seconds: float = DEFAULT_PUBLISH_WAIT_SECONDS) -> LoadResult:
     """Publish, retrying the swap's short lock while readers hold the tables, up to wait_seconds
-    (default: XCCEL_PUBLISH_WAIT_SECONDS). A reader never waits long for load, and load never fails
+    (the setting XCCEL_PUBLISH_WAIT_SECONDS). A reader never waits long for load, and load never fails
     just because one reader took a while."""
     started = time.perf_counter()
-    wait = publish_wait_seconds() if wait_seconds is None else wait_seconds
+    wait = wait_seconds
     deadline = time.monotonic() + wait
     tries = 0
     while True:
@@ -75,33 +70,27 @@ def _publish(db: Database, run_id: int | None, started: float) -> LoadResult:
         except psycopg.errors.LockNotAvailable:
             raise PublishWaitError("readers hold the published tables") from None
         conn.execute("SET LOCAL lock_timeout = '30s'")  # nothing else should block; if it does, say so
-        staged = conn.execute(
-            "SELECT rules, covers_run_id, based_on_publication_id, full_refresh, customers_rebuilt, events,"
-            " sessions, cut_sessions, engine FROM staged_result FOR UPDATE"
-        ).fetchone()
+        staged = take_staged_result(db)
         if staged is None:
             raise StateError("nothing to publish: run `xccel sessionize` first")
-        rules, covers, based_on, full, rebuilt, events, sessions, cut, engine = staged
         current = latest_publication(db)
-        if (current["publication_id"] if current else None) != based_on:
+        if (current["publication_id"] if current else None) != staged.based_on_publication_id:
             raise StateError(
                 "the sessionized result is out of date (another load came first): run `xccel sessionize` again"
             )
-        # extract records runs.loaded in its own transaction: no scan of raw_events needed
-        newest = one_row(conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (covers,)))[0]
+        newest = newest_run_with_events_after(db, staged.covers_run_id)
         if newest is not None:
             raise StateError(
                 f"the sessionized result is out of date (run {newest} extracted events after it): "
                 "run `xccel sessionize` again"
             )
         db.run_file("publish.sql")
-        publication_id = one_row(
-            conn.execute(
-                "INSERT INTO publications (run_id, rules, covers_run_id, full_refresh, customers_rebuilt, events,"
-                " sessions, cut_sessions, engine) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING publication_id",
-                (run_id, Jsonb(rules), covers, full, rebuilt, events, sessions, cut, engine),
-            )
-        )[0]
-        conn.execute("DELETE FROM staged_result")
-    return LoadResult(publication_id, events, sessions, rebuilt, full, time.perf_counter() - started)
+        publication_id = record_publication(db, run_id, staged)
+    return LoadResult(
+        publication_id,
+        staged.events,
+        staged.sessions,
+        staged.customers_rebuilt,
+        staged.full_refresh,
+        time.perf_counter() - started,
+    )

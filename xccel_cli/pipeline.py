@@ -8,45 +8,37 @@ raw_events a dead run committed are newer than the last publication and get sess
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from xccel_cli.config import SessionRules, mask_password, mask_url
+from xccel_cli.config import (
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_HTTP_TIMEOUT_SECONDS,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PUBLISH_WAIT_SECONDS,
+    DEFAULT_RETRIES,
+    SessionRules,
+    mask_password,
+    mask_url,
+)
 from xccel_cli.db import Database
 from xccel_cli.errors import Interrupted, XccelError
-from xccel_cli.extract import ExtractResult, ProgressCallback, extract, max_line_bytes
+from xccel_cli.extract import ExtractResult, ProgressCallback, extract
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
-from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, publication_is_current, start_run
+from xccel_cli.publications import publication_is_current
+from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, start_run
 from xccel_cli.schema import InitResult, init_db, require_schema
 from xccel_cli.sessionize import SessionizeResult, sessionize
-from xccel_cli.source import SourceInterrupted, default_backoff_seconds, default_retries, source_unchanged
+from xccel_cli.source import SourceInterrupted, source_unchanged
 
 if TYPE_CHECKING:
     from xccel_cli.spark.engine import SparkSettings
 
 log = logging.getLogger(__name__)
-
-# Test-only: XCCEL_TEST_PAUSE_AT=<point> makes a run announce "xccel: paused at <point>" on stderr and
-# wait there until the file XCCEL_TEST_RESUME_FILE exists (or for an hour), so tests can kill it, or
-# start a second run, at a known place. Points: before each stage, and after load.
-PAUSE_POINTS = ("extract", "sessionize", "load", "finish")
-
-
-def pause_point(name: str) -> None:
-    if os.environ.get("XCCEL_TEST_PAUSE_AT") != name:
-        return
-    print(f"xccel: paused at {name}", file=sys.stderr, flush=True)
-    resume = os.environ.get("XCCEL_TEST_RESUME_FILE")
-    deadline = time.monotonic() + 3600
-    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
-        time.sleep(0.05)
-
 
 # the stages of run-all, in order (stage_seconds keys; jsonb does not keep their order)
 STAGES = ("init_db", "extract", "sessionize", "load", "report")
@@ -130,9 +122,11 @@ class ExtractOptions:
     source: str
     keep_anonymous: bool = False
     max_reject_share: float = 0.05
-    retries: int | None = None  # None: XCCEL_RETRIES, else 3
+    retries: int = DEFAULT_RETRIES
     progress: ProgressCallback | None = None
-    max_line_bytes: int | None = None  # None: XCCEL_MAX_LINE_BYTES, else 16 MiB
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    retry_backoff_seconds: float = DEFAULT_BACKOFF_SECONDS  # the first wait; each retry doubles it
+    http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS  # the longest silence tolerated from a server
     phase: Callable[[str], None] | None = None  # told the name of each stage of run_all as it starts
     sized: Callable[[int], None] | None = None  # told an HTTP body's Content-Length once it is known
     # several files, read one after the other in this (path) order as one stream; empty: `source` alone
@@ -150,8 +144,7 @@ def run_extract(db: Database, options: ExtractOptions, *, wait: bool = False) ->
 
 def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> ExtractResult:
     """Extract, starting over (its transaction rolled back) when a body broke off and cannot be resumed."""
-    pause_point("extract")
-    retries = default_retries() if options.retries is None else options.retries
+    retries = options.retries
     restarts = 0
     while True:
         try:
@@ -163,15 +156,17 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
                 max_reject_share=options.max_reject_share,
                 progress=options.progress,
                 retries=retries - restarts,
-                max_line_bytes=max_line_bytes(options.max_line_bytes),
+                max_line_bytes=options.max_line_bytes,
                 on_size=options.sized,
+                http_timeout_seconds=options.http_timeout_seconds,
+                retry_backoff_seconds=options.retry_backoff_seconds,
             )
             break
         except SourceInterrupted as exc:
             if restarts >= retries:
                 raise
             restarts += 1
-            delay = default_backoff_seconds() * 2 ** (restarts - 1)
+            delay = options.retry_backoff_seconds * 2 ** (restarts - 1)
             log.warning("%s; starting the extract over (%d of %d) in %.1f s", exc, restarts, retries, delay)
             time.sleep(delay)
     record.counts.update(_extract_counts(result))
@@ -193,7 +188,6 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
 
 
 def _sessionize_stage(db: Database, rules: SessionRules, record: RunRecord, full_refresh: bool) -> SessionizeResult:
-    pause_point("sessionize")
     result = sessionize(db, rules, record.run_id, full_refresh)
     record.counts["customers_touched"] = result.customers_rebuilt
     record.stage_seconds["sessionize"] = result.seconds
@@ -207,9 +201,8 @@ def _sessionize_stage(db: Database, rules: SessionRules, record: RunRecord, full
     return result
 
 
-def _load_stage(db: Database, record: RunRecord) -> LoadResult:
-    pause_point("load")
-    result = load(db, record.run_id)
+def _load_stage(db: Database, record: RunRecord, publish_wait_seconds: float) -> LoadResult:
+    result = load(db, record.run_id, wait_seconds=publish_wait_seconds)
     record.publication_id = result.publication_id
     record.stage_seconds["load"] = result.seconds
     log.info(
@@ -226,9 +219,11 @@ def run_sessionize(
     return result
 
 
-def run_load(db: Database, *, wait: bool = False) -> LoadResult:
+def run_load(
+    db: Database, *, wait: bool = False, publish_wait_seconds: float = DEFAULT_PUBLISH_WAIT_SECONDS
+) -> LoadResult:
     with recorded_run(db, "load", wait=wait) as record:
-        result = _load_stage(db, record)
+        result = _load_stage(db, record, publish_wait_seconds)
     return result
 
 
@@ -310,6 +305,7 @@ def run_all(
     full_refresh: bool = False,
     wait: bool = False,
     spark: SparkSettings | None = None,
+    publish_wait_seconds: float = DEFAULT_PUBLISH_WAIT_SECONDS,
 ) -> RunAllResult | UnchangedResult:
     """init-db, extract, sessionize, load and report, as one recorded run on one connection.
 
@@ -320,7 +316,7 @@ def run_all(
     if spark is not None:
         from xccel_cli.spark.engine import run_all_spark
 
-        return run_all_spark(db, options, rules, spark, wait=wait)
+        return run_all_spark(db, options, rules, spark, wait=wait, publish_wait_seconds=publish_wait_seconds)
     started = time.perf_counter()
     stages: dict[str, float] = {}
     t = time.perf_counter()
@@ -348,9 +344,8 @@ def run_all(
             sessionized = _sessionize_stage(db, rules, record, full_refresh)
             stages["sessionize"] = sessionized.seconds
             _announce(options, "load")
-            loaded = _load_stage(db, record)
+            loaded = _load_stage(db, record, publish_wait_seconds)
             stages["load"] = loaded.seconds
-            pause_point("finish")
     t = time.perf_counter()
     try:
         metrics = report(db)

@@ -32,6 +32,21 @@ def start_run(db: Database, command: str, source: str | None = None, rules: dict
     return int(row[0])
 
 
+def newest_run_id(db: Database) -> int:
+    """The newest run's id (0 before the first). Runs take their id after the pipeline lock, so while a run
+    holds it no row of raw_events can come with a higher one: a result built now covers raw_events up to it
+    (cheaper than max(run_id) over raw_events, a full scan)."""
+    with translate_errors():
+        return int(one_row(db.conn.execute("SELECT coalesce(max(run_id), 0) FROM runs"))[0])
+
+
+def newest_run_with_events_after(db: Database, run_id: int) -> int | None:
+    """The newest run after `run_id` that loaded events (extract records runs.loaded in the transaction that
+    loads them): a result covering up to `run_id` is stale if there is one."""
+    with translate_errors():
+        return one_row(db.conn.execute("SELECT max(run_id) FROM runs WHERE run_id > %s AND loaded > 0", (run_id,)))[0]
+
+
 def finish_run(
     db: Database,
     run_id: int,
@@ -86,17 +101,6 @@ def last_fingerprint(db: Database, source: str) -> tuple[int, dict[str, Any]] | 
             (source,),
         ).fetchone()
     return (int(row[0]), row[1]) if row else None
-
-
-def publication_is_current(db: Database, rules: dict[str, Any]) -> bool:
-    """Whether the newest publication has the given rules and covers every kept event."""
-    with translate_errors():
-        row = db.conn.execute(
-            "SELECT p.rules = %s::jsonb AND p.covers_run_id >= (SELECT coalesce(max(run_id), 0) FROM raw_events)"
-            " FROM publications p ORDER BY p.publication_id DESC LIMIT 1",
-            (json.dumps(rules),),
-        ).fetchone()
-    return bool(row and row[0])
 
 
 @dataclass
@@ -195,17 +199,21 @@ class Status:
 
 def status(db: Database) -> Status:
     """Never waits for a run: reads only runs and publications, which a run never locks for long."""
+    from xccel_cli.publications import latest_publication  # publications reads the runs table through this module
+
+    published = latest_publication(db)
     with translate_errors():
-        publication = db.conn.execute(
-            "SELECT published_at, publication_id, run_id, events, sessions FROM publications"
-            " ORDER BY publication_id DESC LIMIT 1"
-        ).fetchone()
         last = db.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
         success = db.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('succeeded', 'unchanged') ORDER BY run_id DESC LIMIT 1"
         ).fetchone()
         now = one_row(db.conn.execute("SELECT clock_timestamp()"))[0]
-    published_at, publication_id, run_id, events, sessions = publication or (None, None, None, None, None)
+    published_at, publication_id, run_id, events, sessions = (
+        (published["published_at"], published["publication_id"], published["run_id"], published["events"])
+        + (published["sessions"],)
+        if published
+        else (None, None, None, None, None)
+    )
     last_run = _as_seen([RunRow(*last)], db)[0] if last else None
     return Status(
         published_at, publication_id, run_id, events, sessions, last_run, RunRow(*success) if success else None, now

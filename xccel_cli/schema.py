@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from xccel_cli.db import Database, one_row, sql_dir, translate_errors
+from xccel_cli.db import Database, one_row, sql_names, translate_errors
 from xccel_cli.errors import StateError
 
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -19,10 +19,10 @@ class InitResult:
 
 def migrations() -> list[tuple[int, str]]:
     found = []
-    for path in sorted((sql_dir() / "migrations").iterdir()):
-        match = MIGRATION_NAME.match(path.name)
+    for name in sql_names("migrations"):
+        match = MIGRATION_NAME.match(name)
         if match:
-            found.append((int(match.group(1)), path.name))
+            found.append((int(match.group(1)), name))
     return found
 
 

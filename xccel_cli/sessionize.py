@@ -19,12 +19,13 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, one_row
+from xccel_cli.publications import StagedResult, clear_staged_result, stage_result
+from xccel_cli.publications import latest_publication as latest_publication  # re-exported: its old home
+from xccel_cli.runs import newest_run_id
 
-# Enough for the sort of every logged-in event of a full dump (~20 MB) to stay in memory.
+# Enough for the sort of every logged-in event of a full dump to stay in memory.
 SORT_MEMORY = "128MB"
 
 
@@ -37,25 +38,6 @@ class SessionizeResult:
     sessions: int
     cut_sessions: int
     seconds: float
-
-
-def latest_publication(db: Database) -> dict[str, Any] | None:
-    with db.conn.cursor() as cur:
-        cur.execute(
-            "SELECT publication_id, rules, covers_run_id, published_at, run_id, cut_sessions"
-            " FROM publications ORDER BY publication_id DESC LIMIT 1"
-        )
-        row = cur.fetchone()
-    if row is None:
-        return None
-    return {
-        "publication_id": row[0],
-        "rules": row[1],
-        "covers_run_id": row[2],
-        "published_at": row[3],
-        "run_id": row[4],
-        "cut_sessions": row[5],
-    }
 
 
 def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refresh: bool = False) -> SessionizeResult:
@@ -75,13 +57,11 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         else:
             reason = "customers with new events only"
         since = published["covers_run_id"] if published else 0
-        # Every raw_events row carries the id of the run that loaded it. Runs take their id after the
-        # pipeline lock, which this run holds, so no row with an id up to the newest run can still come:
-        # the result covers raw_events up to it (cheaper than max(run_id) over raw_events, a full scan).
-        covers = one_row(conn.execute("SELECT coalesce(max(run_id), 0) FROM runs"))[0]
+        # every raw_events row carries the id of the run that loaded it: the result covers them up to this one
+        covers = newest_run_id(db)
         # Committed before anything is built: sessions_next may be committed (by the helper) before
         # tb_events_next, and load must never find a staged row next to a half-new pair of tables.
-        conn.execute("DELETE FROM staged_result")
+        clear_staged_result(db)
     settings = {
         "timeout_minutes": rules.timeout_minutes,
         "split_at_midnight": rules.split_at_midnight,
@@ -112,12 +92,11 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         events = one_row(conn.execute("SELECT count(*) FROM tb_events_next"))[0]
         sessions = one_row(conn.execute("SELECT count(*) FROM sessions_next"))[0]
         cut = one_row(conn.execute("SELECT count(*) FROM pg_temp.session_cuts"))[0]
-        conn.execute(
-            "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
-            " customers_rebuilt, events, sessions, cut_sessions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
+        stage_result(
+            db,
+            StagedResult(
                 run_id,
-                Jsonb(rules.as_dict()),
+                rules.as_dict(),
                 covers,
                 published["publication_id"] if published else None,
                 full_refresh,

@@ -30,23 +30,22 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from xccel_cli.config import check_source, env_number, mask_url
-from xccel_cli.errors import ConfigError, DataQualityError, SourceError
+from xccel_cli.config import (
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_HTTP_TIMEOUT_SECONDS,
+    DEFAULT_RETRIES,
+    check_source,
+    mask_url,
+)
+from xccel_cli.errors import DataQualityError, SourceError
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-USER_AGENT = "xccel/0.1"
-DEFAULT_RETRIES = 3
-DEFAULT_BACKOFF_SECONDS = 1.0
-DEFAULT_TIMEOUT_SECONDS = 60.0
 MAX_RETRY_AFTER_SECONDS = 300.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
-
-MAX_BACKOFF_SECONDS = 3600.0
-MAX_TIMEOUT_SECONDS = 3600.0  # beyond that a socket timeout overflows on some platforms; and nobody waits so long
 # not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)
 INVALID_REQUEST = (
     requests.exceptions.InvalidURL,
@@ -57,39 +56,23 @@ INVALID_REQUEST = (
 )
 
 
-def default_retries() -> int:
-    """XCCEL_RETRIES, else 3: how often a failing HTTP source is tried again."""
-    # two messages, the first one pinned by tests/test_cli.py: "must be a whole number, got 'lots'"
-    retries = env_number("XCCEL_RETRIES", int, lambda v: True, "a whole number")
-    if retries is None:
-        return DEFAULT_RETRIES
-    if not 0 <= retries <= 20:
-        raise ConfigError(f"XCCEL_RETRIES must be between 0 and 20, got {retries}")
-    return int(retries)
+@dataclass(frozen=True)
+class HttpOptions:
+    """How an HTTP source is fetched (the settings XCCEL_RETRIES, XCCEL_HTTP_TIMEOUT_SECONDS and
+    XCCEL_RETRY_BACKOFF_SECONDS)."""
+
+    retries: int = DEFAULT_RETRIES  # how often a failing request is tried again
+    # the read timeout of each request (the longest silence tolerated from the server, before the headers or
+    # between two reads of the body); its connect timeout is the same, capped at 10 s. Not a limit on the
+    # whole download.
+    timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS  # the first wait; each retry doubles it
 
 
-def default_backoff_seconds() -> float:
-    """XCCEL_RETRY_BACKOFF_SECONDS, else 1: the first wait; each retry doubles it."""
-    backoff = env_number(
-        "XCCEL_RETRY_BACKOFF_SECONDS",
-        float,
-        lambda v: 0 <= v <= MAX_BACKOFF_SECONDS,
-        f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS:g}",
-    )
-    return DEFAULT_BACKOFF_SECONDS if backoff is None else float(backoff)
+def user_agent() -> str:
+    from xccel_cli import __version__
 
-
-def default_timeout_seconds() -> float:
-    """XCCEL_HTTP_TIMEOUT_SECONDS, else 60: the read timeout of each HTTP request (the longest silence
-    tolerated from the server, before the headers or between two reads of the body); its connect timeout
-    is the same, capped at 10 s. Not a limit on the whole download."""
-    timeout = env_number(
-        "XCCEL_HTTP_TIMEOUT_SECONDS",
-        float,
-        lambda v: 0 < v <= MAX_TIMEOUT_SECONDS,
-        f"a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS:g}",
-    )
-    return DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
+    return f"xccel/{__version__}"
 
 
 class SourceInterrupted(SourceError):
@@ -209,17 +192,8 @@ def _is_http(source: str) -> bool:
 
 
 @contextmanager
-def open_source(
-    source: str,
-    *,
-    retries: int | None = None,
-    timeout_seconds: float | None = None,
-    backoff_seconds: float | None = None,
-) -> Iterator[OpenSource]:
-    """Yield an OpenSource; the caller iterates its chunks inside the with-block.
-
-    Unset retry settings come from XCCEL_RETRIES, XCCEL_RETRY_BACKOFF_SECONDS and XCCEL_HTTP_TIMEOUT_SECONDS.
-    """
+def open_source(source: str, http: HttpOptions = HttpOptions()) -> Iterator[OpenSource]:
+    """Yield an OpenSource; the caller iterates its chunks inside the with-block."""
     if source == "-":
         if sys.stdin is None:  # the process was started with its standard input closed
             raise SourceError("the source is '-' (standard input), but standard input is closed: nothing to read")
@@ -229,9 +203,9 @@ def open_source(
     if _is_http(source):
         fetch = HttpFetch(
             source,
-            retries=default_retries() if retries is None else retries,
-            timeout_seconds=default_timeout_seconds() if timeout_seconds is None else timeout_seconds,
-            backoff_seconds=default_backoff_seconds() if backoff_seconds is None else backoff_seconds,
+            retries=http.retries,
+            timeout_seconds=http.timeout_seconds,
+            backoff_seconds=http.backoff_seconds,
         )
         with fetch:
             yield OpenSource(fetch.info, _maybe_gunzip(fetch.chunks(), fetch.shown))
@@ -262,7 +236,7 @@ class HttpFetch:
         self.backoff = backoff_seconds
         self.failures = 0  # retries used so far, across the whole download
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["User-Agent"] = user_agent()
         # only encodings we undo ourselves: the resume offsets count the bytes as sent
         self.session.headers["Accept-Encoding"] = "gzip"
         self.response = self._request({})
@@ -439,7 +413,7 @@ def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: 
             headers["If-Modified-Since"] = previous["last_modified"]
         if not headers:
             return False
-        headers["User-Agent"] = USER_AGENT
+        headers["User-Agent"] = user_agent()
         try:
             with requests.get(source, headers=headers, stream=True, timeout=timeout_seconds) as response:
                 return response.status_code == 304
@@ -489,14 +463,14 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
 
 
 @contextmanager
-def open_sources(sources: Sequence[str], *, retries: int | None = None) -> Iterator[OpenSource]:
+def open_sources(sources: Sequence[str], http: HttpOptions = HttpOptions()) -> Iterator[OpenSource]:
     """Several sources as one stream of chunks, in the given order (each opened as open_source opens it).
 
     A source whose last line has no newline gets one, so its last line never runs into the next source's
     first; only the last source's last line can be a cut line. Line numbers run on across the sources.
     """
     if len(sources) == 1:
-        with open_source(sources[0], retries=retries) as opened:
+        with open_source(sources[0], http) as opened:
             yield opened
         return
     names = [mask_url(s) for s in sources]
@@ -504,7 +478,7 @@ def open_sources(sources: Sequence[str], *, retries: int | None = None) -> Itera
 
     def chunks() -> Iterator[bytes]:
         for source in sources:
-            with open_source(source, retries=retries) as opened:
+            with open_source(source, http) as opened:
                 last = b""
                 for chunk in opened.chunks:
                     if chunk:

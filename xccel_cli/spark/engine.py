@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
-from xccel_cli.config import SessionRules
+from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, SessionRules, Settings
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError, EngineError, SourceError
-from xccel_cli.sessionize import latest_publication
+from xccel_cli.publications import StagedResult, clear_staged_result, latest_publication, stage_result
+from xccel_cli.runs import newest_run_id
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ def publish_result(
         # a crash before load's commit leaves only rebuildable *_next tables (as sessionize does)
         conn.execute("SET LOCAL synchronous_commit = off")
         published = latest_publication(db)
-        conn.execute("DELETE FROM staged_result")
+        clear_staged_result(db)
         conn.execute("DROP TABLE IF EXISTS tb_events_next")
         conn.execute("CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
         conn.execute("DROP TABLE IF EXISTS sessions_next")
@@ -256,21 +255,20 @@ def publish_result(
                     )
         conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")
         conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
-        newest = conn.execute("SELECT coalesce(max(run_id), 0) FROM runs").fetchone()
-        covers = newest[0] if newest else 0
-        conn.execute(
-            "INSERT INTO staged_result (run_id, rules, covers_run_id, based_on_publication_id, full_refresh,"
-            " customers_rebuilt, events, sessions, cut_sessions, engine)"
-            " VALUES (%s, %s, %s, %s, true, %s, %s, %s, %s, 'spark')",
-            (
+        covers = newest_run_id(db)
+        stage_result(
+            db,
+            StagedResult(
                 run_id,
-                Jsonb(rules.as_dict()),
+                rules.as_dict(),
                 covers,
                 published["publication_id"] if published else None,
+                True,
                 job.customers,
                 job.events,
                 job.sessions,
                 job.cut_sessions,
+                engine="spark",
             ),
         )
     return int(job.customers)
@@ -281,13 +279,20 @@ def timed(started: float) -> float:
 
 
 def run_all_spark(
-    db: Database, options: Any, rules: SessionRules, settings: SparkSettings, *, wait: bool, session: Any = None
+    db: Database,
+    options: Any,
+    rules: SessionRules,
+    settings: SparkSettings,
+    *,
+    wait: bool,
+    session: Any = None,
+    publish_wait_seconds: float = DEFAULT_PUBLISH_WAIT_SECONDS,
 ) -> Any:
     """init-db, the Spark job, publication and report, recorded as one run with run-all's counters."""
     from xccel_cli.extract import ExtractResult
     from xccel_cli.load import load
     from xccel_cli.metrics import report
-    from xccel_cli.pipeline import RunAllResult, _extract_counts, pause_point, recorded_run
+    from xccel_cli.pipeline import RunAllResult, _extract_counts, recorded_run
     from xccel_cli.schema import init_db
     from xccel_cli.sessionize import SessionizeResult
 
@@ -300,7 +305,6 @@ def run_all_spark(
     if session is None:
         _require_pyspark()
     with recorded_run(db, "run-all", wait=wait, source=" ".join(sources), rules=rules) as record:
-        pause_point("extract")
         t = time.perf_counter()
         with spark_session(settings, session) as spark:
             job = run_spark_job(
@@ -337,7 +341,6 @@ def run_all_spark(
                 job.rejected,
                 job.sessions,
             )
-            pause_point("sessionize")
             t = time.perf_counter()
             customers = publish_result(db, spark, settings, job, rules, record.run_id)
             stages["publish"] = time.perf_counter() - t
@@ -345,11 +348,9 @@ def run_all_spark(
         sessionized = SessionizeResult(
             True, "spark engine: every customer", customers, job.events, job.sessions, job.cut_sessions, 0.0
         )
-        pause_point("load")
-        loaded = load(db, record.run_id)
+        loaded = load(db, record.run_id, wait_seconds=publish_wait_seconds)
         stages["load"] = loaded.seconds
         record.stage_seconds["load"] = loaded.seconds
-        pause_point("finish")
     t = time.perf_counter()
     metrics = report(db)
     stages["report"] = time.perf_counter() - t
@@ -358,19 +359,20 @@ def run_all_spark(
     )
 
 
-ENGINES = ("postgres", "spark")
-
-
 def engine_settings(
-    engine: str | None, warehouse: str | None, master: str | None, conf: Sequence[str] | None
+    engine: str | None,
+    warehouse: str | None,
+    master: str | None,
+    conf: Sequence[str] | None,
+    *,
+    configured: Settings | None = None,
 ) -> SparkSettings | None:
-    """--engine & co., else XCCEL_ENGINE, XCCEL_WAREHOUSE, XCCEL_SPARK_MASTER, XCCEL_SPARK_CONF; None: postgres."""
-    from xccel_cli.config import env
-
-    chosen = (engine or env("XCCEL_ENGINE") or "postgres").strip().lower()
+    """--engine & co., else the settings XCCEL_ENGINE, XCCEL_WAREHOUSE, XCCEL_SPARK_MASTER, XCCEL_SPARK_CONF
+    (checked by config.resolve); None: postgres."""
+    configured = configured or Settings()
+    chosen = (engine or configured.engine).strip().lower()
     if chosen not in ENGINES:
-        origin = "--engine" if engine else "XCCEL_ENGINE"
-        raise ConfigError(f"{origin} must be postgres or spark, got {chosen!r}")
+        raise ConfigError(f"--engine must be postgres or spark, got {chosen!r}")
     if chosen == "postgres":
         given = [name for name, value in (("--warehouse", warehouse), ("--spark-master", master)) if value]
         if conf:
@@ -379,12 +381,12 @@ def engine_settings(
             raise ConfigError(f"{', '.join(given)} only apply with --engine spark")
         return None
     if warehouse is None:
-        warehouse = env("XCCEL_WAREHOUSE")
+        warehouse = configured.warehouse
     if warehouse is None:
         from xccel_cli.db import data_dir
 
-        warehouse = str(Path(data_dir()) / "warehouse")
-    pairs = list(conf) if conf else (env("XCCEL_SPARK_CONF") or "").split()
+        warehouse = str(Path(data_dir(configured.data_dir)) / "warehouse")
+    pairs = list(conf) if conf else list(configured.spark_conf)
     return SparkSettings(
-        warehouse=warehouse, master=master or env("XCCEL_SPARK_MASTER") or DEFAULT_MASTER, conf=parse_conf(pairs)
+        warehouse=warehouse, master=master or configured.spark_master or DEFAULT_MASTER, conf=parse_conf(pairs)
     )

@@ -24,6 +24,7 @@ from xccel_cli import conversion, dashboard, metrics, monitoring, referrers
 from xccel_cli.config import mask_password
 from xccel_cli.db import Database
 from xccel_cli.errors import DatabaseError, XccelError
+from xccel_cli.publications import LATEST_PUBLICATION_KEY
 from xccel_cli.schema import require_schema
 from xccel_cli.web.cache import PublicationKey
 
@@ -42,7 +43,6 @@ CONNECT_OPTIONS: dict[str, Any] = {
     "application_name": APPLICATION_NAME,
     "connect_timeout": CONNECT_TIMEOUT_SECONDS,
 }
-LATEST_PUBLICATION = "SELECT publication_id, published_at FROM publications ORDER BY publication_id DESC LIMIT 1"
 
 
 class MetricsService:
@@ -123,7 +123,7 @@ class MetricsService:
             try:
                 if conn is None or conn.closed:
                     conn = self._check_conns[lane] = await self._connect_async()
-                cursor = await conn.execute(LATEST_PUBLICATION)
+                cursor = await conn.execute(LATEST_PUBLICATION_KEY)
                 row = await cursor.fetchone()
                 return None if row is None else (row[0], row[1])
             except psycopg.errors.UndefinedTable as exc:

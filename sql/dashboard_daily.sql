@@ -71,7 +71,7 @@ SELECT days.day,
        coalesce(per_day.sessions, 0) AS sessions,
        coalesce(per_day.sessions_with_order, 0) AS sessions_with_order,
        coalesce(orders.orders, 0) AS orders,
-       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS order_share,
+       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS share_with_order,
        greatest(0, extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))
                    / 3600)::double precision AS hours_covered,
        extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))

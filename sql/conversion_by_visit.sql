@@ -4,7 +4,7 @@
 -- leave the risk set at their first order session (an event) or, if they never ordered, after their last
 -- session (censored there). hazard(k) = first orders in session k / at risk at k; the share who have bought
 -- by session k is 1 - prod over j <= k of (1 - hazard(j)). One row per k up to the last at-risk session.
-WITH per_customer AS (  -- each customer in the report window (migration 0004): last and first order session
+WITH per_customer AS (  -- each customer in the report window: last session, first order session
     SELECT customer_id,
            max(session_number) AS last_session,
            min(first_order_session_number) AS first_order_session
@@ -32,7 +32,7 @@ WITH per_customer AS (  -- each customer in the report window (migration 0004): 
            coalesce(m.censored, 0) AS censored
     FROM generate_series(1, (SELECT coalesce(max(last_session), 0) FROM per_customer)) AS k
     LEFT JOIN marks AS m USING (k)
-), counted AS (  -- customers reached and at risk: those whose last or first order session is k or later
+), counted AS (  -- customers_reached (last session >= k), at_risk (leaving the risk set at k or later)
     SELECT k,
            sum(last_here) OVER (ORDER BY k DESC)::bigint AS customers_reached,
            sum(first_orders + censored) OVER (ORDER BY k DESC)::bigint AS at_risk,

@@ -7,7 +7,7 @@ WITH weekly_sessions AS (  -- each windowed customer's sessions, with the week o
            s.session_number, s.duration_minutes, s.first_order_session_number
     FROM report_window_customers() AS w
     JOIN sessions AS s USING (customer_id)
-), visits AS (  -- per week: customers (one first session each), buyers, median sessions before the first order
+), visits AS (  -- per week: customers (one session 1 each), buyers, median sessions before the order
     SELECT week_start,
            count(*) AS customers,
            count(first_order_session_number) AS customers_with_orders,

@@ -8,8 +8,8 @@
 --   SET xccel.max_session_hours = '';     -- e.g. 2: cut sessions at 2 hours ('' = no cap)
 --   SET xccel.full_refresh = true;        -- false: rebuild only customers with raw_events.run_id > since_run_id
 --   SET xccel.since_run_id = 0;
---   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (sessions need
---                                         -- them; sessionize_events.sql and sessionize_sessions.sql set it)
+--   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
+--                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
 -- Then run sessionize_events.sql and sessionize_sessions.sql in the same session: they build
 -- tb_events_next and sessions_next from the session_events view below. xccel runs them at the same
 -- time on two connections, each after its own run of this file (the temp objects are per session).

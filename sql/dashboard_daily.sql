@@ -11,10 +11,10 @@
 --
 -- A day is partial when the data covers less than 23 hours of it (the dump starts or ends during it):
 -- hours_covered is the part of the day between the first and the last event inside the window.
-WITH starts AS (
+WITH starts AS (  -- each session's UTC start day
     SELECT (started_at AT TIME ZONE 'UTC')::date AS day, started_at, has_order FROM sessions
 ),
-quartiles AS (
+quartiles AS (  -- the first and third quartile of the start days
     SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY day) AS low,
            percentile_disc(0.75) WITHIN GROUP (ORDER BY day) AS high
     FROM starts
@@ -24,7 +24,7 @@ fences AS (  -- clamped first: date arithmetic near the ends of PostgreSQL's ran
            least(least(high, date '9999-12-30') + least(3 * (high - low + 1), 3660), date '9999-12-30') AS high
     FROM quartiles
 ),
-order_events AS (
+order_events AS (  -- the UTC day of each placed_order event
     SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day FROM tb_events WHERE event_type = 'placed_order'
 ),
 widened AS (  -- the first and last day with a session start or an order inside the fences
@@ -32,16 +32,16 @@ widened AS (  -- the first and last day with a session start or an order inside 
     FROM (SELECT day FROM starts UNION ALL SELECT day FROM order_events) AS d, fences
     WHERE day BETWEEN fences.low AND fences.high
 ),
-drawn AS (
+drawn AS (  -- the days drawn: at most the last 1000 of the widened span
     SELECT greatest(first_day, last_day - 999) AS first_day, last_day FROM widened
 ),
-per_day AS (
+per_day AS (  -- per drawn day: sessions started, and those with an order
     SELECT day, count(*) AS sessions, count(*) FILTER (WHERE has_order) AS sessions_with_order
     FROM starts, drawn
     WHERE day BETWEEN drawn.first_day AND drawn.last_day
     GROUP BY day
 ),
-orders AS (
+orders AS (  -- per drawn day: placed_order events
     SELECT day, count(*) AS orders
     FROM order_events, drawn
     WHERE day BETWEEN drawn.first_day AND drawn.last_day
@@ -53,8 +53,7 @@ span AS MATERIALIZED (  -- the first and last event inside the window, as UTC ti
     WHERE "timestamp" >= drawn.first_day::timestamp AT TIME ZONE 'UTC'
       AND "timestamp" < (drawn.last_day + 1)::timestamp AT TIME ZONE 'UTC'
 ),
--- MATERIALIZED: computed once, not once per day row
-outside AS MATERIALIZED (
+outside AS MATERIALIZED (  -- what lies outside the drawn days; MATERIALIZED: once, not once per day row
     SELECT (SELECT count(*) FROM starts, drawn
             WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS sessions_outside,
            (SELECT count(*) FROM order_events, drawn
@@ -64,14 +63,14 @@ outside AS MATERIALIZED (
            (SELECT (max(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
             WHERE day > drawn.last_day) AS outside_last
 ),
-days AS (
+days AS (  -- every drawn day, empty ones too
     SELECT generate_series(first_day, last_day, interval '1 day')::date AS day FROM drawn
 )
 SELECT days.day,
        coalesce(per_day.sessions, 0) AS sessions,
        coalesce(per_day.sessions_with_order, 0) AS sessions_with_order,
        coalesce(orders.orders, 0) AS orders,
-       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS order_share,
+       per_day.sessions_with_order::double precision / nullif(per_day.sessions, 0) AS share_with_order,
        greatest(0, extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))
                    / 3600)::double precision AS hours_covered,
        extract(epoch FROM least(days.day + 1, span.last_event) - greatest(days.day, span.first_event))

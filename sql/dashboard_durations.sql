@@ -1,21 +1,15 @@
 -- Dashboard: session duration (minutes) in bins of equal width, for all sessions and for the sessions that
--- come before their customer's first order session (the sessions behind query_2.sql). Equal widths, so a
--- bar's height compares with its neighbours' (unequal bins draw peaks that are not in the data).
+-- come before their customer's first order session (the sample of median_session_duration_minutes_before_order.sql).
+-- Equal widths, so a bar's height compares with its neighbours' (unequal bins draw peaks that are not in the data).
 -- Bin 0 holds exactly 0 (one-event sessions); bin k (1..24) holds 5(k-1) <= duration < 5k, without the
 -- zeros; bin 25 holds every duration of 120 minutes or more (no upper bound).
-WITH first_order AS (
-    SELECT customer_id, min(session_number) FILTER (WHERE has_order) AS first_order_session
-    FROM sessions
-    GROUP BY customer_id
-),
-per_bin AS (
-    SELECT CASE WHEN s.duration_minutes = 0 THEN 0
-                ELSE least(floor(s.duration_minutes / 5), 24)::int + 1 END AS bin,
+WITH per_bin AS (  -- per bin: all sessions, and those before their customer's first order session
+    SELECT CASE WHEN duration_minutes = 0 THEN 0
+                ELSE least(floor(duration_minutes / 5), 24)::int + 1 END AS bin,
            count(*) AS sessions,
            -- the comparison is NULL, so not counted, for customers without an order
-           count(*) FILTER (WHERE s.session_number < f.first_order_session) AS sessions_before_order
-    FROM sessions AS s
-    JOIN first_order AS f USING (customer_id)
+           count(*) FILTER (WHERE session_number < first_order_session_number) AS sessions_before_order
+    FROM sessions
     GROUP BY 1
 )
 SELECT bin,

@@ -1,5 +1,12 @@
--- The counts behind the metrics: customers with a sessionized event, those with an order, sessions, events.
-SELECT (SELECT count(DISTINCT customer_id) FROM sessions) AS customers,
-       (SELECT count(DISTINCT customer_id) FROM sessions WHERE has_order) AS customers_with_orders,
-       (SELECT count(*) FROM sessions) AS sessions,
-       (SELECT count(*) FROM tb_events) AS events;
+-- The counts behind the metrics: customers with a sessionized event, those with an order, their sessions and
+-- their events (rows of sessions and tb_events). Each customer has exactly one session numbered 1.
+-- The report window (xccel.since, xccel.until; unset or empty: every customer) is migration 0004's.
+SELECT count(*) FILTER (WHERE session_number = 1) AS customers,
+       count(*) FILTER (WHERE session_number = 1 AND first_order_session_number IS NOT NULL) AS customers_with_orders,
+       count(*) AS sessions,
+       (SELECT count(*)
+        FROM tb_events
+        WHERE report_window_is_open() OR customer_id IN (SELECT customer_id FROM report_window_customers()))
+           AS events
+FROM sessions
+WHERE report_window_is_open() OR customer_id IN (SELECT customer_id FROM report_window_customers());

@@ -8,6 +8,8 @@
 --   SET xccel.max_session_hours = '';     -- e.g. 2: cut sessions at 2 hours ('' = no cap)
 --   SET xccel.full_refresh = true;        -- false: rebuild only customers with raw_events.run_id > since_run_id
 --   SET xccel.since_run_id = 0;
+--   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
+--                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
 -- Then run sessionize_events.sql and sessionize_sessions.sql in the same session: they build
 -- tb_events_next and sessions_next from the session_events view below. xccel runs them at the same
 -- time on two connections, each after its own run of this file (the temp objects are per session).
@@ -51,7 +53,7 @@ WHERE customer_id IS NOT NULL
 -- running count of starts). Two branches, one per setting of the referrer rule; the other is switched
 -- off by its one-time filter, so the default pays for two window passes only.
 CREATE TEMP VIEW session_flags AS
-WITH scope AS NOT MATERIALIZED (
+WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with referrer and page where needed
     SELECT e.event_id, e.event_type, e.customer_id, e."timestamp",
            -- read from the payload only where needed: sessions_next takes both from each session's
            -- first event, tb_events_next only needs referrers for the referrer rule
@@ -66,7 +68,7 @@ WITH scope AS NOT MATERIALIZED (
            OR e.customer_id IN (SELECT customer_id FROM rebuild_customers))
     OFFSET 0  -- take referrer and page out of the payload here, so the sort carries two short texts
 ),
-with_previous AS (
+with_previous AS (  -- adds: position in the customer's order, prev_timestamp
     SELECT s.*,
            row_number() OVER per_customer AS position,
            lag(s."timestamp") OVER per_customer AS prev_timestamp
@@ -74,7 +76,7 @@ with_previous AS (
     WINDOW per_customer AS (PARTITION BY s.customer_id ORDER BY s."timestamp", s.event_id)
 ),
 -- Rules that look only at the previous event: the customer's first event, inactivity, midnight.
-gaps AS NOT MATERIALIZED (
+gaps AS NOT MATERIALIZED (  -- adds: gap_start, a session start by those rules
     SELECT w.*,
            (w.prev_timestamp IS NULL
             OR w."timestamp" - w.prev_timestamp >= (SELECT timeout FROM session_settings)
@@ -84,7 +86,7 @@ gaps AS NOT MATERIALIZED (
            ) AS gap_start
     FROM with_previous w
 ),
-without_referrer_rule AS (
+without_referrer_rule AS (  -- adds: starts = gap_start, increment (referrer rule off)
     SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start AS starts,
            count(*) FILTER (WHERE g.gap_start) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
@@ -96,7 +98,7 @@ without_referrer_rule AS (
 -- The referrer rule. A session's referrer is that of its first event, and only an event carrying
 -- another one splits, so the referrer in force before an event is the last non-empty referrer seen
 -- earlier in the same gap session (none if there is none): find that event's position, then lag to it.
-referrer_positions AS (
+referrer_positions AS (  -- adds: where the gap session began, where the last earlier referrer was
     SELECT g.*,
            max(g.position) FILTER (WHERE g.gap_start) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
@@ -108,7 +110,7 @@ referrer_positions AS (
     FROM gaps g
     WHERE (SELECT split_on_referrer FROM session_settings)
 ),
-referrer_starts AS (
+referrer_starts AS (  -- adds: starts, a gap start or a change of referrer
     SELECT r.*,
            (r.gap_start
             OR (r.referrer IS NOT NULL
@@ -119,7 +121,7 @@ referrer_starts AS (
            ) AS starts
     FROM referrer_positions r
 ),
-with_referrer_rule AS (
+with_referrer_rule AS (  -- adds: increment (referrer rule on)
     SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts,
            count(*) FILTER (WHERE r.starts) OVER (
                PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
@@ -141,7 +143,7 @@ WHERE (SELECT cap FROM session_settings) IS NOT NULL;
 -- Every cut lies at least `cap` after the start of its rule session: only sessions at least `cap` long,
 -- and in them only the events at least `cap` after the start, are looked at.
 CREATE TEMP TABLE long_session_events AS
-WITH long_sessions AS (
+WITH long_sessions AS (  -- the rule sessions at least `cap` long, with their start
     SELECT customer_id, increment, min("timestamp") AS session_started_at
     FROM rule_flags
     GROUP BY customer_id, increment
@@ -156,7 +158,7 @@ CREATE INDEX ON long_session_events (customer_id, increment, "timestamp", event_
 -- One step per cut: from each cut, an index probe finds the next one, so the work grows with the
 -- number of cuts, not with the number of events in a long session.
 CREATE TEMP TABLE session_cuts AS
-WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (
+WITH RECURSIVE cuts (customer_id, increment, started_at, event_id) AS (  -- each cut: the start of a piece
     SELECT customer_id, increment, min(session_started_at), NULL::bigint
     FROM long_session_events
     GROUP BY customer_id, increment

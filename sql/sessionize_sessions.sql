@@ -23,7 +23,9 @@ SELECT customer_id || '_' || increment,
        count(*),
        bool_or(event_type = 'placed_order'),
        min(page) FILTER (WHERE starts),
-       min(referrer) FILTER (WHERE starts)
+       min(referrer) FILTER (WHERE starts),
+       -- first_order_session_number: the lowest session number with an order, over the customer's sessions
+       min(CASE WHEN bool_or(event_type = 'placed_order') THEN increment END) OVER (PARTITION BY customer_id)
 FROM session_events
 GROUP BY customer_id, increment;
 

@@ -137,6 +137,15 @@ def sessionize(events: Iterable[dict[str, Any]], rules: SessionRules | None = No
             previous = event
     for session in sessions:
         session["duration_minutes"] = (session["ended_at"] - session["started_at"]).total_seconds() / 60
+    # A customer's first order session is their lowest-numbered session with an order; every one of their
+    # sessions carries its number (None when they never ordered).
+    for session in sessions:
+        numbers_with_order = [
+            other["session_number"]
+            for other in sessions
+            if other["customer_id"] == session["customer_id"] and other["has_order"]
+        ]
+        session["first_order_session_number"] = min(numbers_with_order) if numbers_with_order else None
 
     tb_events.sort(key=lambda row: row["event_id"])
     return Expected(tb_events, sessions, cut_sessions, metrics(sessions, len(tb_events)))

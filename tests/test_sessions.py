@@ -73,13 +73,27 @@ TB_COLUMNS = (
 )
 
 EXPECTED_SESSIONS = [
-    # session_id, customer, number, started, ended, minutes, events, has_order, landing_page, referrer
-    ("1_1", 1, 1, at("2022-04-22 10:00:00"), at("2022-04-22 10:29:59"), 1799 / 60, 2, False, "/", "https://google.com"),
-    ("1_2", 1, 2, at("2022-04-22 10:59:59"), at("2022-04-22 11:05:00"), 301 / 60, 3, True, None, None),
-    ("2_1", 2, 1, at("2022-04-22 09:00:00"), at("2022-04-22 09:00:00"), 0.0, 1, False, None, None),
-    ("3_1", 3, 1, at("2022-04-22 12:00:00"), at("2022-04-22 12:00:00"), 0.0, 1, True, None, None),
-    ("3_2", 3, 2, at("2022-04-22 15:00:00"), at("2022-04-22 15:00:00"), 0.0, 1, True, None, None),
-    ("4_1", 4, 1, at("2022-04-22 23:50:00"), at("2022-04-23 00:15:00"), 25.0, 3, True, None, None),
+    # session_id, customer, number, started, ended, minutes, events, has_order, landing_page, referrer,
+    # first_order_session_number (the customer's: 1 -> 2, 3 -> 1 although session 3_2 has an order too, 4 -> 1;
+    # customer 2 never orders)
+    (
+        "1_1",
+        1,
+        1,
+        at("2022-04-22 10:00:00"),
+        at("2022-04-22 10:29:59"),
+        1799 / 60,
+        2,
+        False,
+        "/",
+        "https://google.com",
+        2,
+    ),
+    ("1_2", 1, 2, at("2022-04-22 10:59:59"), at("2022-04-22 11:05:00"), 301 / 60, 3, True, None, None, 2),
+    ("2_1", 2, 1, at("2022-04-22 09:00:00"), at("2022-04-22 09:00:00"), 0.0, 1, False, None, None, None),
+    ("3_1", 3, 1, at("2022-04-22 12:00:00"), at("2022-04-22 12:00:00"), 0.0, 1, True, None, None, 1),
+    ("3_2", 3, 2, at("2022-04-22 15:00:00"), at("2022-04-22 15:00:00"), 0.0, 1, True, None, None, 1),
+    ("4_1", 4, 1, at("2022-04-22 23:50:00"), at("2022-04-23 00:15:00"), 25.0, 3, True, None, None, 1),
 ]
 SESSION_COLUMNS = (
     "session_id",
@@ -92,6 +106,7 @@ SESSION_COLUMNS = (
     "has_order",
     "landing_page",
     "referrer",
+    "first_order_session_number",
 )
 
 EXPECTED_METRICS = {

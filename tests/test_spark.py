@@ -345,15 +345,17 @@ def run_spark_tables_equal(session: Any, warehouse: Path, outcome: Outcome) -> b
 
 def test_medians_are_exact_percentiles_not_approximations(spark: Any) -> None:
     rows = [
-        (f"{c}_{n}", c, n, minutes, order)
-        for c, sessions in {
-            1: [(1, 1.0, False), (2, 2.0, True)],
-            2: [(1, 10.0, False), (2, 4.0, False), (3, 0.0, True)],
-        }.items()
+        (f"{c}_{n}", c, n, minutes, order, first_order)
+        for c, first_order, sessions in (
+            (1, 2, [(1, 1.0, False), (2, 2.0, True)]),
+            (2, 3, [(1, 10.0, False), (2, 4.0, False), (3, 0.0, True)]),
+        )
         for n, minutes, order in sessions
     ]
     frame = spark.createDataFrame(
-        rows, "session_id string, customer_id long, session_number int, duration_minutes double, has_order boolean"
+        rows,
+        "session_id string, customer_id long, session_number int, duration_minutes double, has_order boolean,"
+        " first_order_session_number int",
     )
     figures = spark_job.medians(frame)
     # visits before the first order: [1, 2] -> 1.5; durations before: [1, 10, 4] -> 4; totals: [1, 14] -> 7.5

@@ -110,7 +110,8 @@ def published(db: Database) -> Published:
         ).fetchall()
         sessions = cur.execute(
             "SELECT session_id, customer_id, session_number, started_at, ended_at, duration_minutes, event_count,"
-            " has_order, landing_page, referrer FROM sessions ORDER BY customer_id, session_number"
+            " has_order, landing_page, referrer, first_order_session_number"
+            " FROM sessions ORDER BY customer_id, session_number"
         ).fetchall()
         cut = cur.execute("SELECT cut_sessions FROM publications ORDER BY publication_id DESC LIMIT 1").fetchone()
     return Published(tb_events, sessions, report(db), cut["cut_sessions"] if cut else 0)

@@ -33,16 +33,16 @@ from xccel_cli.charts import (
     variants,
 )
 from xccel_cli.config import SessionRules
-from xccel_cli.conversion import WeekRow, Window, weekly_medians
+from xccel_cli.conversion import WeekRow, Window, weekly_medians, wilson
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
 from xccel_cli.publications import latest_publication
+from xccel_cli.referrers import ReferrerRow, referrer_rows
 
 QUERIES = {
     "visits": "dashboard_visits.sql",
     "durations": "dashboard_durations.sql",
-    "referrers": "dashboard_referrers.sql",
     "daily": "dashboard_daily.sql",
     "funnel": "dashboard_funnel.sql",
 }
@@ -117,10 +117,17 @@ def dashboard_data(db: Database, window: Window | None = None) -> DashboardData:
         with db.published_snapshot():
             published = latest_publication(db)
             rows = {key: db.query_file(name) for key, name in QUERIES.items()}
+            referrers = [_with_interval(row) for row in referrer_rows(db)]  # every session: no window
             weeks = weekly_medians(db, window)
         if (published["publication_id"] if published else None) == headline.publication_id:
             break
-    return DashboardData(report=headline, weeks=weeks, **rows)
+    return DashboardData(report=headline, weeks=weeks, referrers=referrers, **rows)
+
+
+def _with_interval(row: ReferrerRow) -> dict[str, Any]:
+    """A referrer row with the 95 % Wilson interval of its share_with_order (share_with_order_low, _high)."""
+    interval = wilson(round(row.share_with_order * row.sessions), row.sessions)
+    return {**row.as_json(), "share_with_order_low": interval.low, "share_with_order_high": interval.high}
 
 
 def render_dashboard(db: Database, window: Window | None = None) -> str:
@@ -487,9 +494,9 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                 [
                     Series(
                         "sessions with an order",
-                        [r["order_share"] for r in shown],
+                        [r["share_with_order"] for r in shown],
                         ORANGE,
-                        intervals=[(r["order_share_low"], r["order_share_high"]) for r in shown],
+                        intervals=[(r["share_with_order_low"], r["share_with_order_high"]) for r in shown],
                     )
                 ],
                 "sessions with an order (%)",
@@ -519,11 +526,11 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                 (r["sessions"], f"{r['sessions']:,}"),
                 (r["median_duration_minutes"], _fmt(r["median_duration_minutes"])),
                 (r["p90_duration_minutes"], _fmt(r["p90_duration_minutes"])),
-                (r["order_share"], percent(r["order_share"])),
-                (r["mean_events"], f"{r['mean_events']:.2f}"),
+                (r["share_with_order"], percent(r["share_with_order"])),
+                (r["mean_events_per_session"], f"{r['mean_events_per_session']:.2f}"),
                 (
-                    [r["order_share_low"], r["order_share_high"]],
-                    f"{percent(r['order_share_low'])}–{percent(r['order_share_high'])}",
+                    [r["share_with_order_low"], r["share_with_order_high"]],
+                    f"{percent(r['share_with_order_low'])}–{percent(r['share_with_order_high'])}",
                 ),
             ]
             for r in referrers
@@ -587,7 +594,7 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
                 title=title_share,
                 description="Share of the sessions started each UTC day that hold a placed_order event.",
                 categories=categories,
-                series=[Series("sessions with an order", [r["order_share"] for r in daily], ORANGE)],
+                series=[Series("sessions with an order", [r["share_with_order"] for r in daily], ORANGE)],
                 x_label=axis,
                 y_label="share of sessions (%)",
                 fmt=_percent_axis,
@@ -605,7 +612,7 @@ def _daily_figures(daily: list[dict[str, Any]]) -> str:
                 (r["sessions"], f"{r['sessions']:,}"),
                 (r["sessions_with_order"], f"{r['sessions_with_order']:,}"),
                 (r["orders"], f"{r['orders']:,}"),
-                (r["order_share"], "–" if r["order_share"] is None else percent(r["order_share"])),
+                (r["share_with_order"], "–" if r["share_with_order"] is None else percent(r["share_with_order"])),
                 (round(r["hours_covered"], 2), f"{r['hours_covered']:.1f}" + (" (partial)" if r["partial"] else "")),
             ]
             for r in daily

@@ -8,8 +8,8 @@ from typing import Any
 
 from xccel_cli.conversion import Window, conversion, median_intervals
 from xccel_cli.db import Database
+from xccel_cli.publications import latest_publication
 from xccel_cli.schema import require_schema
-from xccel_cli.sessionize import latest_publication
 
 DEFINITIONS: dict[str, str] = {
     "median_visits_before_order": "Median, over customers with an order, of the sessions before the session "
@@ -31,10 +31,11 @@ DEFINITIONS: dict[str, str] = {
     "and the Kaplan–Meier share bought by k, with 95 % intervals; its median beside the buyers-only one.",
 }
 
-METRIC_FILES = (
-    ("median_visits_before_order", "query_1.sql"),
-    ("median_session_duration_minutes_before_order", "query_2.sql"),
-    ("median_total_minutes_before_order", "query_3.sql"),
+# Each median comes from sql/<its name>.sql (the old script's query_1..3.sql are psql aliases of them).
+MEDIANS = (
+    "median_visits_before_order",
+    "median_session_duration_minutes_before_order",
+    "median_total_minutes_before_order",
 )
 
 
@@ -69,12 +70,9 @@ def report(db: Database, window: Window | None = None) -> Report:
     require_schema(db)
     with db.published_snapshot():
         values: dict[str, Any] = {}
-        if window.is_open:
-            for key, name in METRIC_FILES:
-                values[key] = db.query_file(name)[0][key]
-            values.update(db.query_file("report_counts.sql")[0])
-        else:
-            values.update(db.query_file("report_window.sql", window.settings())[0])
+        for median in MEDIANS:
+            values[median] = db.query_file(f"{median}.sql", window.settings())[0][median]
+        values.update(db.query_file("report_counts.sql", window.settings())[0])
         intervals = median_intervals(db, window)
         by_visit = conversion(db, window, values["median_visits_before_order"])
         published = latest_publication(db)

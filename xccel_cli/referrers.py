@@ -12,8 +12,8 @@ from typing import Any
 
 from xccel_cli.conversion import Window
 from xccel_cli.db import Database
+from xccel_cli.publications import latest_publication
 from xccel_cli.schema import require_schema
-from xccel_cli.sessionize import latest_publication
 
 DIRECT = "(direct)"
 
@@ -54,12 +54,17 @@ class ReferrerReport:
         return [row.as_json() for row in self.rows]
 
 
+def referrer_rows(db: Database, window: Window | None = None) -> list[ReferrerRow]:
+    """Inside the caller's snapshot: one row per session referrer, largest first (with a window: the sessions of
+    customers whose first session starts in it)."""
+    return [ReferrerRow(**row) for row in db.query_file("referrers.sql", (window or Window()).settings())]
+
+
 def referrer_report(db: Database, window: Window | None = None) -> ReferrerReport:
-    """One row per session referrer, largest first, from one consistent read of the published tables
-    (with a window: the sessions of customers whose first session starts in it)."""
+    """referrer_rows from one consistent read of the published tables, with the publication they come from."""
     require_schema(db)
     with db.published_snapshot():
-        rows = [ReferrerRow(**row) for row in db.query_file("referrers.sql", (window or Window()).settings())]
+        rows = referrer_rows(db, window)
         published = latest_publication(db)
     return ReferrerReport(
         rows=rows,

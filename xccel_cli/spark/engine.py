@@ -215,6 +215,7 @@ def publish_result(
         "has_order",
         "landing_page",
         "referrer",
+        "first_order_session_number",
     )
     with translate_errors(), db.transaction() as conn:
         # a crash before load's commit leaves only rebuildable *_next tables (as sessionize does)
@@ -236,7 +237,8 @@ def publish_result(
                     )
             with cur.copy(
                 "COPY sessions_next (session_id, customer_id, session_number, started_at, ended_at,"
-                " duration_minutes, event_count, has_order, landing_page, referrer) FROM STDIN"
+                " duration_minutes, event_count, has_order, landing_page, referrer, first_order_session_number)"
+                " FROM STDIN"
             ) as copy:
                 for row in sessions.toLocalIterator(prefetchPartitions=True):
                     copy.write_row(
@@ -251,6 +253,7 @@ def publish_result(
                             row[7],
                             row[8],
                             row[9],
+                            row[10],
                         )
                     )
         conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")

@@ -559,6 +559,10 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
             "has_order",
             "landing_page",
             "referrer",
+            # the customer's lowest session number with an order, on each of their sessions (sessionize_sessions.sql)
+            F.expr("min(CASE WHEN has_order THEN increment END) OVER (PARTITION BY customer_id)")
+            .cast("int")
+            .alias("first_order_session_number"),
         )
     )
     return tb_events, sessions, cut_sessions, flags
@@ -598,28 +602,20 @@ def _apply_cap(flags: DataFrame, hours: float) -> tuple[DataFrame, int]:
 
 
 def medians(sessions: DataFrame) -> dict[str, float | None]:
-    """The three medians of sql/query_1..3.sql, exact (percentile = percentile_cont(0.5))."""
+    """The three medians of sql/median_*.sql, exact (percentile = percentile_cont(0.5))."""
     sessions.createOrReplaceTempView("xccel_sessions")
     spark = sessions.sparkSession
     row = spark.sql(
         """
-        WITH s AS (
-            SELECT customer_id, session_number, duration_minutes,
-                   min(CASE WHEN has_order THEN session_number END) OVER (PARTITION BY customer_id)
-                       AS first_order_session
-            FROM xccel_sessions
-        ),
-        per_customer AS (
-            SELECT customer_id, min(first_order_session) AS first_order_session,
-                   coalesce(sum(CASE WHEN session_number < first_order_session THEN duration_minutes END), 0D)
-                       AS total_minutes
-            FROM s WHERE first_order_session IS NOT NULL
-            GROUP BY customer_id
-        )
-        SELECT (SELECT percentile(first_order_session - 1, 0.5) FROM per_customer) AS visits,
-               (SELECT percentile(duration_minutes, 0.5) FROM s WHERE session_number < first_order_session)
-                   AS duration,
-               (SELECT percentile(total_minutes, 0.5) FROM per_customer) AS total
+        SELECT (SELECT percentile(first_order_session_number - 1, 0.5) FROM xccel_sessions
+                WHERE session_number = 1 AND first_order_session_number IS NOT NULL) AS visits,
+               (SELECT percentile(duration_minutes, 0.5) FROM xccel_sessions
+                WHERE session_number < first_order_session_number) AS duration,
+               (SELECT percentile(total_minutes, 0.5)
+                FROM (SELECT coalesce(sum(CASE WHEN session_number < first_order_session_number
+                                               THEN duration_minutes END), 0D) AS total_minutes
+                      FROM xccel_sessions WHERE first_order_session_number IS NOT NULL
+                      GROUP BY customer_id)) AS total
         """
     ).collect()[0]
     return {

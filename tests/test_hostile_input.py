@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,17 @@ from tests.conftest import SERVER_POLL_SECONDS, run_xccel
 from tests.dumps import START, dump, event, line
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError
-from xccel_cli.extract import ExtractResult, LineReader, Rejects, _stream, copy_escape
+from xccel_cli.extract import (
+    COPY_BINARY_HEADER,
+    COPY_BINARY_TRAILER,
+    JSONB_VERSION,
+    PG_EPOCH,
+    ExtractResult,
+    LineReader,
+    Rejects,
+    _stream,
+    copy_escape,
+)
 from xccel_cli.lines import ParsedLine, RefusedLine, bad_number, is_cut, parse_line
 from xccel_cli.pipeline import ExtractOptions, run_extract
 
@@ -574,17 +585,37 @@ def extract_verdict(line_bytes: bytes, *, careful: bool, terminated: bool = True
             rejects.spool.seek(0)
             cells = rejects.spool.read().rstrip(b"\n").split(b"\t")
             return ("refused", cells[2].decode(), cells[3])
-    kept = b"".join(rows).split(b"\n")[1:-1]
+    kept = copy_binary_rows(b"".join(rows))[1:]
     if not kept:
         return ("duplicate",)
-    event_id, _type, customer, timestamp = kept[0].split(b"\t")[:4]
-    moment = datetime.fromisoformat(timestamp.decode())
+    event_id, _type, customer, timestamp, payload, _run_id = kept[0]
+    assert payload == JSONB_VERSION + (line_bytes[:-1] if line_bytes.endswith(b"\r") else line_bytes)
+    assert event_id is not None and timestamp is not None
     return (
         "kept",
-        int(event_id),
-        None if customer == b"\\N" else int(customer),
-        moment if moment.tzinfo else moment.replace(tzinfo=UTC),
+        struct.unpack(">q", event_id)[0],
+        None if customer is None else struct.unpack(">q", customer)[0],
+        PG_EPOCH + timedelta(microseconds=struct.unpack(">q", timestamp)[0]),
     )
+
+
+def copy_binary_rows(data: bytes) -> list[list[bytes | None]]:
+    """The rows of a stream in COPY's binary format: a header, rows of length-prefixed fields, a trailer."""
+    assert data.startswith(COPY_BINARY_HEADER) and data.endswith(COPY_BINARY_TRAILER)
+    position, end = len(COPY_BINARY_HEADER), len(data) - len(COPY_BINARY_TRAILER)
+    rows: list[list[bytes | None]] = []
+    while position < end:
+        (fields,) = struct.unpack_from(">h", data, position)
+        position += 2
+        row: list[bytes | None] = []
+        for _ in range(fields):
+            (size,) = struct.unpack_from(">i", data, position)
+            position += 4
+            row.append(None if size < 0 else data[position : position + size])
+            position += max(size, 0)
+        rows.append(row)
+    assert position == end
+    return rows
 
 
 def verdict_of(line_bytes: bytes) -> tuple[Any, ...]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -195,6 +196,17 @@ class Rejects:
 
 
 COLUMNS = '(event_id, event_type, customer_id, "timestamp", payload, run_id)'
+# COPY's binary format: PostgreSQL takes the values as they are, without scanning each line for delimiters
+# and escapes or parsing the timestamp's text (the JSON payload is still parsed into jsonb).
+COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_BINARY_TRAILER = struct.pack(">h", -1)
+COPY_FIELDS = 6
+NULL_CELL = struct.pack(">i", -1)
+JSONB_VERSION = b"\x01"  # jsonb's binary input: this version byte, then the JSON text
+# timestamptz's binary value: microseconds since 2000-01-01 00:00 UTC (a naive timestamp is UTC)
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_NAIVE = datetime(2000, 1, 1)
+MICROSECOND = timedelta(microseconds=1)
 # what PostgreSQL says when it refuses a value in COPY (class 22, or a value beyond one of its limits)
 SERVER_REFUSALS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.errors.StatementTooComplex)
 
@@ -269,15 +281,24 @@ def _extract(
             db.conn.execute("SET LOCAL synchronous_commit = off")
             primary_key = _prepare_bulk_load(db)
             if primary_key is not None:
-                target = f"COPY raw_events {COLUMNS} FROM STDIN WITH (FREEZE)"
+                target = f"COPY raw_events {COLUMNS} FROM STDIN WITH (FORMAT binary, FREEZE)"
             else:
                 db.conn.execute(STAGE_TABLE)
-                target = f"COPY stage_events {COLUMNS} FROM STDIN"
+                target = f"COPY stage_events {COLUMNS} FROM STDIN WITH (FORMAT binary)"
         reader = LineReader(result, rejects, max_line_bytes, max_reject_share)
         with translate_errors(), db.conn.cursor() as cur:
             try:
                 with cur.copy(target, writer=BoundedQueuedWriter(cur)) as copy:
-                    _stream(opened.chunks, copy.write, reader, run_id, keep_anonymous, progress, careful=careful)
+                    _stream(
+                        opened.chunks,
+                        copy.write,
+                        reader,
+                        run_id,
+                        keep_anonymous,
+                        progress,
+                        careful=careful,
+                        jsonb_payload=primary_key is not None,
+                    )
             except SERVER_REFUSALS as exc:
                 raise _RefusedByServer(_first_line(exc)) from exc
             copied = cur.rowcount
@@ -537,21 +558,32 @@ def _stream(
     progress: ProgressCallback | None,
     *,
     careful: bool = False,
+    jsonb_payload: bool = True,
 ) -> None:
-    """The hot loop: split chunks into lines, decode, dedupe, write COPY rows in large batches.
+    """The hot loop: split chunks into lines, decode, dedupe, write COPY rows (binary format) in large batches.
+
+    jsonb_payload: the payload column is jsonb (raw_events), else text (the merge path's stage).
 
     A well-formed line is decoded once by the typed decoder and checked with a few cheap tests (a fast path
     that only ever accepts lines parse_line accepts); anything else, and every line when `careful`, is
     judged by lines.parse_line, so every refusal has parse_line's reason.
     """
     decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
-    encode_json = msgspec.json.encode
     seen_ids = SeenIds()
     seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add_outlier
     type_cells: dict[str, bytes] = {}
-    run_cell = b"%d" % run_id
-    rows: list[bytes] = []
-    pending = 0
+    # one row of COPY's binary format: the field count and event_id, event_type, customer_id, then the
+    # timestamp and the payload's length, the payload, run_id
+    pack_head = struct.Struct(">hiq").pack
+    pack_customer = struct.Struct(">iq").pack
+    pack_time = struct.Struct(">iqi").pack
+    run_cell = pack_customer(8, run_id)
+    payload_prefix = JSONB_VERSION if jsonb_payload else b""
+    payload_extra = len(payload_prefix)
+    row_extra = 14 + 12 + 16 + len(payload_prefix) + len(run_cell)  # bytes of a row besides its type and line
+    epoch, epoch_naive, microsecond = PG_EPOCH, PG_EPOCH_NAIVE, MICROSECOND
+    rows: list[bytes] = [COPY_BINARY_HEADER]
+    pending = len(COPY_BINARY_HEADER)
     logged_in = anonymous = duplicates = 0
     result, rejects = reader.result, reader.rejects
     max_line = reader.max_line_bytes
@@ -574,12 +606,13 @@ def _stream(
                 block.decode("utf-8")
             except UnicodeDecodeError:
                 check_utf8 = True
-        escape = b"\\" in block or b"\t" in block or b"\r" in block
+        backslash = b"\\" in block
+        carriage = b"\r" in block
         check_length = len(block) > max_line
         record: Line | None
         for line in block.split(b"\n"):
             line_number += 1
-            if escape and line.endswith(b"\r"):
+            if carriage and line.endswith(b"\r"):
                 line = line[:-1]
             if check_length and len(line) > max_line:
                 reader.line_number = line_number - 1
@@ -596,7 +629,7 @@ def _stream(
                 timestamp = event.timestamp
                 # the cheap tests (a naive or UTC timestamp needs none): anything unusual goes to parse_line
                 if (
-                    (escape and b"\\u" in line)
+                    (backslash and b"\\u" in line)
                     or (len(line) > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
                     or (timestamp.tzinfo is not None and timestamp.tzinfo is not UTC and unusual_time(timestamp))
                 ):
@@ -605,7 +638,6 @@ def _stream(
                 event_id = record.id
                 event_type = record.type
                 customer = event.customer_id
-                timestamp_cell = encode_json(timestamp)[1:-1]  # ISO 8601 without the quotes
             else:
                 verdict = parse_line(line)
                 if type(verdict) is RefusedLine:
@@ -620,7 +652,7 @@ def _stream(
                 event_id = verdict.event_id
                 event_type = verdict.event_type
                 customer = verdict.customer_id
-                timestamp_cell = encode_json(verdict.timestamp)[1:-1]
+                timestamp = verdict.timestamp
             if 0 <= event_id < bitmap_limit:  # the bitmap half of SeenIds, inline: this runs once per line
                 index = event_id >> 3
                 if index >= len(seen_bits):
@@ -638,21 +670,31 @@ def _stream(
                 anonymous += 1
                 if not keep_anonymous:
                     continue
-                customer_cell = b"\\N"
+                customer_cell = NULL_CELL
             else:
                 logged_in += 1
-                customer_cell = b"%d" % customer
+                customer_cell = pack_customer(8, customer)
             type_cell = type_cells.get(event_type)
             if type_cell is None:
-                type_cell = copy_escape(event_type.encode())
+                encoded = event_type.encode()
+                type_cell = struct.pack(">i", len(encoded)) + encoded
                 if len(event_type) <= TYPE_CACHE_MAX_LENGTH:
                     if len(type_cells) >= TYPE_CACHE_ENTRIES:
                         type_cells.clear()
                     type_cells[event_type] = type_cell
-            payload = copy_escape(line) if escape else line
-            row = b"%d\t%s\t%s\t%s\t%s\t%s\n" % (event_id, type_cell, customer_cell, timestamp_cell, payload, run_cell)
-            rows.append(row)
-            pending += len(row)
+            micros = (timestamp - (epoch_naive if timestamp.tzinfo is None else epoch)) // microsecond
+            rows.extend(
+                (
+                    pack_head(COPY_FIELDS, 8, event_id),
+                    type_cell,
+                    customer_cell,
+                    pack_time(8, micros, len(line) + payload_extra),
+                    payload_prefix,
+                    line,
+                    run_cell,
+                )
+            )
+            pending += len(line) + len(type_cell) + row_extra
             if pending >= COPY_BATCH_BYTES:
                 write(b"".join(rows))
                 rows.clear()
@@ -664,8 +706,8 @@ def _stream(
         process(block, last)
         if progress is not None:
             progress(reader.bytes_read, reader.line_number)
-    if rows:
-        write(b"".join(rows))
+    rows.append(COPY_BINARY_TRAILER)
+    write(b"".join(rows))
     result.lines_read = reader.line_number
     result.logged_in, result.anonymous, result.duplicates = logged_in, anonymous, duplicates
     result.bytes_read = reader.bytes_read

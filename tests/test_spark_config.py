@@ -93,7 +93,7 @@ def test_run_all_takes_several_sources_and_globs(database_url: str, tmp_path: Pa
 
 
 def test_engine_settings_from_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("XCCEL_ENGINE", "XCCEL_WAREHOUSE", "XCCEL_SPARK_MASTER", "XCCEL_SPARK_CONF"):
+    for name in ("XCCEL_ENGINE", "XCCEL_WAREHOUSE", "XCCEL_SPARK_MASTER", "XCCEL_SPARK_CONF", "XCCEL_PUBLISH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XCCEL_DATA_DIR", str(tmp_path))
     assert engine_settings(None, None, None, None) is None
@@ -101,6 +101,9 @@ def test_engine_settings_from_options_and_environment(monkeypatch: pytest.Monkey
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == (str(tmp_path / "warehouse"), "local[*]")
     assert chosen.conf == {"spark.executor.memory": "2g", "a.b": "x=y"}
+    assert chosen.publish == "all"  # both tables, as the PostgreSQL path publishes them
+    lean = engine_settings("spark", None, None, None, "Sessions")
+    assert lean is not None and lean.publish == "sessions"
     monkeypatch.setenv("XCCEL_ENGINE", "Spark")
     monkeypatch.setenv("XCCEL_WAREHOUSE", "s3a://bucket/xccel")
     monkeypatch.setenv("XCCEL_SPARK_MASTER", "yarn")
@@ -109,10 +112,21 @@ def test_engine_settings_from_options_and_environment(monkeypatch: pytest.Monkey
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == ("s3a://bucket/xccel", "yarn")
     assert chosen.conf == {"spark.sql.shuffle.partitions": "64", "spark.executor.cores": "4"}
+    monkeypatch.setenv("XCCEL_PUBLISH", "sessions")
+    lean = engine_settings(None, None, None, None)
+    assert lean is not None and lean.publish == "sessions"
+    monkeypatch.setenv("XCCEL_PUBLISH", "events")
+    with pytest.raises(ConfigError, match="XCCEL_PUBLISH must be all or sessions"):
+        engine_settings(None, None, None, None)
+    with pytest.raises(ConfigError, match="--publish must be all or sessions"):
+        engine_settings(None, None, None, None, "none")
+    monkeypatch.delenv("XCCEL_PUBLISH")
     with pytest.raises(ConfigError, match="postgres or spark"):
         engine_settings("duckdb", None, None, None)
     with pytest.raises(ConfigError, match="only apply with --engine spark"):
         engine_settings("postgres", "/tmp/w", None, None)
+    with pytest.raises(ConfigError, match="--publish only apply with --engine spark"):
+        engine_settings("postgres", None, None, None, "sessions")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_conf(["novalue"])
 

@@ -189,6 +189,15 @@ SparkConf = Annotated[
         show_default=False,
     ),
 ]
+Publish = Annotated[
+    str | None,
+    typer.Option(
+        "--publish",
+        help="--engine spark: what goes into PostgreSQL: all (sessions and tb_events) or sessions (tb_events stays "
+        "in the warehouse; the dashboard gets per-day and funnel figures). Default: XCCEL_PUBLISH, else all.",
+        show_default=False,
+    ),
+]
 
 
 @dataclass
@@ -572,6 +581,7 @@ def run_all_command(
     warehouse: Warehouse = None,
     spark_master: SparkMaster = None,
     spark_conf: SparkConf = None,
+    publish: Publish = None,
 ) -> None:
     """init-db, extract, sessionize, load and report in one go, with a summary at the end.
 
@@ -584,7 +594,7 @@ def run_all_command(
     from xccel_cli.spark.engine import engine_settings
 
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    spark = engine_settings(engine, warehouse, spark_master, spark_conf)
+    spark = engine_settings(engine, warehouse, spark_master, spark_conf, publish)
     sources = expand_sources([config.source(s) for s in source] if source else [config.source(None)])
     options = ExtractOptions(
         " ".join(sources),

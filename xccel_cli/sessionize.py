@@ -42,7 +42,7 @@ class SessionizeResult:
 def latest_publication(db: Database) -> dict[str, Any] | None:
     with db.conn.cursor() as cur:
         cur.execute(
-            "SELECT publication_id, rules, covers_run_id, published_at, run_id, cut_sessions"
+            "SELECT publication_id, rules, covers_run_id, published_at, run_id, cut_sessions, engine"
             " FROM publications ORDER BY publication_id DESC LIMIT 1"
         )
         row = cur.fetchone()
@@ -55,6 +55,7 @@ def latest_publication(db: Database) -> dict[str, Any] | None:
         "published_at": row[3],
         "run_id": row[4],
         "cut_sessions": row[5],
+        "engine": row[6],
     }
 
 
@@ -66,6 +67,9 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             reason = "full refresh requested"
         elif published is None:
             full_refresh, reason = True, "first result"
+        elif published["engine"] != "postgres":
+            # a Spark result was built from the warehouse's events, not raw_events, and may leave tb_events out
+            full_refresh, reason = True, f"the published result was built by {published['engine']}"
         elif published["rules"] != rules.as_dict():
             full_refresh, reason = True, "session rules changed"
         elif rules.max_session_hours is not None:

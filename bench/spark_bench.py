@@ -320,6 +320,7 @@ def main() -> None:
         )
         print(f"{'':28} stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
         print(f"{'':28} load average before each run: " + "; ".join(r["loads"]))
+        print(f"{'':28} figures: " + json.dumps(r["figures"], sort_keys=True))
     for size, _ in dumps:
         same = {r["label"]: r["figures"] for r in results if r["label"].startswith(size + " ")}
         if len(same) > 1:

@@ -5,7 +5,9 @@ runs the real command from a cold process, --repeat times per engine, each into 
 private embedded PostgreSQL (or --database-url) and, for Spark, into a fresh warehouse. Measures wall time,
 the peak memory of the whole process tree (xccel and the JVM it starts, sampled from /proc), the job's own
 seconds, and events (lines) per second per core. Checks that both engines report the same figures.
-With --cluster it also starts a standalone cluster (a master and two 1-core workers on 127.0.0.1).
+With --cluster it also starts a standalone cluster (a master and two 1-core workers on 127.0.0.1); its
+peak memory adds the master's, the workers' and their executors' to the driver's. Prints the CPU model
+and the load average before each run (figures taken on a loaded machine are not comparable).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +81,8 @@ class Run:
     output: dict[str, Any] = field(default_factory=dict)
 
 
-def xccel(args: list[str], extra_env: dict[str, str] | None = None) -> Run:
+def xccel(args: list[str], extra_env: dict[str, str] | None = None, also: Sequence[int] = ()) -> Run:
+    """One cold `xccel` process; its peak memory is that of its process tree and of the `also` trees."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
     env.update({"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, **(extra_env or {})})
     started = time.perf_counter()
@@ -96,7 +99,7 @@ def xccel(args: list[str], extra_env: dict[str, str] | None = None) -> Run:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss_kb(proc.pid))
+            peak = max(peak, tree_rss_kb(proc.pid) + sum(tree_rss_kb(pid) for pid in also))
             done.wait(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -117,8 +120,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[str]:
-    """A master and `workers` 1-core workers on 127.0.0.1, started with spark-class; yields the master URL."""
+def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[tuple[str, list[int]]]:
+    """A master and `workers` 1-core workers on 127.0.0.1, started with spark-class; yields the master URL and
+    the processes' ids (the executors a run starts are the workers' children)."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
@@ -156,7 +160,7 @@ def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[str]:
                     alive = json.load(answer).get("aliveworkers", 0)
             except OSError:
                 continue
-        yield f"spark://127.0.0.1:{port}"
+        yield f"spark://127.0.0.1:{port}", [process.pid for process in processes]
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -168,16 +172,43 @@ def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[str]:
         log.close()
 
 
-def bench(label: str, dump: Path, admin_url: str, repeat: int, engine_args: list[str], cores: int) -> dict[str, Any]:
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for row in Path("/proc/cpuinfo").read_text().splitlines():
+            if row.startswith("model name"):
+                model = row.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}"
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def bench(
+    label: str,
+    dump: Path,
+    admin_url: str,
+    repeat: int,
+    engine_args: list[str],
+    cores: int,
+    also: Sequence[int] = (),
+) -> dict[str, Any]:
     runs = []
+    loads = []
     for attempt in range(repeat):
+        loads.append(load_average())
+        print(f"{label}: run {attempt + 1} of {repeat}, load average {loads[-1]}", file=sys.stderr, flush=True)
         url = fresh_database(admin_url, f"xccel_spark_bench_{attempt}")
         warehouse = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-wh-"))
         try:
             args = ["run-all", "--source", str(dump), "--json", "--database-url", url, *engine_args]
             if "--engine" in engine_args:
                 args += ["--warehouse", str(warehouse)]
-            runs.append(xccel(args))
+            runs.append(xccel(args, also=also))
         finally:
             shutil.rmtree(warehouse, ignore_errors=True)
     walls = [r.wall for r in runs]
@@ -194,7 +225,11 @@ def bench(label: str, dump: Path, admin_url: str, repeat: int, engine_args: list
         "stages": stages,
         "per_core": lines / wall / cores,
         "figures": {k: runs[0].output["report"][k] for k in FIGURES},
+        "loads": loads,
     }
+
+
+RUNS = ("postgres", "local", "cluster")
 
 
 def main() -> None:
@@ -202,27 +237,44 @@ def main() -> None:
     parser.add_argument("--path", type=Path, help="an event dump (default: generate one)")
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES)
     parser.add_argument("--x10", action="store_true", help="also a 10x dump")
+    parser.add_argument("--x10-path", type=Path, help="the 10x dump (default: generate one)")
+    parser.add_argument("--only-x10", action="store_true", help="the 10x dump only")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cluster", action="store_true", help="also a standalone cluster (master + 2 workers)")
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help=f"comma-separated, from {', '.join(RUNS)} (default: postgres,local, and cluster with --cluster)",
+    )
+    parser.add_argument("--publish", choices=("all", "sessions"), default="all", help="the Spark runs' --publish")
     parser.add_argument("--database-url", help="an admin URL (default: a private embedded PostgreSQL)")
     args = parser.parse_args()
+    chosen = args.runs.split(",") if args.runs else ["postgres", "local", *(["cluster"] if args.cluster else [])]
+    unknown = set(chosen) - set(RUNS)
+    if unknown:
+        sys.exit(f"spark bench: unknown --runs {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="xccel-spark-bench-"))
     dump_dir = Path(tempfile.gettempdir()) / "xccel-spark-bench-dumps"
     dump_dir.mkdir(exist_ok=True)
-    dumps = [("1x", args.path or make_dump(args.lines, dump_dir))]
-    if args.x10:
-        dumps.append(("10x", make_dump(args.lines * 10, dump_dir)))
+    dumps = [] if args.only_x10 else [("1x", args.path or make_dump(args.lines, dump_dir))]
+    if args.x10 or args.only_x10:
+        dumps.append(("10x", args.x10_path or make_dump(args.lines * 10, dump_dir)))
+    spark = ["--engine", "spark", "--publish", args.publish]
     results = []
+    print(f"machine: {machine()}; load average at start {load_average()}", flush=True)
     try:
         with postgres(args.database_url) as admin_url:
             for size, dump in dumps:
-                results.append(bench(f"{size} postgres", dump, admin_url, args.repeat, [], 2))
-                spark = ["--engine", "spark", "--spark-master", "local[2]", "--spark-conf", "spark.driver.memory=2g"]
-                results.append(bench(f"{size} spark local[2]", dump, admin_url, args.repeat, spark, 2))
-                if args.cluster:
-                    with standalone_cluster(workdir) as master:
-                        cluster = ["--engine", "spark", "--spark-master", master]
-                        results.append(bench(f"{size} spark standalone 2x1", dump, admin_url, args.repeat, cluster, 2))
+                if "postgres" in chosen:
+                    results.append(bench(f"{size} postgres", dump, admin_url, args.repeat, [], 2))
+                if "local" in chosen:
+                    local = [*spark, "--spark-master", "local[2]", "--spark-conf", "spark.driver.memory=2g"]
+                    results.append(bench(f"{size} spark local[2]", dump, admin_url, args.repeat, local, 2))
+                if "cluster" in chosen:
+                    with standalone_cluster(workdir) as (master, pids):
+                        cluster = [*spark, "--spark-master", master, "--spark-conf", "spark.executor.memory=1g"]
+                        label = f"{size} spark standalone 2x1"
+                        results.append(bench(label, dump, admin_url, args.repeat, cluster, 2, also=pids))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{'run':28} {'lines':>11} {'wall s':>8} {'min':>7} {'max':>7} {'peak MB':>8} {'events/s/core':>14}")
@@ -232,10 +284,13 @@ def main() -> None:
             f" {r['peak_mb']:>8.0f} {r['per_core']:>14,.0f}"
         )
         print(f"{'':28} stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
+        print(f"{'':28} load average before each run: " + "; ".join(r["loads"]))
+        print(f"{'':28} figures: " + json.dumps(r["figures"], sort_keys=True))
     for size, _ in dumps:
         same = {r["label"]: r["figures"] for r in results if r["label"].startswith(size + " ")}
-        reference = next(iter(same.values()))
-        print(f"{size}: same figures on every engine: {all(f == reference for f in same.values())}")
+        if len(same) > 1:
+            reference = next(iter(same.values()))
+            print(f"{size}: same figures on every engine: {all(f == reference for f in same.values())}")
 
 
 if __name__ == "__main__":

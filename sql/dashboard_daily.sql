@@ -11,6 +11,9 @@
 --
 -- A day is partial when the data covers less than 23 hours of it (the dump starts or ends during it):
 -- hours_covered is the part of the day between the first and the last event inside the window.
+--
+-- Events come from tb_events, or, for a publication that left tb_events out (run-all --engine spark --publish
+-- sessions), from the per-day figures its run kept in published_event_days (a publication has one or the other).
 WITH starts AS (  -- each session's UTC start day
     SELECT (started_at AT TIME ZONE 'UTC')::date AS day, started_at, has_order FROM sessions
 ),
@@ -24,12 +27,19 @@ fences AS (  -- clamped first: date arithmetic near the ends of PostgreSQL's ran
            least(least(high, date '9999-12-30') + least(3 * (high - low + 1), 3660), date '9999-12-30') AS high
     FROM quartiles
 ),
-order_events AS (  -- the UTC day of each placed_order event
-    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day FROM tb_events WHERE event_type = 'placed_order'
+event_days AS (  -- the per-day event figures kept by a publication without tb_events (else none)
+    SELECT day, orders, first_event, last_event FROM published_event_days
+    WHERE run_id = (SELECT run_id FROM publications ORDER BY publication_id DESC LIMIT 1)
+),
+order_days AS (  -- placed_order events per UTC day
+    SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, count(*) AS orders
+    FROM tb_events WHERE event_type = 'placed_order' GROUP BY 1
+    UNION ALL
+    SELECT day, orders FROM event_days WHERE orders > 0
 ),
 widened AS (  -- the first and last day with a session start or an order inside the fences
     SELECT min(day) AS first_day, max(day) AS last_day
-    FROM (SELECT day FROM starts UNION ALL SELECT day FROM order_events) AS d, fences
+    FROM (SELECT day FROM starts UNION ALL SELECT day FROM order_days) AS d, fences
     WHERE day BETWEEN fences.low AND fences.high
 ),
 drawn AS (  -- the days drawn: at most the last 1000 of the widened span
@@ -42,21 +52,25 @@ per_day AS (  -- per drawn day: sessions started, and those with an order
     GROUP BY day
 ),
 orders AS (  -- per drawn day: placed_order events
-    SELECT day, count(*) AS orders
-    FROM order_events, drawn
+    SELECT day, sum(orders)::bigint AS orders
+    FROM order_days, drawn
     WHERE day BETWEEN drawn.first_day AND drawn.last_day
     GROUP BY day
 ),
 span AS MATERIALIZED (  -- the first and last event inside the window, as UTC timestamps
-    SELECT min("timestamp") AT TIME ZONE 'UTC' AS first_event, max("timestamp") AT TIME ZONE 'UTC' AS last_event
-    FROM tb_events, drawn
-    WHERE "timestamp" >= drawn.first_day::timestamp AT TIME ZONE 'UTC'
-      AND "timestamp" < (drawn.last_day + 1)::timestamp AT TIME ZONE 'UTC'
+    SELECT min(first_event) AT TIME ZONE 'UTC' AS first_event, max(last_event) AT TIME ZONE 'UTC' AS last_event
+    FROM (SELECT min("timestamp") AS first_event, max("timestamp") AS last_event
+          FROM tb_events, drawn
+          WHERE "timestamp" >= drawn.first_day::timestamp AT TIME ZONE 'UTC'
+            AND "timestamp" < (drawn.last_day + 1)::timestamp AT TIME ZONE 'UTC'
+          UNION ALL
+          SELECT first_event, last_event FROM event_days, drawn
+          WHERE day BETWEEN drawn.first_day AND drawn.last_day) AS e
 ),
 outside AS MATERIALIZED (  -- what lies outside the drawn days; MATERIALIZED: once, not once per day row
     SELECT (SELECT count(*) FROM starts, drawn
             WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS sessions_outside,
-           (SELECT count(*) FROM order_events, drawn
+           (SELECT coalesce(sum(orders), 0)::bigint FROM order_days, drawn
             WHERE day NOT BETWEEN drawn.first_day AND drawn.last_day) AS orders_outside,
            (SELECT (min(started_at) AT TIME ZONE 'UTC')::text FROM starts, drawn
             WHERE day < drawn.first_day) AS outside_first,

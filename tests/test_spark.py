@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from tests.conftest import ROOT, run_xccel, with_database
+from tests.conftest import ROOT, invoke_xccel, run_xccel, started_process, with_database
 from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
@@ -81,18 +82,26 @@ def spark() -> Iterator[Any]:
 
 
 @contextmanager
-def fresh_db(pg_admin_url: str) -> Iterator[Database]:
-    """A new database with the xccel schema (for hypothesis examples, which cannot use function fixtures)."""
+def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
+    """A new database with the xccel schema, dropped at the end (for hypothesis examples, which cannot use
+    function fixtures, and for tests that need two)."""
     name = f"xccel_spark_{os.getpid()}_{time.monotonic_ns()}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     try:
-        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
+        url = with_database(pg_admin_url, name)
+        with connect(url, "public", create_schema=True) as database:
             init_db(database)
-            yield database
+        yield url
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_db(pg_admin_url: str) -> Iterator[Database]:
+    with fresh_database_url(pg_admin_url) as url, connect(url, "public") as database:
+        yield database
 
 
 @dataclass
@@ -130,10 +139,17 @@ def run_postgres(db: Database, sources: list[str], rules: SessionRules, **option
 
 
 def run_spark(
-    db: Database, session: Any, sources: list[str], rules: SessionRules, warehouse: Path, **options: Any
+    db: Database,
+    session: Any,
+    sources: list[str],
+    rules: SessionRules,
+    warehouse: Path,
+    publish: str = "all",
+    **options: Any,
 ) -> Outcome:
     extract = ExtractOptions(" ".join(sources), sources=sources if len(sources) > 1 else [], **options)
-    result = run_all_spark(db, extract, rules, SparkSettings(str(warehouse)), wait=False, session=session)
+    settings = SparkSettings(str(warehouse), publish=publish)
+    result = run_all_spark(db, extract, rules, settings, wait=False, session=session)
     rejects = [
         (r.line_number, r.reason, r.detail, r.raw_line)
         for r in spark_job.read_output(session, str(warehouse), "rejects").orderBy("line_number").collect()
@@ -374,6 +390,153 @@ def test_the_session_time_zone_and_parquet_type_cannot_be_overridden() -> None:
     assert options["spark.sql.session.timeZone"] == "UTC"
     assert options["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
     assert options["spark.sql.shuffle.partitions"] == "8"
+
+
+# --- what goes into PostgreSQL ---------------------------------------------------------------------------------
+
+
+def _answers(database_url: str) -> dict[str, Any]:
+    """What a reader gets: `xccel report --json`, a real `xccel serve`'s JSON and dashboard, the charts' rows;
+    without what names the publication itself."""
+    from tests.test_serve import Server
+    from xccel_cli.dashboard import dashboard_data
+
+    reported = invoke_xccel(["report", "--json", "--database-url", database_url])
+    assert reported.exit_code == 0, reported.stderr
+    figures = json.loads(reported.stdout)
+    server = Server(database_url)
+    try:
+        served = server.get_json("/metrics/orders")
+        referrers = server.get_json("/metrics/referrers")
+        page = server.request("/dashboard")
+    finally:
+        assert server.stop() == 0, server.log()
+        server.log_path.unlink(missing_ok=True)
+    assert page.status == 200 and "<svg" in page.text
+    with connect(database_url, "public") as db:
+        charts = dashboard_data(db)
+    for answer in (figures, served):
+        for key in ("published_at", "publication_id"):
+            answer.pop(key, None)
+    return {
+        "report": figures,
+        "served": served,
+        "referrers": referrers,
+        "charts": {name: getattr(charts, name) for name in ("visits", "durations", "referrers", "daily", "funnel")},
+        "weeks": charts.weeks,
+    }
+
+
+def test_publishing_sessions_only_answers_as_the_full_publication(
+    pg_admin_url: str, spark: Any, tmp_path: Path
+) -> None:
+    """--publish sessions: tb_events stays in the warehouse; report, serve and the dashboard answer the same."""
+    with fresh_database_url(pg_admin_url) as full_url, fresh_database_url(pg_admin_url) as lean_url:
+        with connect(full_url, "public") as full:
+            run_postgres(full, [str(EXAMPLE)], SessionRules())
+        with connect(lean_url, "public") as lean:
+            outcome = run_spark(lean, spark, [str(EXAMPLE)], SessionRules(), tmp_path / "wh", publish="sessions")
+            assert outcome.engine == "spark" and outcome.tb_events == [] and outcome.sessions
+            kept = lean.conn.execute(
+                "SELECT sum(events), sum(orders) FROM published_event_days WHERE run_id = %s", (outcome.run_id,)
+            ).fetchone()
+            published = lean.conn.execute(
+                "SELECT events FROM publications ORDER BY publication_id DESC LIMIT 1"
+            ).fetchone()
+            assert kept[0] == published[0] == outcome.report["events"] > 0 and kept[1] > 0
+        expected = _answers(full_url)
+        actual = _answers(lean_url)
+    assert actual["charts"]["funnel"][0]["sessions_with_event"] > 0
+    assert actual["charts"]["daily"] and actual == expected
+
+
+def test_a_publication_killed_midway_leaves_the_previous_one(database_url: str, tmp_path: Path) -> None:
+    """The previous publication (here the PostgreSQL path's) is what readers see while a Spark run copies its
+    result, and after the run is killed in the middle of the copy."""
+    with connect(database_url, "public", create_schema=True) as db:
+        init_db(db)
+        before = run_postgres(db, [str(EXAMPLE)], SessionRules())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env.update(
+        {
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable,
+            "XCCEL_DATA_DIR": str(tmp_path / "data"),
+            # paused after the first chunk of sessions (tb_events_next is full by then), never resumed
+            "XCCEL_TEST_PAUSE_AT": "publish_sessions_next",
+            "XCCEL_TEST_RESUME_FILE": str(tmp_path / "never"),
+        }
+    )
+    log_path = tmp_path / "run.log"
+    with log_path.open("wb") as log:
+        proc = started_process(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "xccel_cli",
+                    "run-all",
+                    "--engine",
+                    "spark",
+                    "--spark-master",
+                    "local[1]",
+                    "--spark-conf",
+                    "spark.sql.shuffle.partitions=2",
+                    "--spark-conf",
+                    "spark.sql.files.maxPartitionBytes=65536",  # several read partitions: several chunks
+                    "--warehouse",
+                    str(tmp_path / "warehouse"),
+                    "--source",
+                    str(EXAMPLE),
+                    "--database-url",
+                    database_url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=tempfile.gettempdir(),
+                start_new_session=True,  # the JVM it starts goes with it
+            )
+        )
+    try:
+        deadline = time.monotonic() + 1800
+        while "paused at publish_sessions_next" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the run never reached the publication"
+            time.sleep(1)
+        with connect(database_url, "public") as db:
+            assert _snapshot_after(db, before) == before
+            copying = db.conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'COPY%sessions_next%'"
+            ).fetchone()
+            assert copying[0] == 1  # the copy is under way in the run's open transaction
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    with connect(database_url, "public") as db:
+        assert _snapshot_after(db, before) == before
+        assert db.conn.execute("SELECT count(*) FROM staged_result").fetchone()[0] == 0
+        assert db.conn.execute("SELECT count(*) FROM publications").fetchone()[0] == 1
+        status = db.conn.execute("SELECT status FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()[0]
+        assert status != "succeeded"
+    answer = invoke_xccel(["report", "--json", "--database-url", database_url])
+    assert answer.exit_code == 0, answer.stderr
+    figures = json.loads(answer.stdout)
+    assert {k: figures[k] for k in before.report if k != "cut_sessions"} == {
+        k: v for k, v in before.report.items() if k != "cut_sessions"
+    }
+
+
+def _snapshot_after(db: Database, before: Outcome) -> Outcome:
+    """The published tables and figures now, in the shape of the outcome they must still equal."""
+    tb_events = db.conn.execute("SELECT * FROM tb_events ORDER BY event_id").fetchall()
+    sessions = db.conn.execute("SELECT * FROM sessions ORDER BY session_id").fetchall()
+    engine = db.conn.execute("SELECT engine FROM publications ORDER BY publication_id DESC LIMIT 1").fetchone()[0]
+    figures = report(db).as_json()
+    kept = {k: figures[k] for k in (*MEDIANS, "customers", "customers_with_orders", "sessions", "events")}
+    kept["cut_sessions"] = figures.get("cut_sessions")
+    return Outcome(before.run_id, tb_events, sessions, before.counters, kept, before.rejects, engine)
 
 
 # --- the command, and a real standalone cluster ----------------------------------------------------------------

@@ -100,24 +100,35 @@ def test_engine_settings_from_options_and_environment(tmp_path: Path) -> None:
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == (str(tmp_path / "warehouse"), "local[*]")
     assert chosen.conf == {"spark.executor.memory": "2g", "a.b": "x=y"}
+    assert chosen.publish == "all"  # both tables, as the PostgreSQL path publishes them
+    lean = engine_settings("spark", None, None, None, "Sessions", configured=settings)
+    assert lean is not None and lean.publish == "sessions"
     settings = resolve(
         {
             "XCCEL_ENGINE": "Spark",
             "XCCEL_WAREHOUSE": "s3a://bucket/xccel",
             "XCCEL_SPARK_MASTER": "yarn",
             "XCCEL_SPARK_CONF": "spark.sql.shuffle.partitions=64 spark.executor.cores=4",
+            "XCCEL_PUBLISH": "sessions",
         }
     )
     chosen = engine_settings(None, None, None, None, configured=settings)
     assert chosen is not None
     assert (chosen.warehouse, chosen.master) == ("s3a://bucket/xccel", "yarn")
     assert chosen.conf == {"spark.sql.shuffle.partitions": "64", "spark.executor.cores": "4"}
+    assert chosen.publish == "sessions"
     with pytest.raises(ConfigError, match="XCCEL_ENGINE must be postgres or spark, got 'duck'"):
         resolve({"XCCEL_ENGINE": "duck"})
+    with pytest.raises(ConfigError, match="XCCEL_PUBLISH must be all or sessions"):
+        resolve({"XCCEL_PUBLISH": "events"})
+    with pytest.raises(ConfigError, match="--publish must be all or sessions"):
+        engine_settings("spark", None, None, None, "none", configured=settings)
     with pytest.raises(ConfigError, match="postgres or spark"):
         engine_settings("duckdb", None, None, None)
     with pytest.raises(ConfigError, match="only apply with --engine spark"):
         engine_settings("postgres", "/tmp/w", None, None)
+    with pytest.raises(ConfigError, match="--publish only apply with --engine spark"):
+        engine_settings("postgres", None, None, None, "sessions")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_conf(["novalue"])
 
@@ -130,3 +141,51 @@ def test_the_spark_engine_refuses_http_and_stdin_before_starting(database_url: s
     assert "the Spark engine reads files" in result.stderr and "Traceback" not in result.stderr
     result = run_xccel(["run-all", "--engine", "nope", "--database-url", database_url])
     assert result.exit_code == 3 and "postgres or spark" in result.stderr
+
+
+def test_the_publications_csv_chunks_copy_every_value_exactly(db: Database) -> None:
+    """What the executors send the driver for COPY (xccel_cli.spark.arrow_csv): an empty string is not a null,
+    quotes, commas and newlines survive, doubles are bit-equal, timestamps keep their microseconds to the
+    ends of the range PostgreSQL and Python share."""
+    pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the spark extra")
+    from datetime import UTC, datetime
+
+    from xccel_cli.spark.arrow_csv import csv_chunks
+
+    texts = ["", None, 'say "hi", then\nleave', "ünïcødé ✓", "\\N", "NULL", " padded "]
+    doubles = [0.1 + 0.2, -0.0, 1e-300, 5e-324, 1.7976931348623157e308, 1 / 3, None]
+    stamps = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 0, 0, 1, tzinfo=UTC),
+        None,
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2000, 2, 29, 12, 30, 15, 123456, tzinfo=UTC),
+        datetime(1582, 10, 10, tzinfo=UTC),
+    ]
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array(range(len(texts)), pa.int64()),
+            "text": pa.array(texts, pa.string()),
+            "number": pa.array(doubles, pa.float64()),
+            "stamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            "flag": pa.array([True, False, None, True, False, True, False], pa.bool_()),
+            "small": pa.array([2**31 - 1, -(2**31), None, 0, 1, -1, 7], pa.int32()),
+        }
+    )
+    chunks = [out.column("chunk")[0].as_py() for out in csv_chunks(iter([batch, batch.slice(0, 0)]))]
+    assert len(chunks) == 1  # an empty batch sends nothing
+    conn = db.conn
+    conn.execute(
+        "CREATE TEMPORARY TABLE copied (id bigint, text text, number double precision, stamp timestamptz,"
+        " flag boolean, small integer)"
+    )
+    with conn.cursor() as cur, cur.copy("COPY copied FROM STDIN (FORMAT csv)") as copy:
+        for chunk in chunks:
+            copy.write(chunk)
+    rows = conn.execute("SELECT text, number, stamp, flag, small FROM copied ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == texts
+    assert [r[1] for r in rows] == doubles and str(rows[1][1]) == "-0.0"
+    assert [r[2] for r in rows] == stamps
+    assert [r[3] for r in rows] == batch.column("flag").to_pylist()
+    assert [r[4] for r in rows] == batch.column("small").to_pylist()

@@ -192,6 +192,15 @@ SparkConf = Annotated[
         show_default=False,
     ),
 ]
+Publish = Annotated[
+    str | None,
+    typer.Option(
+        "--publish",
+        help="--engine spark: what goes into PostgreSQL: all (sessions and tb_events) or sessions (tb_events stays "
+        "in the warehouse; the dashboard gets per-day and funnel figures). Default: XCCEL_PUBLISH, else all.",
+        show_default=False,
+    ),
+]
 
 
 @dataclass
@@ -598,6 +607,7 @@ def run_all_command(
     warehouse: Warehouse = None,
     spark_master: SparkMaster = None,
     spark_conf: SparkConf = None,
+    publish: Publish = None,
 ) -> None:
     """init-db, extract, sessionize, load and report in one go, with a summary at the end.
 
@@ -611,7 +621,7 @@ def run_all_command(
 
     settings = _settings()
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
-    spark = engine_settings(engine, warehouse, spark_master, spark_conf, configured=settings)
+    spark = engine_settings(engine, warehouse, spark_master, spark_conf, publish, configured=settings)
     sources = expand_sources([settings.source_for(s) for s in source] if source else [settings.source])
     options = _extract_options(sources, keep_anonymous, max_reject_share, max_line_bytes, retries)
     if as_json:  # no progress bar and no tables: rich is not even imported

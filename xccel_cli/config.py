@@ -46,6 +46,8 @@ DEFAULT_PUBLISH_WAIT_SECONDS = 60.0
 MAX_PUBLISH_WAIT_SECONDS = 86400.0
 ENGINES = ("postgres", "spark")
 DEFAULT_ENGINE = "postgres"
+PUBLISH_CHOICES = ("all", "sessions")  # --engine spark: "sessions" leaves tb_events in the warehouse
+DEFAULT_PUBLISH = "all"
 
 
 def check_source(source: str) -> None:
@@ -144,6 +146,7 @@ class Settings:
     log_file: str | None = None  # XCCEL_LOG_FILE
     debug: bool = False  # XCCEL_DEBUG=1: tracebacks, as --debug
     engine: str = DEFAULT_ENGINE  # XCCEL_ENGINE
+    publish: str = DEFAULT_PUBLISH  # XCCEL_PUBLISH: what a Spark run publishes (PUBLISH_CHOICES)
     warehouse: str | None = None  # XCCEL_WAREHOUSE; None: 'warehouse' in the data directory
     spark_master: str | None = None  # XCCEL_SPARK_MASTER; None: the Spark engine's default
     spark_conf: tuple[str, ...] = field(default=())  # XCCEL_SPARK_CONF, KEY=VALUE pairs
@@ -315,6 +318,9 @@ def resolve(environ: Mapping[str, str]) -> Settings:
     engine = (get("XCCEL_ENGINE") or DEFAULT_ENGINE).strip().lower()
     if engine not in ENGINES:
         raise ConfigError(f"XCCEL_ENGINE must be {' or '.join(ENGINES)}, got {engine!r}")
+    publish = (get("XCCEL_PUBLISH") or DEFAULT_PUBLISH).strip().lower()
+    if publish not in PUBLISH_CHOICES:
+        raise ConfigError(f"XCCEL_PUBLISH must be {' or '.join(PUBLISH_CHOICES)}, got {publish!r}")
 
     data_dir = get("XCCEL_DATA_DIR")
     metrics_file = get("XCCEL_METRICS_FILE")
@@ -386,6 +392,7 @@ def resolve(environ: Mapping[str, str]) -> Settings:
         log_file=get("XCCEL_LOG_FILE"),
         debug=environ.get("XCCEL_DEBUG") == "1",
         engine=engine,
+        publish=publish,
         warehouse=get("XCCEL_WAREHOUSE"),
         spark_master=get("XCCEL_SPARK_MASTER"),
         spark_conf=tuple((get("XCCEL_SPARK_CONF") or "").split()),

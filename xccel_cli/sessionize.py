@@ -48,6 +48,9 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             reason = "full refresh requested"
         elif published is None:
             full_refresh, reason = True, "first result"
+        elif published["engine"] != "postgres":
+            # a Spark result was built from the warehouse's events, not raw_events, and may leave tb_events out
+            full_refresh, reason = True, f"the published result was built by {published['engine']}"
         elif published["rules"] != rules.as_dict():
             full_refresh, reason = True, "session rules changed"
         elif rules.max_session_hours is not None:

@@ -3,7 +3,8 @@ right there. Production code knows nothing of this.
 
 Python imports `sitecustomize` at start-up from the path; tests/conftest.py (pause_hook_environment) puts this
 folder on PYTHONPATH only for a process started with XCCEL_TEST_PAUSE_AT=<point>. The points are the stages of
-a run: before extract, sessionize and load, and "finish" (after load). At its point the process says
+a run: before extract, sessionize and load, and "finish" (after load); and, in a Spark run's publication,
+"publish_<table>" before the COPY into that table (tb_events_next, sessions_next). At its point the process says
 "xccel: paused at <point>" on stderr and waits until the file XCCEL_TEST_RESUME_FILE exists (or for an hour).
 """
 
@@ -43,11 +44,22 @@ def paused(stage: Callable[..., Any], point: str) -> Callable[..., Any]:
     return wrapper
 
 
+def paused_copy(copy: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(copy)
+    def wrapper(conn: Any, spark: Any, path: str, table: str) -> Any:
+        pause(f"publish_{table}")
+        return copy(conn, spark, path, table)
+
+    return wrapper
+
+
 def install() -> None:
     from xccel_cli import pipeline
+    from xccel_cli.spark import engine
 
     for name, point in STAGES.items():
         setattr(pipeline, name, paused(getattr(pipeline, name), point))
+    engine._copy_parquet = paused_copy(engine._copy_parquet)
 
 
 if os.environ.get("XCCEL_TEST_PAUSE_AT"):

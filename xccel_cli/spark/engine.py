@@ -1,9 +1,10 @@
 """The driver side of `xccel run-all --engine spark`: run the Spark job, then publish its result into PostgreSQL.
 
 The job (xccel_cli/spark/job.py) writes raw_events, rejects, tb_events and sessions under the warehouse.
-The driver then streams tb_events and sessions into tb_events_next/sessions_next with COPY (this works
-with the embedded server too, which listens on a Unix socket that JDBC cannot reach), stages them as
-sessionize would, and publishes them with load's rename swap: report, serve and the dashboard read
+The driver then has the executors encode those Parquet outputs as CSV chunks and COPYs the chunks into
+tb_events_next/sessions_next (bulk, partition by partition; it works with the embedded server too, which
+listens on a Unix socket that JDBC cannot reach, and executors never need to reach the database), stages
+them as sessionize would, and publishes them with load's rename swap: report, serve and the dashboard read
 them unchanged, and the publications row says engine = 'spark'.
 """
 
@@ -22,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, SessionRules, Settings
+from psycopg import sql
+
+from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, PUBLISH_CHOICES, SessionRules, Settings
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError, EngineError, SourceError
 from xccel_cli.publications import StagedResult, clear_staged_result, latest_publication, stage_result
@@ -41,6 +44,7 @@ class SparkSettings:
     warehouse: str
     master: str = DEFAULT_MASTER
     conf: dict[str, str] = field(default_factory=dict)
+    publish: str = "all"  # "sessions": tb_events stays in the warehouse (PUBLISH_CHOICES)
 
 
 @dataclass
@@ -186,94 +190,161 @@ def _micros(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + timedelta(microseconds=value)
 
 
+# Rows of one Parquet read partition: the driver holds at most two partitions' CSV at a time.
+PUBLISH_PARTITION_BYTES = "16m"
+
+
+def _table_columns(conn: Any, table: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum",
+        (table,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _copy_parquet(conn: Any, spark: Any, path: str, table: str) -> int:
+    """COPY one Parquet output into a table of the same columns; returns the CSV chunks sent.
+
+    The executors encode Arrow batches as CSV (xccel_cli.spark.arrow_csv); the driver only passes the
+    chunks on, partition by partition, so it never holds the table. Columns are matched by name, in the
+    table's order, so a column added to both sides needs no change here.
+    """
+    from pyspark.sql import functions as F
+
+    from xccel_cli.spark.arrow_csv import CHUNK_SCHEMA, csv_chunks
+
+    frame = spark.read.parquet(path)
+    present = set(frame.columns)
+    columns = [name for name in _table_columns(conn, table) if name in present]
+    chunks = frame.select(*[F.col(f"`{name}`") for name in columns]).mapInArrow(csv_chunks, CHUNK_SCHEMA)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    )
+    sent = 0
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in chunks.toLocalIterator(prefetchPartitions=True):
+            copy.write(row[0])
+            sent += 1
+    return sent
+
+
+def _event_summaries(spark: Any, path: str) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
+    """What the dashboard reads from tb_events, for a publication without it: per UTC day the events, the
+    placed orders and the first and last event; per set of funnel steps held by a session, the sessions."""
+    from pyspark.sql import functions as F
+
+    events = spark.read.parquet(path)
+    days = (
+        events.groupBy(F.to_date("timestamp").alias("day"))  # the session time zone is UTC
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.count(F.when(F.col("event_type") == "placed_order", 1)).alias("orders"),
+            F.expr("unix_micros(min(timestamp))").alias("first_us"),
+            F.expr("unix_micros(max(timestamp))").alias("last_us"),
+        )
+        .select(F.expr("unix_date(day)").alias("day"), "events", "orders", "first_us", "last_us")
+        .collect()
+    )
+    # the bits of sql/dashboard_funnel.sql: page_view 1, visit_* 2, add_product_to_cart 4, placed_order 8
+    step = (
+        F.when(F.col("event_type") == "page_view", 1)
+        .when(F.col("event_type").startswith("visit_"), 2)
+        .when(F.col("event_type") == "add_product_to_cart", 4)
+        .when(F.col("event_type") == "placed_order", 8)
+        .otherwise(0)
+    )
+    steps = (
+        events.groupBy("customer_id", "increment")
+        .agg(F.bit_or(step).alias("steps"))
+        .groupBy("steps")
+        .agg(F.count(F.lit(1)).alias("sessions"))
+        .collect()
+    )
+    epoch_day = EPOCH.date()
+    day_rows = [
+        (epoch_day + timedelta(days=r.day), r.events, r.orders, _micros(r.first_us), _micros(r.last_us)) for r in days
+    ]
+    return day_rows, [(int(r.steps), int(r.sessions)) for r in steps]
+
+
 def publish_result(
-    db: Database, spark: Any, settings: SparkSettings, job: Any, rules: SessionRules, run_id: int
+    db: Database,
+    spark: Any,
+    settings: SparkSettings,
+    job: Any,
+    rules: SessionRules,
+    run_id: int,
 ) -> int:
-    """Stream the job's tb_events and sessions into the *_next tables and stage them for load; returns customers."""
+    """Bulk-copy the job's sessions (and tb_events, unless settings.publish is "sessions") into the *_next
+    tables and stage them for load; returns the customers.
+
+    All of it happens in one transaction: a failure or a kill midway leaves the published tables, and any
+    staged result, as they were. With publish "sessions", tb_events_next stays empty and the dashboard's
+    event figures are kept per day and per funnel step for this run instead (published_event_days,
+    published_session_steps), which the readers take for the publication of this run.
+    """
     from xccel_cli.spark.job import _join
 
     folder = _join(warehouse_uri(settings.warehouse), job.run_folder)
-    tb_events = spark.read.parquet(_join(folder, "tb_events")).selectExpr(
-        "event_id",
-        "event_type",
-        "customer_id",
-        "unix_micros(timestamp) AS ts",
-        "unix_micros(prev_timestamp) AS prev_ts",
-        "new_session",
-        "time",
-        "increment",
-        "session_id",
-    )
-    sessions = spark.read.parquet(_join(folder, "sessions")).selectExpr(
-        "session_id",
-        "customer_id",
-        "session_number",
-        "unix_micros(started_at) AS started",
-        "unix_micros(ended_at) AS ended",
-        "duration_minutes",
-        "event_count",
-        "has_order",
-        "landing_page",
-        "referrer",
-        "first_order_session_number",
-    )
-    with translate_errors(), db.transaction() as conn:
-        # a crash before load's commit leaves only rebuildable *_next tables (as sessionize does)
-        conn.execute("SET LOCAL synchronous_commit = off")
-        published = latest_publication(db)
-        clear_staged_result(db)
-        conn.execute("DROP TABLE IF EXISTS tb_events_next")
-        conn.execute("CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-        conn.execute("DROP TABLE IF EXISTS sessions_next")
-        conn.execute("CREATE TABLE sessions_next (LIKE sessions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-        with conn.cursor() as cur:
-            with cur.copy(
-                'COPY tb_events_next (event_id, event_type, customer_id, "timestamp", prev_timestamp, new_session,'
-                ' "time", increment, session_id) FROM STDIN'
-            ) as copy:
-                for row in tb_events.toLocalIterator(prefetchPartitions=True):
-                    copy.write_row(
-                        (row[0], row[1], row[2], _micros(row[3]), _micros(row[4]), row[5], row[6], row[7], row[8])
+    events_path, sessions_path = _join(folder, "tb_events"), _join(folder, "sessions")
+    summaries = _event_summaries(spark, events_path) if settings.publish == "sessions" else None
+    previous_bytes = spark.conf.get("spark.sql.files.maxPartitionBytes", None)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", PUBLISH_PARTITION_BYTES)
+    try:
+        with translate_errors(), db.transaction() as conn:
+            # a crash before load's commit leaves only rebuildable *_next tables (as sessionize does)
+            conn.execute("SET LOCAL synchronous_commit = off")
+            published = latest_publication(db)
+            clear_staged_result(db)
+            conn.execute("DROP TABLE IF EXISTS tb_events_next")
+            conn.execute("CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            conn.execute("DROP TABLE IF EXISTS sessions_next")
+            conn.execute("CREATE TABLE sessions_next (LIKE sessions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            if summaries is None:
+                _copy_parquet(conn, spark, events_path, "tb_events_next")
+            _copy_parquet(conn, spark, sessions_path, "sessions_next")
+            conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")
+            conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
+            # only the published run's summaries are still read; this run's become read when load publishes it
+            current = published["run_id"] if published else None
+            for table in ("published_event_days", "published_session_steps"):
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE run_id IS DISTINCT FROM %s").format(sql.Identifier(table)),
+                    (current,),
+                )
+            if summaries is not None:
+                days, steps = summaries
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO published_event_days (run_id, day, events, orders, first_event, last_event)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        [(run_id, *row) for row in days],
                     )
-            with cur.copy(
-                "COPY sessions_next (session_id, customer_id, session_number, started_at, ended_at,"
-                " duration_minutes, event_count, has_order, landing_page, referrer, first_order_session_number)"
-                " FROM STDIN"
-            ) as copy:
-                for row in sessions.toLocalIterator(prefetchPartitions=True):
-                    copy.write_row(
-                        (
-                            row[0],
-                            row[1],
-                            row[2],
-                            _micros(row[3]),
-                            _micros(row[4]),
-                            row[5],
-                            row[6],
-                            row[7],
-                            row[8],
-                            row[9],
-                            row[10],
-                        )
+                    cur.executemany(
+                        "INSERT INTO published_session_steps (run_id, steps, sessions) VALUES (%s, %s, %s)",
+                        [(run_id, *row) for row in steps],
                     )
-        conn.execute("ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id)")
-        conn.execute("ALTER TABLE sessions_next ADD CONSTRAINT sessions_next_pkey PRIMARY KEY (session_id)")
-        covers = newest_run_id(db)
-        stage_result(
-            db,
-            StagedResult(
-                run_id,
-                rules.as_dict(),
-                covers,
-                published["publication_id"] if published else None,
-                True,
-                job.customers,
-                job.events,
-                job.sessions,
-                job.cut_sessions,
-                engine="spark",
-            ),
-        )
+            stage_result(
+                db,
+                StagedResult(
+                    run_id,
+                    rules.as_dict(),
+                    newest_run_id(db),
+                    published["publication_id"] if published else None,
+                    True,
+                    job.customers,
+                    job.events,
+                    job.sessions,
+                    job.cut_sessions,
+                    engine="spark",
+                ),
+            )
+    finally:
+        if previous_bytes is None:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        else:
+            spark.conf.set("spark.sql.files.maxPartitionBytes", previous_bytes)
     return int(job.customers)
 
 
@@ -367,17 +438,22 @@ def engine_settings(
     warehouse: str | None,
     master: str | None,
     conf: Sequence[str] | None,
+    publish: str | None = None,
     *,
     configured: Settings | None = None,
 ) -> SparkSettings | None:
-    """--engine & co., else the settings XCCEL_ENGINE, XCCEL_WAREHOUSE, XCCEL_SPARK_MASTER, XCCEL_SPARK_CONF
-    (checked by config.resolve); None: postgres."""
+    """--engine & co., else the settings XCCEL_ENGINE, XCCEL_WAREHOUSE, XCCEL_SPARK_MASTER, XCCEL_SPARK_CONF,
+    XCCEL_PUBLISH (checked by config.resolve); None: postgres."""
     configured = configured or Settings()
     chosen = (engine or configured.engine).strip().lower()
     if chosen not in ENGINES:
         raise ConfigError(f"--engine must be postgres or spark, got {chosen!r}")
     if chosen == "postgres":
-        given = [name for name, value in (("--warehouse", warehouse), ("--spark-master", master)) if value]
+        given = [
+            name
+            for name, value in (("--warehouse", warehouse), ("--spark-master", master), ("--publish", publish))
+            if value
+        ]
         if conf:
             given.append("--spark-conf")
         if given:
@@ -390,6 +466,12 @@ def engine_settings(
 
         warehouse = str(Path(data_dir(configured.data_dir)) / "warehouse")
     pairs = list(conf) if conf else list(configured.spark_conf)
+    published = (publish or configured.publish).strip().lower()
+    if published not in PUBLISH_CHOICES:
+        raise ConfigError(f"--publish must be {' or '.join(PUBLISH_CHOICES)}, got {published!r}")
     return SparkSettings(
-        warehouse=warehouse, master=master or configured.spark_master or DEFAULT_MASTER, conf=parse_conf(pairs)
+        warehouse=warehouse,
+        master=master or configured.spark_master or DEFAULT_MASTER,
+        conf=parse_conf(pairs),
+        publish=published,
     )

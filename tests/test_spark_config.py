@@ -189,3 +189,21 @@ def test_the_publications_csv_chunks_copy_every_value_exactly(db: Database) -> N
     assert [r[2] for r in rows] == stamps
     assert [r[3] for r in rows] == batch.column("flag").to_pylist()
     assert [r[4] for r in rows] == batch.column("small").to_pylist()
+
+
+def test_a_postgres_run_after_a_spark_publication_rebuilds_every_customer(db: Database, tmp_path: Path) -> None:
+    """A Spark result was built from the warehouse's events and may leave tb_events out: the PostgreSQL path
+    cannot carry its customers over, so it rebuilds them all from raw_events."""
+    from xccel_cli.config import SessionRules
+    from xccel_cli.load import load
+    from xccel_cli.sessionize import sessionize
+
+    dump = tmp_path / "a.ndjson"
+    dump.write_bytes(line(event(1, 10, START)) + line(event(2, 11, START)))
+    run_extract(db, ExtractOptions(str(dump)))
+    assert sessionize(db, SessionRules(), None).full_refresh  # the first result
+    load(db, None)
+    assert not sessionize(db, SessionRules(), None).full_refresh  # nothing new: customers carried over
+    db.conn.execute("UPDATE publications SET engine = 'spark'")
+    rebuilt = sessionize(db, SessionRules(), None)
+    assert rebuilt.full_refresh and rebuilt.reason == "the published result was built by spark"

@@ -7,6 +7,7 @@ test_sessions.py and test_properties.py (assert_matches_oracle compares every co
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,12 @@ from tests.test_sessions import ANONYMOUS, C1, C2, C3, C4, dump_lines
 from tests.xccel_driver import assert_matches_oracle, event, line, metrics_of, publish, published
 from xccel_cli.config import SessionRules
 from xccel_cli.conversion import Window
-from xccel_cli.db import Database, sql_dir
+from xccel_cli.db import Database
 from xccel_cli.metrics import MEDIANS, report
 from xccel_cli.pipeline import run_load, run_sessionize
 from xccel_cli.schema import init_db
+
+SQL_FOLDER = Path(__file__).resolve().parent.parent / "sql"  # psql reads the files of the checkout
 
 # customer 5 starts three days after the others and orders in their second session
 C5 = [
@@ -82,7 +85,7 @@ def test_the_metric_files_and_the_old_query_names_run_under_psql(db: Database, d
     later = report(db, Window(since=date(2022, 4, 23)))
     assert later.customers == 1 and later.median_visits_before_order == 1.0  # customer 5 only
     files = [*(f"{median}.sql" for median in MEDIANS), "query_1.sql", "query_2.sql", "query_3.sql"]
-    script = "".join(f"\\i {sql_dir() / name}\n" for name in files)
+    script = "".join(f"\\i {SQL_FOLDER / name}\n" for name in files)
     printed = psql_values(database_url, script + "SET xccel.since = '2022-04-23';\n" + script)
     open_medians = [getattr(everyone, median) for median in MEDIANS]
     window_medians = [getattr(later, median) for median in MEDIANS]

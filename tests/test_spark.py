@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from tests.conftest import ROOT, invoke_xccel, run_xccel, started_process, with_database
+from tests.conftest import ROOT, invoke_xccel, pause_hook_environment, run_xccel, started_process, with_database
 from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
@@ -493,7 +493,7 @@ def test_a_publication_killed_midway_leaves_the_previous_one(database_url: str, 
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=pause_hook_environment(env),
                 cwd=tempfile.gettempdir(),
                 start_new_session=True,  # the JVM it starts goes with it
             )

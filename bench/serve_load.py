@@ -158,7 +158,7 @@ def run_wrk(
 
 def flask_baseline(port: int, database_url: str) -> None:
     """The old design: a Flask development server that opens a connection and runs its two medians' SQL per
-    request (sql/query_1.sql and query_2.sql, the old contract's queries)."""
+    request (the old contract's query_1.sql and query_2.sql, i.e. the files named after those medians)."""
     from flask import Flask, Response
 
     from xccel_cli import config
@@ -170,7 +170,10 @@ def flask_baseline(port: int, database_url: str) -> None:
     @app.get(PATH)
     def orders() -> Response:
         with connect(database_url, schema) as db:
-            figures = {**db.query_file("query_1.sql")[0], **db.query_file("query_2.sql")[0]}
+            figures = {
+                name: db.query_file(f"{name}.sql")[0][name]
+                for name in ("median_visits_before_order", "median_session_duration_minutes_before_order")
+            }
         return Response(json.dumps(figures, default=str), mimetype="application/json")
 
     app.run(host="127.0.0.1", port=port, threaded=True)

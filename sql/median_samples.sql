@@ -23,7 +23,9 @@ GROUP BY 2
 UNION ALL
 SELECT 'total_minutes_before_order', total_minutes, count(*)
 FROM (
-    SELECT coalesce(sum(duration_minutes) FILTER (WHERE session_number < first_order_session_number), 0)
+    -- summed in session order: a sum of doubles depends on its order, and every engine must give these bits
+    SELECT coalesce(sum(duration_minutes ORDER BY session_number)
+                    FILTER (WHERE session_number < first_order_session_number), 0)
                AS total_minutes
     FROM windowed_sessions
     WHERE first_order_session_number IS NOT NULL

@@ -42,12 +42,14 @@ def test_shell_completion_is_offered_and_completes_commands(tmp_path: Path) -> N
             [str(script), *args], capture_output=True, text=True, env={**clean, **env}, cwd=tmp_path, timeout=60
         )
 
-    shown = xccel(["--show-completion", "bash"], SHELL="/bin/bash")
+    # the shell named on the command line, not guessed from the process tree (a test may run under sh, make…)
+    explicit = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1", "SHELL": "/bin/bash"}
+    shown = xccel(["--show-completion", "bash"], **explicit)
     assert shown.returncode == 0, shown.stderr
     assert "complete -o default -F _xccel_completion xccel" in shown.stdout
     assert "_XCCEL_COMPLETE=complete_bash" in shown.stdout
 
-    installed = xccel(["--install-completion", "bash"], HOME=str(tmp_path), SHELL="/bin/bash")
+    installed = xccel(["--install-completion", "bash"], HOME=str(tmp_path), **explicit)
     assert installed.returncode == 0, installed.stderr
     assert (tmp_path / ".bash_completions" / "xccel.sh").is_file()
     assert ".bash_completions/xccel.sh" in (tmp_path / ".bashrc").read_text()

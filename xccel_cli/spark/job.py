@@ -612,8 +612,12 @@ def medians(sessions: DataFrame) -> dict[str, float | None]:
                (SELECT percentile(duration_minutes, 0.5) FROM xccel_sessions
                 WHERE session_number < first_order_session_number) AS duration,
                (SELECT percentile(total_minutes, 0.5)
-                FROM (SELECT coalesce(sum(CASE WHEN session_number < first_order_session_number
-                                               THEN duration_minutes END), 0D) AS total_minutes
+                FROM (SELECT aggregate(  -- summed in session order, as sql/median_total_minutes_before_order.sql
+                                 transform(array_sort(collect_list(CASE WHEN session_number < first_order_session_number
+                                                                        THEN struct(session_number, duration_minutes)
+                                                                   END)),
+                                           x -> x.duration_minutes),
+                                 0D, (total, minutes) -> total + minutes) AS total_minutes
                       FROM xccel_sessions WHERE first_order_session_number IS NOT NULL
                       GROUP BY customer_id)) AS total
         """

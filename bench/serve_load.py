@@ -195,14 +195,18 @@ def bare_baseline(port: int, answer_file: str) -> None:
             await send(start)
             await send(message)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", log_level="warning", server_header=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, http="httptools", log_level="warning", access_log=False, server_header=False
+    )
 
 
 def save_answer(url: str, path: Path) -> None:
     """xccel serve's answer for url (headers but the Date uvicorn adds itself, and the body), for the ceiling."""
     with urllib.request.urlopen(url, timeout=30) as response:
         body = response.read()
-        headers = [(k.lower(), v) for k, v in response.headers.items() if k.lower() not in ("date", "server")]
+        # not uvicorn's own (date, server) nor the hop-by-hop ones: urllib's request said "Connection: close"
+        skipped = ("date", "server", "connection", "keep-alive", "transfer-encoding")
+        headers = [(k.lower(), v) for k, v in response.headers.items() if k.lower() not in skipped]
     path.write_text(json.dumps({"headers": headers, "body": body.decode()}))
 
 

@@ -37,6 +37,8 @@ MEDIANS = (
     "median_session_duration_minutes_before_order",
     "median_total_minutes_before_order",
 )
+# The headline figures of a report, in the order the report shows them.
+HEADLINE = (*MEDIANS, "customers", "customers_with_orders", "sessions", "events")
 
 
 @dataclass

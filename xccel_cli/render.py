@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from xccel_cli.extract import ExtractResult
-from xccel_cli.metrics import DEFINITIONS, Report
+from xccel_cli.metrics import DEFINITIONS, HEADLINE, Report
 from xccel_cli.pipeline import STAGES, RunAllResult
 from xccel_cli.referrers import DEFINITIONS as REFERRER_DEFINITIONS
 from xccel_cli.referrers import ReferrerReport
@@ -196,24 +196,11 @@ def _table(title: str, headers: list[str], rows: list[list[str]], *, show_lines:
     return table
 
 
-REPORT_KEYS = (
-    "median_visits_before_order",
-    "median_session_duration_minutes_before_order",
-    "median_total_minutes_before_order",
-    "customers",
-    "customers_with_orders",
-    "sessions",
-    "events",
-)
-
-
 def render_report(report: Report) -> None:
     table = Table(title="xccel report", show_lines=True)
     table.add_column("metric")  # the key never breaks (one word); its definition wraps at spaces
     table.add_column("value", justify="right", no_wrap=True)
-    rows = [
-        (key, DEFINITIONS[key], _fmt(getattr(report, key)), _median_interval_text(report, key)) for key in REPORT_KEYS
-    ]
+    rows = [(key, DEFINITIONS[key], _fmt(getattr(report, key)), _median_interval_text(report, key)) for key in HEADLINE]
     if report.conversion is not None:
         rows.append(
             (

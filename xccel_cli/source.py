@@ -24,11 +24,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
-
-import requests
-import urllib3
 
 from xccel_cli.config import (
     DEFAULT_BACKOFF_SECONDS,
@@ -39,6 +36,9 @@ from xccel_cli.config import (
 )
 from xccel_cli.errors import DataQualityError, SourceError
 
+if TYPE_CHECKING:  # requests is imported where an HTTP source is fetched: a local file does not pay for it
+    import requests
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
@@ -46,14 +46,19 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_RETRY_AFTER_SECONDS = 300.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
-# not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)
-INVALID_REQUEST = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.URLRequired,
-    urllib3.exceptions.LocationValueError,
-)
+
+def _invalid_request() -> tuple[type[Exception], ...]:
+    """What is not retried: the request could never succeed (a URL urllib3 cannot parse raises a bare ValueError)."""
+    import requests
+    import urllib3
+
+    return (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.URLRequired,
+        urllib3.exceptions.LocationValueError,
+    )
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,8 @@ class HttpFetch:
         self.timeout = (min(10.0, timeout_seconds), timeout_seconds)
         self.backoff = backoff_seconds
         self.failures = 0  # retries used so far, across the whole download
+        import requests
+
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent()
         # only encodings we undo ourselves: the resume offsets count the bytes as sent
@@ -268,10 +275,12 @@ class HttpFetch:
 
     def _request(self, headers: dict[str, str]) -> requests.Response:
         """GET until a usable answer: retryable failures are retried, others are final."""
+        import requests
+
         while True:
             try:
                 response = self.session.get(self.url, stream=True, timeout=self.timeout, headers=headers)
-            except INVALID_REQUEST:
+            except _invalid_request():
                 # a fixed text: these exceptions quote the URL, password and all
                 raise SourceError(f"cannot fetch {self.shown}: not a valid URL") from None
             except requests.RequestException as exc:
@@ -308,6 +317,9 @@ class HttpFetch:
         Bytes are gathered with read1 into chunks of about CHUNK_BYTES, so that when the connection
         breaks, everything received so far is still delivered and the resume offset is exact.
         """
+        import requests
+        import urllib3
+
         delivered = 0
         response = self.response
         while True:
@@ -414,6 +426,8 @@ def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: 
         if not headers:
             return False
         headers["User-Agent"] = user_agent()
+        import requests
+
         try:
             with requests.get(source, headers=headers, stream=True, timeout=timeout_seconds) as response:
                 return response.status_code == 304

@@ -37,6 +37,7 @@ from xccel_cli.errors import DataQualityError
 from xccel_cli.extract import (
     COPY_BINARY_HEADER,
     COPY_BINARY_TRAILER,
+    COPY_COLUMNS,
     JSONB_VERSION,
     PG_EPOCH,
     ExtractResult,
@@ -588,12 +589,15 @@ def extract_verdict(line_bytes: bytes, *, careful: bool, terminated: bool = True
     kept = copy_binary_rows(b"".join(rows))[1:]
     if not kept:
         return ("duplicate",)
-    event_id, _type, customer, timestamp, payload, _run_id = kept[0]
-    assert payload == JSONB_VERSION + (line_bytes[:-1] if line_bytes.endswith(b"\r") else line_bytes)
-    assert event_id is not None and timestamp is not None
+    row = dict(zip(COPY_COLUMNS, kept[0], strict=True))
+    event_id, event_type, customer, timestamp = row["event_id"], row["event_type"], row["customer_id"], row["timestamp"]
+    assert row["payload"] == JSONB_VERSION + (line_bytes[:-1] if line_bytes.endswith(b"\r") else line_bytes)
+    assert row["run_id"] == struct.pack(">q", 1)
+    assert event_id is not None and event_type is not None and timestamp is not None
     return (
         "kept",
         struct.unpack(">q", event_id)[0],
+        event_type.decode(),
         None if customer is None else struct.unpack(">q", customer)[0],
         PG_EPOCH + timedelta(microseconds=struct.unpack(">q", timestamp)[0]),
     )
@@ -624,7 +628,7 @@ def verdict_of(line_bytes: bytes) -> tuple[Any, ...]:
         return ("refused", verdict.reason, copy_escape(verdict.detail.encode()))
     if verdict.event_id == PREFACE_ID:
         return ("duplicate",)
-    return ("kept", verdict.event_id, verdict.customer_id, verdict.timestamp)
+    return ("kept", verdict.event_id, verdict.event_type, verdict.customer_id, verdict.timestamp)
 
 
 @PROPERTY

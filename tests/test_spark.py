@@ -24,13 +24,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
-from tests.conftest import ROOT, invoke_xccel, pause_hook_environment, run_xccel, started_process, with_database
+from tests.conftest import (
+    ROOT,
+    invoke_xccel,
+    pause_hook_environment,
+    run_xccel,
+    scratch_database,
+    started_process,
+)
 from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
@@ -85,17 +90,10 @@ def spark() -> Iterator[Any]:
 def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
     """A new database with the xccel schema, dropped at the end (for hypothesis examples, which cannot use
     function fixtures, and for tests that need two)."""
-    name = f"xccel_spark_{os.getpid()}_{time.monotonic_ns()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        url = with_database(pg_admin_url, name)
+    with scratch_database(pg_admin_url, "xccel_spark") as url:
         with connect(url, "public", create_schema=True) as database:
             init_db(database)
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextmanager

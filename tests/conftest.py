@@ -13,6 +13,7 @@ import http.server
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUITE_TMP_KEY] = suite_tmp
     os.environ["TMPDIR"] = str(suite_tmp)
     tempfile.tempdir = str(suite_tmp)
+    # A shell without job control (a CI script, `make test &`) starts a background command with SIGINT ignored,
+    # and the processes the tests start would inherit that: the Ctrl+C tests would wait forever. A handler,
+    # unlike SIG_IGN, is not inherited across exec, so the xccel processes get the default again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def leftovers(folder: Path) -> list[Path]:

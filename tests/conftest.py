@@ -61,6 +61,20 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist with --dist loadgroup (`make test`), the tests of a module that share a module- or
+    session-scoped fixture of the module's own (a Spark session, a loaded database) run on one worker: that
+    set-up is paid once, and only one Spark JVM starts."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        fixtures = getattr(item, "_fixtureinfo", None)
+        definitions = fixtures.name2fixturedefs.values() if fixtures is not None else []
+        if any(d.scope != "function" and d.baseid == module for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(module))
+
+
 def leftovers(folder: Path) -> list[Path]:
     """What a suite must not leave: `xccel-*` entries, and PostgreSQL servers (a postmaster.pid: one that still
     runs, or one that was never stopped) anywhere, in a test's tmp_path too."""
@@ -184,7 +198,7 @@ def migrated_template(pg_admin_url: str) -> Iterator[str]:
     with scratch_database(pg_admin_url, "xccel_template") as url:
         with connect(url, "public", create_schema=True) as database:
             init_db(database)
-        yield conninfo_to_dict(url)["dbname"]
+        yield str(conninfo_to_dict(url)["dbname"])
 
 
 @pytest.fixture

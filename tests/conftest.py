@@ -47,6 +47,7 @@ SERVER_POLL_SECONDS = 0.02
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
     # A folder of our own, not the shared /tmp: other suites may run beside this one, and the end-of-session
     # check must only see what this one left.
@@ -54,6 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUITE_TMP_KEY] = suite_tmp
     os.environ["TMPDIR"] = str(suite_tmp)
     tempfile.tempdir = str(suite_tmp)
+    if config.option.basetemp is None:  # (an xdist worker is given its own, inside its controller's)
+        # tmp_path short and the same length whatever the user's name: paths show in messages and tables
+        # that tests compare whole, and a Unix socket's path must stay under 108 bytes
+        config.option.basetemp = str(suite_tmp / "t")
     # A shell without job control (a CI script, `make test &`) starts a background command with SIGINT ignored,
     # and the processes the tests start would inherit that: the Ctrl+C tests would wait forever. A handler,
     # unlike SIG_IGN, is not inherited across exec, so the xccel processes get the default again.
@@ -250,8 +255,11 @@ def pause_hook_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
-    """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test) and
+    without a terminal size (xdist's workers set COLUMNS and LINES; output in a pipe keeps its lines whole
+    unless a test asks for a width)."""
+    left_out = ("DATABASE_URL", "COLUMNS", "LINES")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k not in left_out}
     full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
     full_env.update(env or {})
     return pause_hook_environment(full_env)

@@ -66,13 +66,16 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist with --dist loadgroup (`make test`), the tests of a module that share a module- or
-    session-scoped fixture of the module's own (a Spark session, a loaded database) run on one worker: that
-    set-up is paid once, and only one Spark JVM starts."""
+    session-scoped fixture of the module's own (a loaded database, a server) run on one worker: that set-up is
+    paid once. A module that names its group itself (the Spark tests: one JVM at a time) keeps it."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
         module = item.nodeid.split("::")[0]
         fixtures = getattr(item, "_fixtureinfo", None)
         definitions = fixtures.name2fixturedefs.values() if fixtures is not None else []

@@ -42,6 +42,8 @@ SUITE_TMP_KEY = pytest.StashKey[Path]()
 INTEGRATION = "integration"
 # how often a test HTTP server's loop looks for shutdown() (the standard library's default: every 0.5 s)
 SERVER_POLL_SECONDS = 0.02
+# xdist groups that run for longest (on one worker each), scheduled before everything else
+LONGEST_GROUPS_FIRST = ("spark",)
 
 
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
@@ -81,6 +83,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         definitions = fixtures.name2fixturedefs.values() if fixtures is not None else []
         if any(d.scope != "function" and d.baseid == module for defs in definitions for d in defs):
             item.add_marker(pytest.mark.xdist_group(module))
+    # the longest group first, so that it does not start last and keep one worker busy after the others end
+    items.sort(key=lambda item: _group(item) not in LONGEST_GROUPS_FIRST)
+
+
+def _group(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark is not None and mark.args else None
 
 
 def leftovers(folder: Path) -> list[Path]:

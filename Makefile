@@ -47,10 +47,10 @@ run-example: install ## the same on the example dump shipped in the repository (
 TEST_WORKERS ?= 4
 FAST_WORKERS ?= 2
 test: lint ## the gates (lint) and the whole test suite; ARGS go to pytest
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: install ## the in-process tier only: no real xccel processes, serve, psql or browser
-	$(BIN)/pytest -n $(FAST_WORKERS) --dist loadgroup -m "not integration" $(ARGS)
+	$(BIN)/pytest -n $(FAST_WORKERS) --dist loadfile -m "not integration" $(ARGS)
 
 lint: install ## ruff check, ruff format --check and mypy
 	$(BIN)/ruff check $(CHECKED)

@@ -42,8 +42,8 @@ SUITE_TMP_KEY = pytest.StashKey[Path]()
 INTEGRATION = "integration"
 # how often a test HTTP server's loop looks for shutdown() (the standard library's default: every 0.5 s)
 SERVER_POLL_SECONDS = 0.02
-# xdist groups that run for longest (on one worker each), scheduled before everything else
-LONGEST_GROUPS_FIRST = ("spark",)
+# the test files that run for longest (on one xdist worker each), scheduled before everything else
+LONGEST_FILES_FIRST = ("tests/test_spark.py",)
 
 
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
@@ -68,28 +68,11 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist with --dist loadgroup (`make test`), the tests of a module that share a module- or
-    session-scoped fixture of the module's own (a loaded database, a server) run on one worker: that set-up is
-    paid once. A module that names its group itself (the Spark tests: one JVM at a time) keeps it."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        module = item.nodeid.split("::")[0]
-        fixtures = getattr(item, "_fixtureinfo", None)
-        definitions = fixtures.name2fixturedefs.values() if fixtures is not None else []
-        if any(d.scope != "function" and d.baseid == module for defs in definitions for d in defs):
-            item.add_marker(pytest.mark.xdist_group(module))
-    # the longest group first, so that it does not start last and keep one worker busy after the others end
-    items.sort(key=lambda item: _group(item) not in LONGEST_GROUPS_FIRST)
-
-
-def _group(item: pytest.Item) -> str | None:
-    mark = item.get_closest_marker("xdist_group")
-    return str(mark.args[0]) if mark is not None and mark.args else None
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest module first: under pytest-xdist with --dist loadfile (`make test`; each file's tests on one
+    worker, so a module's shared fixtures, the Spark session included, are set up once) it must not start last
+    and keep one worker busy after the others are done."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FILES_FIRST)
 
 
 def leftovers(folder: Path) -> list[Path]:

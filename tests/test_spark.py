@@ -53,9 +53,8 @@ from xccel_cli.spark import job as spark_job  # noqa: E402
 from xccel_cli.spark.cluster import standalone_cluster  # noqa: E402
 from xccel_cli.spark.engine import SparkSettings, run_all_spark  # noqa: E402
 
-# Spark jobs and the real xccel command (one test starts a standalone cluster); JVMs, which two cores run one
-# at a time: every Spark test on one xdist worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
+# Spark jobs and the real xccel command (one test starts a standalone cluster)
+pytestmark = pytest.mark.integration
 
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
 MEDIANS = (

@@ -17,8 +17,8 @@ from xccel_cli.pipeline import ExtractOptions, run_extract
 from xccel_cli.source import expand_sources
 from xccel_cli.spark.engine import engine_settings, parse_conf
 
-# real xccel processes, some starting a JVM, which two cores run one at a time: every Spark test on one xdist worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("spark")]
+# real xccel processes: the installed command, make, a pty
+pytestmark = pytest.mark.integration
 
 
 def test_globs_expand_to_files_sorted_by_path(tmp_path: Path) -> None:

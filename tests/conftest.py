@@ -249,12 +249,17 @@ def pause_hook_environment(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(path)}
 
 
-def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
-    """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test) and
+def clean_environment() -> dict[str, str]:
+    """This process's environment without xccel settings (a developer's XCCEL_* must not leak into a test) and
     without a terminal size (xdist's workers set COLUMNS and LINES; output in a pipe keeps its lines whole
     unless a test asks for a width)."""
     left_out = ("DATABASE_URL", "COLUMNS", "LINES")
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k not in left_out}
+    return {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k not in left_out}
+
+
+def command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
+    """A command's environment: the clean one, its data directory, then what the test adds."""
+    full_env = clean_environment()
     full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
     full_env.update(env or {})
     return pause_hook_environment(full_env)
@@ -272,7 +277,7 @@ def run_xccel(
             [sys.executable, "-m", "xccel_cli", *args],
             input=input,
             capture_output=True,
-            env=_command_environment(env, data_dir),
+            env=command_environment(env, data_dir),
             timeout=timeout,
             cwd=tempfile.gettempdir(),
         )
@@ -289,7 +294,7 @@ def invoke_xccel(
     from xccel_cli.cli import app
 
     with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:
-        wanted = _command_environment(env, data_dir)
+        wanted = command_environment(env, data_dir)
         # CliRunner sets these for the call and restores the rest afterwards; None removes a variable
         changes: dict[str, str | None] = {k: None for k in os.environ if k not in wanted}
         changes.update(wanted)

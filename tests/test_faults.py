@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import (
     Served,
+    clean_environment,
     invoke_xccel,
     loaded_database,
     pause_hook_environment,
@@ -243,7 +244,7 @@ METRIC_KEYS = (*REPORT_KEYS, "rules")
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a started process. Its data directory is not created: a test that lets the process
     start the embedded server passes its own XCCEL_DATA_DIR (else the leftover check reports the folder)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env = clean_environment()
     env["XCCEL_DATA_DIR"] = str(Path(tempfile.gettempdir()) / f"xccel-data-unused-{uuid.uuid4().hex}")
     env.update(extra or {})
     return pause_hook_environment(env)

@@ -41,11 +41,17 @@ endif
 run-example: install ## the same on the example dump shipped in the repository (no network needed)
 	$(BIN)/xccel run-all --source $(EXAMPLE) $(ARGS)
 
+# pytest-xdist worker processes, each with its own embedded PostgreSQL. The integration tests mostly wait (on a
+# killed process, a server, a timeout), so the whole suite gains from more workers than cores; each file stays on
+# one worker (its module fixtures, the Spark session, set up once). The in-process tier is CPU-bound and its
+# fixtures cheap: its tests are spread one by one. TEST_WORKERS=0 runs in this process (for a debugger).
+TEST_WORKERS ?= 4
+FAST_WORKERS ?= 2
 test: lint ## the gates (lint) and the whole test suite; ARGS go to pytest
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: install ## the in-process tier only: no real xccel processes, serve, psql or browser
-	$(BIN)/pytest -m "not integration" $(ARGS)
+	$(BIN)/pytest -n $(FAST_WORKERS) --dist load -m "not integration" $(ARGS)
 
 lint: install ## ruff check, ruff format --check and mypy
 	$(BIN)/ruff check $(CHECKED)

@@ -16,22 +16,20 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # bench/bench.py, beside this file (run as a script, its folder is on the path): the dump, the server, the database
 from bench import admin, make_dump, postgres, with_database
+from xccel_cli.spark.cluster import standalone_cluster
 
 DEFAULT_LINES = 667_961
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -111,65 +109,6 @@ def xccel(args: list[str], extra_env: dict[str, str] | None = None, also: Sequen
     if proc.returncode != 0:
         sys.exit(f"spark bench: xccel failed ({proc.returncode}): {stderr.decode().strip()[-2000:]}")
     return Run(wall, peak / 1024, json.loads(stdout))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def standalone_cluster(workdir: Path, workers: int = 2) -> Iterator[tuple[str, list[int]]]:
-    """A master and `workers` 1-core workers on 127.0.0.1, started with spark-class; yields the master URL and
-    the processes' ids (the executors a run starts are the workers' children)."""
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).parent
-    spark_class = str(spark_home / "bin" / "spark-class")
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(spark_home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_WORKER_DIR": str(workdir / "work"),
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    port, ui = free_port(), free_port()
-    log = (workdir / "cluster.log").open("wb")
-    master = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port"]
-    processes = [subprocess.Popen([spark_class, *master, str(ui)], env=env, stdout=log, stderr=subprocess.STDOUT)]
-    worker = ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1", "--memory", "2g"]
-    for _ in range(workers):
-        processes.append(
-            subprocess.Popen(
-                [spark_class, *worker, "--webui-port", str(free_port()), f"spark://127.0.0.1:{port}"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    try:
-        deadline = time.monotonic() + 300
-        alive = 0
-        while alive < workers:
-            if time.monotonic() > deadline:
-                sys.exit("spark bench: the standalone workers did not register")
-            time.sleep(1)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as answer:
-                    alive = json.load(answer).get("aliveworkers", 0)
-            except OSError:
-                continue
-        yield f"spark://127.0.0.1:{port}", [process.pid for process in processes]
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
 
 
 def machine() -> str:
@@ -271,7 +210,8 @@ def main() -> None:
                     local = [*spark, "--spark-master", "local[2]", "--spark-conf", "spark.driver.memory=2g"]
                     results.append(bench(f"{size} spark local[2]", dump, admin_url, args.repeat, local, 2))
                 if "cluster" in chosen:
-                    with standalone_cluster(workdir) as (master, pids):
+                    with standalone_cluster(workdir, worker_memory="2g") as running:
+                        master, pids = running.master_url, running.pids
                         cluster = [*spark, "--spark-master", master, "--spark-conf", "spark.executor.memory=1g"]
                         label = f"{size} spark standalone 2x1"
                         results.append(bench(label, dump, admin_url, args.repeat, cluster, 2, also=pids))

@@ -4,7 +4,7 @@
 --   session_duration_minutes_before_order: per session before its customer's first order session
 --     (median_session_duration_minutes_before_order.sql)
 --   total_minutes_before_order: per customer with an order, summed duration before that session
---     (median_total_minutes_before_order.sql)
+--     (median_total_minutes_before_order.sql; both read migration 0005's buyer_minutes_before_order())
 -- The report window (xccel.since, xccel.until; unset or empty: every customer) is migration 0004's.
 WITH windowed_sessions AS (  -- the sessions of the customers in the report window
     SELECT customer_id, session_number, duration_minutes, first_order_session_number
@@ -22,14 +22,6 @@ WHERE session_number < first_order_session_number
 GROUP BY 2
 UNION ALL
 SELECT 'total_minutes_before_order', total_minutes, count(*)
-FROM (
-    -- summed in session order: a sum of doubles depends on its order, and every engine must give these bits
-    SELECT coalesce(sum(duration_minutes ORDER BY session_number)
-                    FILTER (WHERE session_number < first_order_session_number), 0)
-               AS total_minutes
-    FROM windowed_sessions
-    WHERE first_order_session_number IS NOT NULL
-    GROUP BY customer_id
-) AS per_buyer
+FROM buyer_minutes_before_order()
 GROUP BY 2
 ORDER BY 1, 2;

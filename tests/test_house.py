@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 import xccel_cli
-from tests.conftest import ROOT, invoke_xccel, leftovers
+from tests.conftest import ROOT, clone_strategy, command_environment, invoke_xccel, leftovers
 from tests.dumps import dump, random_events
 from tests.test_faults import start_xccel, wait_for_line
 from xccel_cli import db
@@ -153,3 +154,30 @@ def test_the_leftover_check_sees_xccel_entries_and_servers_only(tmp_path: Path) 
         assert leftovers(tmp_path) == [pid, tmp_path / "xccel-data-abc"]
     finally:
         pid.unlink()  # else the session's own check would report this test's fake server
+
+
+def test_the_commands_started_by_the_suite_get_neither_a_terminal_size_nor_an_ignored_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """xdist's workers set COLUMNS and LINES, and a shell without job control starts the suite with SIGINT
+    ignored: neither may reach the xccel commands (tables would wrap, Ctrl+C tests would hang)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    env = command_environment({"XCCEL_SOURCE": "x"}, "data")
+    assert "COLUMNS" not in env and "LINES" not in env
+    assert (env["XCCEL_SOURCE"], env["XCCEL_DATA_DIR"]) == ("x", "data")
+    assert command_environment({"COLUMNS": "40"}, "data")["COLUMNS"] == "40"  # a test that asks for a width
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+
+
+def test_the_test_databases_are_throwaway_and_cloned_file_by_file(pg_admin_url: str, database_url: str) -> None:
+    """The session's own server skips disk flushes; a test database is a FILE_COPY clone on PostgreSQL 15+."""
+    if os.environ.get("XCCEL_TEST_DATABASE_URL"):
+        pytest.skip("a server the developer runs keeps its own settings")
+    with psycopg.connect(pg_admin_url) as conn:
+        settings = {name: one_row(conn.execute(f"SHOW {name}"))[0] for name in ("fsync", "full_page_writes")}
+        version = conn.info.server_version
+    assert settings == {"fsync": "off", "full_page_writes": "off"}
+    assert clone_strategy(version).as_string(None) == (" STRATEGY FILE_COPY" if version >= 150000 else "")
+    with psycopg.connect(database_url) as conn:
+        assert one_row(conn.execute("SELECT current_database()"))[0].startswith("xccel_test_")

@@ -4,26 +4,22 @@ path: an NDJSON dump in a temporary directory, extract, sessionize, load, report
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
 from tests import oracle
-from tests.conftest import with_database
+from tests.conftest import scratch_database
 from tests.xccel_driver import assert_matches_oracle, line, publish, reset
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, connect
 from xccel_cli.pipeline import run_load, run_sessionize
-from xccel_cli.schema import init_db
 
 START = datetime(2022, 4, 22, 21, 0, tzinfo=UTC)  # near midnight in UTC and in the zones below
 # Steps between a customer's consecutive events, in seconds: ties, both sides of the 30-minute and
@@ -91,18 +87,13 @@ def dumps(draw: st.DrawFn, max_events: int = 40) -> tuple[list[str], list[dict[s
 
 
 @pytest.fixture(scope="module")
-def shared_db(pg_admin_url: str) -> Iterator[Database]:
+def shared_db(pg_admin_url: str, migrated_template: str) -> Iterator[Database]:
     """One database for all examples of this module (tables are emptied between examples)."""
-    name = f"xccel_props_{os.getpid()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        with connect(with_database(pg_admin_url, name), "public", create_schema=True) as database:
-            init_db(database)
-            yield database
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with (
+        scratch_database(pg_admin_url, "xccel_props", template=migrated_template) as url,
+        connect(url, "public") as database,
+    ):
+        yield database
 
 
 @pytest.fixture(scope="module")

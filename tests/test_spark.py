@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,13 +24,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
-from tests.conftest import ROOT, invoke_xccel, pause_hook_environment, run_xccel, started_process, with_database
+from tests.conftest import (
+    ROOT,
+    invoke_xccel,
+    pause_hook_environment,
+    run_xccel,
+    scratch_database,
+    started_process,
+)
 from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
@@ -46,6 +50,7 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("Java is not installed (Debian: apt-get install default-jre-headless)", allow_module_level=True)
 
 from xccel_cli.spark import job as spark_job  # noqa: E402
+from xccel_cli.spark.cluster import standalone_cluster  # noqa: E402
 from xccel_cli.spark.engine import SparkSettings, run_all_spark  # noqa: E402
 
 # Spark jobs and the real xccel command (one test starts a standalone cluster)
@@ -85,17 +90,10 @@ def spark() -> Iterator[Any]:
 def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
     """A new database with the xccel schema, dropped at the end (for hypothesis examples, which cannot use
     function fixtures, and for tests that need two)."""
-    name = f"xccel_spark_{os.getpid()}_{time.monotonic_ns()}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        url = with_database(pg_admin_url, name)
+    with scratch_database(pg_admin_url, "xccel_spark") as url:
         with connect(url, "public", create_schema=True) as database:
             init_db(database)
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextmanager
@@ -542,87 +540,17 @@ def _snapshot_after(db: Database, before: Outcome) -> Outcome:
 # --- the command, and a real standalone cluster ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_run_all_on_a_standalone_cluster_with_the_embedded_database(tmp_path: Path, database_url: str) -> None:
     """A master and two 1-core workers started here with spark-class; `xccel run-all --engine spark` submits
     to them (no database configured: the embedded server) and reports what the PostgreSQL engine reports."""
-    spark_home = Path(pyspark.__file__).parent
-    spark_class = spark_home / "bin" / "spark-class"
-    port, ui = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(spark_home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(tmp_path / "logs"),
-        "SPARK_WORKER_DIR": str(tmp_path / "work"),
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    log = (tmp_path / "cluster.log").open("wb")
-    try:
-        processes.append(
-            subprocess.Popen(
-                [
-                    str(spark_class),
-                    "org.apache.spark.deploy.master.Master",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--webui-port",
-                    str(ui),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        for _ in range(2):
-            processes.append(
-                subprocess.Popen(
-                    [
-                        str(spark_class),
-                        "org.apache.spark.deploy.worker.Worker",
-                        "--host",
-                        "127.0.0.1",
-                        "--cores",
-                        "1",
-                        "--memory",
-                        "1g",
-                        "--webui-port",
-                        str(_free_port()),
-                        f"spark://127.0.0.1:{port}",
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        deadline = time.monotonic() + 240
-        workers = 0
-        while time.monotonic() < deadline and workers < 2:
-            time.sleep(2)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as answer:
-                    workers = json.load(answer).get("aliveworkers", 0)
-            except OSError:
-                continue
-        assert workers == 2, (tmp_path / "cluster.log").read_text()[-3000:]
-
+    with standalone_cluster(tmp_path, workers=2, worker_memory="1g", start_timeout_seconds=240) as cluster:
         result = run_xccel(
             [
                 "run-all",
                 "--engine",
                 "spark",
                 "--spark-master",
-                f"spark://127.0.0.1:{port}",
+                cluster.master_url,
                 "--spark-conf",
                 "spark.executor.memory=512m",
                 "--spark-conf",
@@ -636,7 +564,7 @@ def test_run_all_on_a_standalone_cluster_with_the_embedded_database(tmp_path: Pa
             env={"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable},
             timeout=1800,
         )
-        executor_logs = "".join(p.read_text()[-1500:] for p in (tmp_path / "work").rglob("stderr"))
+        executor_logs = "".join(p.read_text()[-1500:] for p in cluster.work_dir.rglob("stderr"))
         assert result.exit_code == 0, result.stderr[-3000:] + executor_logs
         published = json.loads(result.stdout)
         with connect(database_url, "public", create_schema=True) as db:
@@ -646,12 +574,3 @@ def test_run_all_on_a_standalone_cluster_with_the_embedded_database(tmp_path: Pa
             assert published["report"][key] == expected.report[key], key
         for key in COUNTERS:
             assert published["run"][key] == expected.counters[key], key
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()

@@ -210,6 +210,9 @@ class CliState:
     debug: bool = False
     quiet: bool = False
     settings: config.Settings = field(default_factory=config.Settings)  # resolved once, in the callback
+    # a bad XCCEL_* setting or log file, raised by the first command that asks for the settings: --help,
+    # --version and completion must work whatever the environment holds
+    settings_error: XccelError | None = None
 
 
 # The invocation's CliState for code that has no context at hand (handle_errors, _say); set by the callback
@@ -224,7 +227,10 @@ def _state() -> CliState:
 
 
 def _settings() -> config.Settings:
-    return _state().settings
+    state = _state()
+    if state.settings_error is not None:
+        raise state.settings_error
+    return state.settings
 
 
 def handle_errors(func: F) -> F:
@@ -300,21 +306,23 @@ def main_options(
         ),
     ] = None,
 ) -> None:
+    # Every XCCEL_* setting, once. A bad one (or a log file that cannot be opened) fails any command when it
+    # first asks for its settings, before anything is connected; not here, where it would also fail a
+    # subcommand's --help, which Click parses only after this callback.
     try:
-        # every XCCEL_* setting, once: a bad one fails any command here, before anything is connected
         settings = config.resolve(os.environ)
     except XccelError as exc:
-        typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
-        raise typer.Exit(int(exc.exit_code)) from None
-    ctx.obj = CliState(debug=debug or settings.debug, quiet=quiet, settings=settings)
+        ctx.obj = CliState(debug=debug, quiet=quiet, settings_error=exc)
+    else:
+        ctx.obj = CliState(debug=debug or settings.debug, quiet=quiet, settings=settings)
     token = _current_state.set(ctx.obj)
     ctx.call_on_close(lambda: _current_state.reset(token))
     ctx.call_on_close(logs.close)
     try:
-        logs.configure(verbose, quiet, log_file or settings.log_file, debug=ctx.obj.debug)
+        logs.configure(verbose, quiet, log_file or ctx.obj.settings.log_file, debug=ctx.obj.debug)
     except XccelError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(int(exc.exit_code)) from None
+        logs.configure(verbose, quiet, None, debug=ctx.obj.debug)
+        ctx.obj.settings_error = ctx.obj.settings_error or exc
 
 
 def _log_failure(exc: BaseException) -> None:

@@ -466,3 +466,35 @@ def test_outlier_timestamps_keep_the_page_small_and_say_what_is_left_out(databas
         server.log_path.unlink(missing_ok=True)
     assert served.status == 200
     assert abs(len(served.text.encode()) - len(page.encode())) < 2_000  # the same page (its clock line differs)
+
+
+def test_the_page_reads_on_two_connections_and_gets_the_same_rows(db: Database, tmp_path: Path) -> None:
+    """dashboard_data reads the report's side of the page on a second connection, concurrently with the charts;
+    the rows are those it reads on one connection alone, and the second connection really was used."""
+    from dataclasses import asdict, dataclass, field
+
+    from xccel_cli.dashboard import dashboard_data
+
+    @dataclass
+    class Recording(Database):
+        """A real connection that notes the SQL files run on it."""
+
+        files: list[str] = field(default_factory=list)
+
+        def query_file(self, name: str, settings: Any = None) -> list[dict[str, Any]]:
+            self.files.append(name)
+            return super().query_file(name, settings)
+
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=7, customers=40))
+    alone = Recording(conn=db.conn, schema=db.schema, display_url=db.display_url)  # no URL: no second connection
+    one = dashboard_data(alone)
+    assert "weekly_medians.sql" in alone.files and "dashboard_daily.sql" in alone.files
+    with db.helper() as opened:
+        assert opened is not None
+        helper = Recording(conn=opened.conn, schema=opened.schema, display_url=opened.display_url)
+        main = Recording(conn=db.conn, schema=db.schema, display_url=db.display_url)
+        two = dashboard_data(main, helper=helper)
+    assert "weekly_medians.sql" in helper.files and "median_samples.sql" in helper.files
+    assert "dashboard_daily.sql" in main.files and "weekly_medians.sql" not in main.files
+    assert asdict(two) == asdict(one)
+    assert two.report.publication_id is not None and two.weeks and two.daily and two.funnel and two.referrers

@@ -568,3 +568,59 @@ def test_shared_check_answers_each_request_with_a_check_sent_after_it_arrived() 
     assert len(answers) == 500
     assert all(number >= arrived_after for arrived_after, number in answers)
     assert fetches < 250  # shared: far fewer checks than requests
+
+
+def test_the_check_reads_what_psycopg_reads_across_publications_and_a_killed_connection(
+    db: Any, database_url: str
+) -> None:
+    """The check's steady state (RawCheck: the prepared statement through libpq, the row compared as text)
+    must give psycopg's key, see a publication committed after the previous check, and start over on a new
+    connection when its own dies."""
+    import asyncio
+
+    from xccel_cli.config import DEFAULT_SCHEMA
+    from xccel_cli.publications import LATEST_PUBLICATION_KEY
+    from xccel_cli.web.service import MetricsService
+
+    def publish() -> tuple[int, datetime]:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO publications (rules, covers_run_id, full_refresh, customers_rebuilt, events, sessions)"
+                " VALUES ('{}', 0, true, 0, 0, 0)"
+            )
+            row = conn.execute(LATEST_PUBLICATION_KEY).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    def backend_pids() -> list[int]:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'xccel-serve'"
+                " AND datname = current_database()"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    async def scenario() -> None:
+        service = MetricsService(database_url, DEFAULT_SCHEMA, "test")
+        try:
+            assert await service.latest_key() is None  # nothing published: psycopg, then prepared
+            assert await service.latest_key() is None  # the raw check: no row
+            first = publish()
+            assert await service.latest_key() == first  # a new row: converted by psycopg's loaders
+            assert await service.latest_key() == first  # the same text: the same key
+            assert service._raw_checks[0]._key == first  # answered by the raw check, not psycopg
+            second = publish()
+            assert await service.latest_key() == second
+            (pid,) = backend_pids()
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await asyncio.sleep(0.2)  # the reader sees the connection close
+            assert await service.latest_key() == second  # on a new connection
+            assert backend_pids() not in ([], [pid])
+            third = publish()
+            assert await service.latest_key() == third
+            assert service._raw_checks[0]._key == third
+        finally:
+            await service.aclose()
+
+    asyncio.run(scenario())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,23 +106,57 @@ class WrittenPage:
     report: Report
 
 
-def dashboard_data(db: Database, window: Window | None = None) -> DashboardData:
+def dashboard_data(db: Database, window: Window | None = None, helper: Database | None = None) -> DashboardData:
     """The report and every chart's rows, all from the same publication.
 
-    report() takes its own snapshot, so the charts' snapshot checks it saw the same publication and reads
+    The page's queries run on two connections at once: db, and helper (default: a second connection that
+    db opens, when it can; without one, all on db in turn). Each side reads in snapshots of its own (report()
+    takes one, the charts another), so they check that every snapshot saw the same publication and read
     again in the rare case a load published in between. The window applies to the headline figures, the
     conversion and the weekly trend.
     """
+    if helper is None:
+        with db.helper() as opened:
+            return _dashboard_data(db, window, opened)
+    return _dashboard_data(db, window, helper)
+
+
+def _dashboard_data(db: Database, window: Window | None, helper: Database | None) -> DashboardData:
     for _attempt in range(5):
-        headline = report(db, window)
-        with db.published_snapshot():
-            published = latest_publication(db)
-            rows = {key: db.query_file(name) for key, name in QUERIES.items()}
-            referrers = [_with_interval(row) for row in referrer_rows(db)]  # every session: no window
-            weeks = weekly_medians(db, window)
-        if (published["publication_id"] if published else None) == headline.publication_id:
+        if helper is None:
+            headline, (weekly_id, weekly) = _report_side(db, window)
+            charts_id, charts = _charts(db)
+        else:
+            with ThreadPoolExecutor(1) as side:
+                other = side.submit(_report_side, helper, window)
+                charts_id, charts = _charts(db)
+                headline, (weekly_id, weekly) = other.result()
+        if charts_id == weekly_id == headline.publication_id:
             break
-    return DashboardData(report=headline, weeks=weeks, referrers=referrers, **rows)
+    return DashboardData(report=headline, **weekly, **charts)
+
+
+def _report_side(db: Database, window: Window | None) -> tuple[Report, tuple[int | None, dict[str, Any]]]:
+    return report(db, window), _report_side_charts(db, window)
+
+
+def _report_side_charts(db: Database, window: Window | None) -> tuple[int | None, dict[str, Any]]:
+    """(publication id, rows) of the weekly trend and the visit and duration histograms, in one snapshot."""
+    with db.published_snapshot():
+        published = latest_publication(db)
+        rows: dict[str, Any] = {key: db.query_file(QUERIES[key]) for key in ("visits", "durations")}
+        rows["weeks"] = weekly_medians(db, window)
+    return (published["publication_id"] if published else None), rows
+
+
+def _charts(db: Database) -> tuple[int | None, dict[str, Any]]:
+    """(publication id, rows) of the daily, funnel and referrer charts, in one snapshot (every session: no
+    window)."""
+    with db.published_snapshot():
+        published = latest_publication(db)
+        rows: dict[str, Any] = {key: db.query_file(QUERIES[key]) for key in ("daily", "funnel")}
+        rows["referrers"] = [_with_interval(row) for row in referrer_rows(db)]
+    return (published["publication_id"] if published else None), rows
 
 
 def _with_interval(row: ReferrerRow) -> dict[str, Any]:

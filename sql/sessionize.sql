@@ -8,8 +8,12 @@
 --   SET xccel.max_session_hours = '';     -- e.g. 2: cut sessions at 2 hours ('' = no cap)
 --   SET xccel.full_refresh = true;        -- false: rebuild only customers with raw_events.run_id > since_run_id
 --   SET xccel.since_run_id = 0;
+--   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
+--                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
 -- Then run sessionize_tables.sql in the same session (the temp objects are per session): it builds
--- tb_events_next and sessions_next from the session_events view below, in one pass over it.
+-- tb_events_next and sessions_next from the session_events view below in one statement. Or run
+-- sessionize_events.sql and sessionize_sessions.sql, each after its own run of this file: xccel runs
+-- them at the same time on two connections when no session cap is set (two cores, each sorting).
 --
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
@@ -50,12 +54,15 @@ WHERE customer_id IS NOT NULL
 -- running count of starts). Two branches, one per setting of the referrer rule; the other is switched
 -- off by its one-time filter, so the default pays for two window passes and the referrer rule for three.
 CREATE TEMP VIEW session_flags AS
-WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with referrer and day where needed
+WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with referrer, page and day where needed
     SELECT e.event_id, e.event_type, e.customer_id, e."timestamp",
-           -- read from the payload only for the referrer rule: sessions_next looks up landing page and
-           -- referrer in each session's first event afterwards (sessionize_tables.sql)
+           -- read from the payload only where needed: sessions_next takes both from each session's
+           -- first event, tb_events_next only needs referrers for the referrer rule
            CASE WHEN (SELECT split_on_referrer FROM session_settings)
+                     OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
                 THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
+           CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page,
            -- the calendar day in the midnight rule's zone, converted once per event (lag carries it)
            CASE WHEN (SELECT split_at_midnight FROM session_settings)
                 THEN (e."timestamp" AT TIME ZONE (SELECT tz FROM session_settings))::date END AS local_day
@@ -63,7 +70,7 @@ WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with r
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)
            OR e.customer_id IN (SELECT customer_id FROM rebuild_customers))
-    OFFSET 0  -- take the referrer out of the payload here, so the sort carries a short text
+    OFFSET 0  -- take referrer and page out of the payload here, so the sort carries two short texts
 ),
 with_previous AS (  -- adds: position in the customer's order, prev_timestamp, prev_local_day
     SELECT s.*,
@@ -86,7 +93,8 @@ without_referrer_rule AS (  -- adds: starts = gap_start, increment (referrer rul
     SELECT g.event_id, g.event_type, g.customer_id, g."timestamp", g.prev_timestamp, g.gap_start AS starts,
            count(*) FILTER (WHERE g.gap_start) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
-           ) AS increment
+           ) AS increment,
+           g.referrer, g.page
     FROM gaps g
     WHERE NOT (SELECT split_on_referrer FROM session_settings)
 ),
@@ -117,7 +125,8 @@ with_referrer_rule AS (  -- adds: increment (referrer rule on)
     SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts,
            count(*) FILTER (WHERE r.starts) OVER (
                PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING
-           ) AS increment
+           ) AS increment,
+           r.referrer, r.page
     FROM referrer_starts r
 )
 SELECT * FROM without_referrer_rule
@@ -174,17 +183,17 @@ ANALYZE session_cuts;
 -- one, the kept flags, and for the customers with a cut a running count of the cuts so far moves
 -- their later sessions up (one more window pass, over those customers' events only).
 CREATE TEMP VIEW session_events AS
-SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp,
+SELECT f.event_id, f.event_type, f.customer_id, f."timestamp", f.prev_timestamp, f.referrer, f.page,
        f.starts, f.increment
 FROM session_flags f
 WHERE (SELECT cap FROM session_settings) IS NULL
 UNION ALL
-SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp,
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
        r.starts, r.increment
 FROM rule_flags r
 WHERE r.customer_id NOT IN (SELECT customer_id FROM session_cuts)
 UNION ALL
-SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp,
+SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.referrer, r.page,
        r.starts OR c.event_id IS NOT NULL,
        r.increment + count(c.event_id) OVER (
            PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id ROWS UNBOUNDED PRECEDING

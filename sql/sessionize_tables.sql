@@ -1,10 +1,14 @@
 -- Build tb_events_next (one row per sessionized event) and sessions_next (one row per session) from the
--- session_events view of sessionize.sql: run that file first, in the same session.
+-- session_events view of sessionize.sql, on one connection: run that file first, in the same session.
+-- (sessionize_events.sql and sessionize_sessions.sql build the same tables on two connections at once.)
 --
--- One statement builds both tables from one pass over the sorted events: the events are flagged once
--- (kept by the statement, spilling to a temporary file when they outgrow work_mem), written to
--- tb_events_next, and grouped into sessions_next. Sorting them again for the sessions would cost a
--- second sort of every event.
+-- One statement builds both tables from one pass over the session_events view: the flagged events are
+-- kept by the statement (spilling to a temporary file when they outgrow work_mem), written to
+-- tb_events_next and grouped into sessions_next, so nothing is sorted or capped twice. xccel takes this
+-- way with a session cap, whose rule_flags and cuts the two-connection way would compute on both.
+
+-- landing_page and referrer: read from the payloads (session_flags)
+SELECT set_config('xccel.carry_landing', 'true', true);
 
 DROP TABLE IF EXISTS tb_events_next;
 CREATE TABLE tb_events_next (LIKE tb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
@@ -22,7 +26,7 @@ WHERE NOT (SELECT full_refresh FROM session_settings)
   AND customer_id NOT IN (SELECT customer_id FROM rebuild_customers);
 
 WITH flagged AS MATERIALIZED (  -- the rebuilt customers' events with their flags, computed once
-    SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp, starts, increment
+    SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp, starts, increment, page, referrer
     FROM session_events
 ),
 events AS (
@@ -33,34 +37,22 @@ events AS (
            increment,
            customer_id || '_' || increment
     FROM flagged
-),
-grouped AS (  -- one row per session; its first event is the one that starts it
-    SELECT customer_id, increment,
-           min("timestamp") AS started_at,
-           max("timestamp") AS ended_at,
-           count(*) AS event_count,
-           bool_or(event_type = 'placed_order') AS has_order,
-           min(event_id) FILTER (WHERE starts) AS first_event_id
-    FROM flagged
-    GROUP BY customer_id, increment
 )
 INSERT INTO sessions_next
-SELECT g.customer_id || '_' || g.increment,
-       g.customer_id,
-       g.increment,
-       g.started_at,
-       g.ended_at,
-       extract(epoch FROM g.ended_at - g.started_at)::double precision / 60,
-       g.event_count,
-       g.has_order,
-       -- landing_page and referrer of the session's first event: one key lookup per session, so the
-       -- sort carries no page at all
-       nullif(e.payload -> 'event' ->> 'page', ''),
-       nullif(e.payload -> 'event' ->> 'referrer', ''),
+SELECT customer_id || '_' || increment,
+       customer_id,
+       increment,
+       min("timestamp"),
+       max("timestamp"),
+       extract(epoch FROM max("timestamp") - min("timestamp"))::double precision / 60,
+       count(*),
+       bool_or(event_type = 'placed_order'),
+       min(page) FILTER (WHERE starts),  -- of the session's first event: the one that starts it
+       min(referrer) FILTER (WHERE starts),
        -- first_order_session_number: the lowest session number with an order, over the customer's sessions
-       min(CASE WHEN g.has_order THEN g.increment END) OVER (PARTITION BY g.customer_id)
-FROM grouped g
-JOIN raw_events e ON e.event_id = g.first_event_id;
+       min(CASE WHEN bool_or(event_type = 'placed_order') THEN increment END) OVER (PARTITION BY customer_id)
+FROM flagged
+GROUP BY customer_id, increment;
 
 -- The keys after the bulk inserts: one sorted build each instead of row-by-row insertions.
 ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id);

@@ -1,6 +1,7 @@
-"""Sessionize builds tb_events_next and sessions_next in one statement (sessionize_tables.sql after
-sessionize.sql) on the command's own connection, also one with no URL to open another from. It gives the
-oracle's result with every rule and incrementally; a build that fails leaves nothing staged for load."""
+"""Sessionize builds tb_events_next and sessions_next on two connections at once (sessionize_events.sql and
+sessionize_sessions.sql, each after its own sessionize.sql), or in one statement (sessionize_tables.sql) with a
+session cap or on a connection with no URL to open a helper from. Both ways give the oracle's result, with every
+rule and incrementally; a build that fails leaves nothing staged for load."""
 
 from __future__ import annotations
 
@@ -27,21 +28,22 @@ RULES = [
 EVENTS = [*REFERRER, *CAP]
 
 
-def without_url(db: Database) -> Database:
-    """The same connection, without the URL another connection could be opened from."""
+def without_helper(db: Database) -> Database:
+    """The same connection, without the URL a helper connection is opened from."""
     return Database(conn=db.conn, schema=db.schema, display_url=db.display_url)
 
 
 @pytest.mark.parametrize("rules", RULES, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.as_dict().items()))
-def test_one_connection_gives_the_oracle_result(db: Database, rules: SessionRules) -> None:
-    single = without_url(db)
-    assert single.url is None
-    publish(single, EVENTS, rules)
-    assert_matches_oracle(single, EVENTS, rules)
+@pytest.mark.parametrize("helper", [True, False], ids=["two connections", "one connection"])
+def test_both_ways_give_the_oracle_result(db: Database, rules: SessionRules, helper: bool) -> None:
+    target = db if helper else without_helper(db)
+    assert (target.url is not None) is helper
+    publish(target, EVENTS, rules)
+    assert_matches_oracle(target, EVENTS, rules)
 
 
 def test_incremental_runs_one_connection(db: Database) -> None:
-    single = without_url(db)
+    single = without_helper(db)
     first = [
         event(1, 1, "2022-04-22 10:00:00", referrer="https://a.example", page="/"),
         event(2, 2, "2022-04-22 10:00:00"),
@@ -63,15 +65,14 @@ def failing_sessions_build(db: Database) -> Iterator[None]:
         yield
 
 
-def test_a_failed_build_leaves_nothing_to_publish(db: Database) -> None:
+def test_a_failed_build_leaves_nothing_to_publish(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     events = [event(1, 1, "2022-04-22 10:00:00"), event(2, 1, "2022-04-22 12:00:00")]
     publish(db, events)
     before = db.conn.execute("SELECT count(*) FROM publications").fetchone()[0]
     run_sessionize(db, SessionRules(), full_refresh=True)  # staged, not yet published
-    db.conn.execute("SET lock_timeout = '200ms'")
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=200ms")  # for the helper connection only
     with failing_sessions_build(db), pytest.raises(DatabaseError, match="lock timeout"):
         run_sessionize(db, SessionRules(), full_refresh=True)
-    db.conn.execute("RESET lock_timeout")
     with pytest.raises(StateError, match="nothing to publish"):
         run_load(db)
     assert db.conn.execute("SELECT count(*) FROM publications").fetchone()[0] == before

@@ -265,7 +265,19 @@ class Database:
     schema: str
     display_url: str
     embedded: EmbeddedServer | None = None
-    url: str | None = field(default=None, repr=False)  # to open another connection to the same database; None: unknown
+    url: str | None = field(default=None, repr=False)  # to open helper connections; None: there are none
+
+    @contextmanager
+    def helper(self) -> Iterator[Database | None]:
+        """A second connection to the same database and schema (None when this one has no URL to reuse)."""
+        if self.url is None:
+            yield None
+            return
+        conn = open_connection(self.url, self.display_url, self.schema)
+        try:
+            yield Database(conn=conn, schema=self.schema, display_url=self.display_url)
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:

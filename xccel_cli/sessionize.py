@@ -3,15 +3,23 @@
 Only customers with events newer than the published result are recomputed, unless the rules
 changed, a session cap is set, or a full refresh is asked for; the others' rows are carried over.
 
-Both tables are built by one statement (sql/sessionize_tables.sql) over one sort of the events. The
-staged_result row that load requires is cleared in a transaction of its own before the build and written
-in the build's transaction, so a build that fails leaves nothing to publish.
+Without a session cap, tb_events_next (sql/sessionize_events.sql) is built on the command's connection
+while sessions_next (sql/sessionize_sessions.sql) is built on a helper connection, each after its own run
+of sql/sessionize.sql: each sorts the events itself, but on its own core, so the two builds overlap. With a
+cap (or without a URL for a helper), one statement builds both on the command's connection
+(sql/sessionize_tables.sql): the cap's rule flags, cuts and second window pass are then computed once,
+not once per connection. The helper commits first; the staged_result row that load requires is cleared
+before the build and written in the main transaction, so a build that dies half-way leaves nothing to publish.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, one_row
@@ -56,8 +64,8 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         since = published["covers_run_id"] if published else 0
         # every raw_events row carries the id of the run that loaded it: the result covers them up to this one
         covers = newest_run_id(db)
-        # Committed before anything is built: a failed build rolls back to no staged row at all, rather
-        # than to the row of an earlier build the caller has since replaced.
+        # Committed before anything is built: sessions_next may be committed (by the helper) before
+        # tb_events_next, and load must never find a staged row next to a half-new pair of tables.
         clear_staged_result(db)
     settings = {
         "timeout_minutes": rules.timeout_minutes,
@@ -68,13 +76,19 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         "full_refresh": full_refresh,
         "since_run_id": since,
     }
-    with db.transaction() as conn:
-        # The *_next tables are rebuilt from raw_events whenever they are lost, and load publishes them
-        # with a synchronous commit, which flushes this one's WAL first: no need to wait for the flush here.
-        conn.execute("SET LOCAL synchronous_commit = off")
-        conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
-        db.run_file("sessionize.sql", settings)
-        db.run_file("sessionize_tables.sql")
+    # With a cap, both connections would compute its rule flags and cuts: one connection does it once.
+    helpers = db.helper() if rules.max_session_hours is None else nullcontext(None)
+    with helpers as helper, db.transaction() as conn:
+        # tb_events_next here, sessions_next on the helper connection at the same time (each connection
+        # sorts the events itself: two cores instead of one; without a helper, both in one statement).
+        # carry_landing: whether the flags read landing page and referrer out of the payloads (with a
+        # cap they are kept by sessionize.sql itself, so it must know which table they are for).
+        _prepare(db, {**settings, "carry_landing": helper is None})
+        if helper is None:
+            db.run_file("sessionize_tables.sql")
+        else:
+            with _in_background(helper, lambda: _build_sessions(helper, settings)):
+                db.run_file("sessionize_events.sql")
         # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
         rebuilt = one_row(
             conn.execute(
@@ -101,3 +115,47 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
             ),
         )
     return SessionizeResult(full_refresh, reason, rebuilt, events, sessions, cut, time.perf_counter() - started)
+
+
+def _prepare(db: Database, settings: dict[str, Any]) -> None:
+    """Open the build: the rules of sql/sessionize.sql, in the caller's transaction."""
+    # The *_next tables are rebuilt from raw_events whenever they are lost, and load publishes them
+    # with a synchronous commit, which flushes this one's WAL first: no need to wait for the flush here.
+    db.conn.execute("SET LOCAL synchronous_commit = off")
+    db.conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
+    db.run_file("sessionize.sql", settings)
+
+
+def _build_sessions(helper: Database, settings: dict[str, Any]) -> None:
+    """sessions_next on the helper connection, committed on its own (see sessionize: staged_result)."""
+    with helper.transaction():
+        _prepare(helper, {**settings, "carry_landing": True})
+        helper.run_file("sessionize_sessions.sql")
+
+
+@contextmanager
+def _in_background(helper: Database, work: Callable[[], None]) -> Iterator[None]:
+    """Run work in a thread while the block runs; re-raise its error after the block.
+
+    When the block fails, the helper's statement is cancelled and its transaction rolled back.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="xccel-sessions", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            helper.conn.cancel_safe()
+        thread.join()
+        raise
+    thread.join()
+    if errors:
+        raise errors[0]

@@ -559,7 +559,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
             "has_order",
             "landing_page",
             "referrer",
-            # the customer's lowest session number with an order, on each of their sessions (sessionize_tables.sql)
+            # the customer's lowest session number with an order, on each of their sessions (sessionize_sessions.sql)
             F.expr("min(CASE WHEN has_order THEN increment END) OVER (PARTITION BY customer_id)")
             .cast("int")
             .alias("first_order_session_number"),

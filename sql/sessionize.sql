@@ -10,9 +10,10 @@
 --   SET xccel.since_run_id = 0;
 --   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
 --                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
--- Then run sessionize_events.sql and sessionize_sessions.sql in the same session: they build
--- tb_events_next and sessions_next from the session_events view below. xccel runs them at the same
--- time on two connections, each after its own run of this file (the temp objects are per session).
+-- Then run sessionize_tables.sql in the same session (the temp objects are per session): it builds
+-- tb_events_next and sessions_next from the session_events view below in one statement. Or run
+-- sessionize_events.sql and sessionize_sessions.sql, each after its own run of this file: xccel runs
+-- them at the same time on two connections when no session cap is set (two cores, each sorting).
 --
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
@@ -51,9 +52,9 @@ WHERE customer_id IS NOT NULL
 
 -- Each rebuilt event with `starts` (the timeout, midnight and referrer rules) and `increment` (the
 -- running count of starts). Two branches, one per setting of the referrer rule; the other is switched
--- off by its one-time filter, so the default pays for two window passes only.
+-- off by its one-time filter, so the default pays for two window passes and the referrer rule for three.
 CREATE TEMP VIEW session_flags AS
-WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with referrer and page where needed
+WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with referrer, page and day where needed
     SELECT e.event_id, e.event_type, e.customer_id, e."timestamp",
            -- read from the payload only where needed: sessions_next takes both from each session's
            -- first event, tb_events_next only needs referrers for the referrer rule
@@ -61,17 +62,21 @@ WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with r
                      OR (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
                 THEN nullif(e.payload -> 'event' ->> 'referrer', '') END AS referrer,
            CASE WHEN (SELECT coalesce(nullif(current_setting('xccel.carry_landing', true), ''), 'true')::boolean)
-                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page
+                THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page,
+           -- the calendar day in the midnight rule's zone, converted once per event (lag carries it)
+           CASE WHEN (SELECT split_at_midnight FROM session_settings)
+                THEN (e."timestamp" AT TIME ZONE (SELECT tz FROM session_settings))::date END AS local_day
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)
            OR e.customer_id IN (SELECT customer_id FROM rebuild_customers))
     OFFSET 0  -- take referrer and page out of the payload here, so the sort carries two short texts
 ),
-with_previous AS (  -- adds: position in the customer's order, prev_timestamp
+with_previous AS (  -- adds: position in the customer's order, prev_timestamp, prev_local_day
     SELECT s.*,
            row_number() OVER per_customer AS position,
-           lag(s."timestamp") OVER per_customer AS prev_timestamp
+           lag(s."timestamp") OVER per_customer AS prev_timestamp,
+           lag(s.local_day) OVER per_customer AS prev_local_day
     FROM scope s
     WINDOW per_customer AS (PARTITION BY s.customer_id ORDER BY s."timestamp", s.event_id)
 ),
@@ -80,9 +85,7 @@ gaps AS NOT MATERIALIZED (  -- adds: gap_start, a session start by those rules
     SELECT w.*,
            (w.prev_timestamp IS NULL
             OR w."timestamp" - w.prev_timestamp >= (SELECT timeout FROM session_settings)
-            OR ((SELECT split_at_midnight FROM session_settings)
-                AND (w."timestamp" AT TIME ZONE (SELECT tz FROM session_settings))::date
-                    <> (w.prev_timestamp AT TIME ZONE (SELECT tz FROM session_settings))::date)
+            OR w.local_day IS DISTINCT FROM w.prev_local_day  -- both NULL when the midnight rule is off
            ) AS gap_start
     FROM with_previous w
 ),
@@ -95,31 +98,28 @@ without_referrer_rule AS (  -- adds: starts = gap_start, increment (referrer rul
     FROM gaps g
     WHERE NOT (SELECT split_on_referrer FROM session_settings)
 ),
--- The referrer rule. A session's referrer is that of its first event, and only an event carrying
--- another one splits, so the referrer in force before an event is the last non-empty referrer seen
--- earlier in the same gap session (none if there is none): find that event's position, then lag to it.
-referrer_positions AS (  -- adds: where the gap session began, where the last earlier referrer was
+-- The referrer rule. A session's referrer is that of its first event, and an event carrying another
+-- one starts a new session, so inside a gap session the referrer in force before an event is that of
+-- the last earlier event that either began the gap session or carried a referrer (marked below).
+-- The gap session's first event is always marked, so that event is never in an earlier gap session.
+-- Its referrer comes out of one running max over "position, referrer" (fixed-width position first,
+-- compared bytewise), so no pass has to keep a customer's events to look back at them.
+referrer_in_force AS (  -- adds: mark, the position and referrer of the last marked event before this one
     SELECT g.*,
-           max(g.position) FILTER (WHERE g.gap_start) OVER (
-               PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id ROWS UNBOUNDED PRECEDING
-           ) AS gap_session_position,
-           max(g.position) FILTER (WHERE g.referrer IS NOT NULL) OVER (
+           max((lpad(g.position::text, 19, '0') || coalesce(g.referrer, '')) COLLATE "C")
+               FILTER (WHERE g.gap_start OR g.referrer IS NOT NULL) OVER (
                PARTITION BY g.customer_id ORDER BY g."timestamp", g.event_id
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-           ) AS previous_referrer_position
+           ) AS mark
     FROM gaps g
     WHERE (SELECT split_on_referrer FROM session_settings)
 ),
-referrer_starts AS (  -- adds: starts, a gap start or a change of referrer
+referrer_starts AS (  -- adds: starts, a gap start or an arrival with another referrer than the one in force
     SELECT r.*,
            (r.gap_start
-            OR (r.referrer IS NOT NULL
-                AND (r.previous_referrer_position IS NULL
-                     OR r.previous_referrer_position < r.gap_session_position
-                     OR r.referrer <> lag(r.referrer, (r.position - r.previous_referrer_position)::int) OVER (
-                         PARTITION BY r.customer_id ORDER BY r."timestamp", r.event_id)))
+            OR (r.referrer IS NOT NULL AND r.referrer IS DISTINCT FROM nullif(substr(r.mark, 20), ''))
            ) AS starts
-    FROM referrer_positions r
+    FROM referrer_in_force r
 ),
 with_referrer_rule AS (  -- adds: increment (referrer rule on)
     SELECT r.event_id, r.event_type, r.customer_id, r."timestamp", r.prev_timestamp, r.starts,

@@ -1,12 +1,13 @@
 """Sessionize builds tb_events_next and sessions_next on two connections at once (sessionize_events.sql and
-sessionize_sessions.sql, each after its own sessionize.sql), or one after the other on a connection with no
-URL to open a helper from. Both ways give the oracle's result, with every rule and incrementally; a build
-that fails leaves nothing staged for load."""
+sessionize_sessions.sql, each after its own sessionize.sql), or in one statement (sessionize_tables.sql) with a
+session cap or on a connection with no URL to open a helper from. Both ways give the oracle's result, with every
+rule and incrementally; a build that fails leaves nothing staged for load."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -78,3 +79,37 @@ def test_a_failed_build_leaves_nothing_to_publish(db: Database, monkeypatch: pyt
     run_sessionize(db, SessionRules())
     run_load(db)
     assert_matches_oracle(db, events)
+
+
+def executed(node: dict[str, Any]) -> list[str]:
+    """Node types of an EXPLAIN (ANALYZE, FORMAT JSON) plan that ran and produced rows."""
+    found = [node["Node Type"]] if node.get("Actual Loops", 0) and node.get("Actual Rows", 0) else []
+    for child in node.get("Plans", []):
+        found += executed(child)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("rules", "window_passes"),
+    [
+        (SessionRules(), 2),
+        (SessionRules(split_at_midnight=True), 2),
+        (SessionRules(split_on_referrer=True), 3),
+        (SessionRules(split_at_midnight=True, split_on_referrer=True), 3),
+    ],
+    ids=["default", "midnight", "referrer", "midnight and referrer"],
+)
+def test_the_rules_sort_the_events_once(db: Database, rules: SessionRules, window_passes: int) -> None:
+    """One sort, and two window passes (three with the referrer rule: no pass keeps a customer's events)."""
+    publish(db, EVENTS, rules)
+    settings = {**rules.as_dict(), "full_refresh": True, "since_run_id": 0}
+    with db.transaction() as conn:
+        db.run_file("sessionize.sql", settings)
+        (plan,) = conn.execute(
+            "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT count(*), sum(increment) FROM pg_temp.session_events"
+        ).fetchone()[0]
+        (count,) = conn.execute("SELECT count(*) FROM pg_temp.session_events").fetchone()
+    assert count == len({e["event_id"] for e in EVENTS if e["customer_id"] is not None})
+    nodes = executed(plan["Plan"])
+    assert nodes.count("Sort") == 1, nodes
+    assert nodes.count("WindowAgg") == window_passes, nodes

@@ -3,11 +3,13 @@
 Only customers with events newer than the published result are recomputed, unless the rules
 changed, a session cap is set, or a full refresh is asked for; the others' rows are carried over.
 
-tb_events_next (sql/sessionize_events.sql) is built on the command's connection while sessions_next
-(sql/sessionize_sessions.sql) is built on a helper connection, each after its own run of sql/sessionize.sql:
-each sorts the events itself, but on its own core, so the two builds overlap (0.75 s -> 0.55 s here).
-The helper commits first; the staged_result row that load requires is cleared before the build and
-written in the main transaction, so a build that dies half-way leaves nothing to publish.
+Without a session cap, tb_events_next (sql/sessionize_events.sql) is built on the command's connection
+while sessions_next (sql/sessionize_sessions.sql) is built on a helper connection, each after its own run
+of sql/sessionize.sql: each sorts the events itself, but on its own core, so the two builds overlap. With a
+cap (or without a URL for a helper), one statement builds both on the command's connection
+(sql/sessionize_tables.sql): the cap's rule flags, cuts and second window pass are then computed once,
+not once per connection. The helper commits first; the staged_result row that load requires is cleared
+before the build and written in the main transaction, so a build that dies half-way leaves nothing to publish.
 """
 
 from __future__ import annotations
@@ -74,16 +76,19 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         "full_refresh": full_refresh,
         "since_run_id": since,
     }
-    with db.helper() as helper, db.transaction() as conn:
+    # With a cap, both connections would compute its rule flags and cuts: one connection does it once.
+    helpers = db.helper() if rules.max_session_hours is None else nullcontext(None)
+    with helpers as helper, db.transaction() as conn:
         # tb_events_next here, sessions_next on the helper connection at the same time (each connection
-        # sorts the events itself: two cores instead of one; without a helper, one after the other).
+        # sorts the events itself: two cores instead of one; without a helper, both in one statement).
         # carry_landing: whether the flags read landing page and referrer out of the payloads (with a
         # cap they are kept by sessionize.sql itself, so it must know which table they are for).
         _prepare(db, {**settings, "carry_landing": helper is None})
-        with _in_background(helper, lambda: _build_sessions(helper, settings)) if helper else nullcontext():
-            db.run_file("sessionize_events.sql")
         if helper is None:
-            db.run_file("sessionize_sessions.sql")
+            db.run_file("sessionize_tables.sql")
+        else:
+            with _in_background(helper, lambda: _build_sessions(helper, settings)):
+                db.run_file("sessionize_events.sql")
         # the customers sessionize.sql rebuilt: all of them, or those in its rebuild_customers table
         rebuilt = one_row(
             conn.execute(

@@ -120,6 +120,8 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
             "0",
             "--connections",
             "4",
+            "--rounds",
+            "2",
             "--json",
         ],
         capture_output=True,
@@ -135,6 +137,11 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
     ceiling = summary["ceiling"]
     assert ceiling["server"].startswith("bare uvicorn")
     assert summary["share_of_ceiling"] == round(serve["requests_per_second"] / ceiling["requests_per_second"], 2)
+    # serve and the ceiling alternated: each reported figure is its lower middle round
+    rounds = summary["rounds"]
+    assert len(rounds["serve"]) == len(rounds["bare"]) == 2
+    assert serve["requests_per_second"] == min(rounds["serve"])
+    assert ceiling["requests_per_second"] == min(rounds["bare"])
     for figures in (serve, flask, ceiling, summary["revalidated"]):
         assert figures["requests"] > 0 and figures["errors"] == 0, figures
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]

@@ -4,12 +4,13 @@
 -- leave the risk set at their first order session (an event) or, if they never ordered, after their last
 -- session (censored there). hazard(k) = first orders in session k / at risk at k; the share who have bought
 -- by session k is 1 - prod over j <= k of (1 - hazard(j)). One row per k up to the last at-risk session.
+-- `(SELECT report_window_is_open())`: a subquery, so the test runs once per query, not once per row.
 WITH per_customer AS (  -- each customer in the report window: last session, first order session
     SELECT customer_id,
            max(session_number) AS last_session,
            min(first_order_session_number) AS first_order_session
     FROM sessions
-    WHERE report_window_is_open() OR customer_id IN (SELECT customer_id FROM report_window_customers())
+    WHERE (SELECT report_window_is_open()) OR customer_id IN (SELECT customer_id FROM report_window_customers())
     GROUP BY customer_id
 ), marks AS (  -- per session number: customers whose last session it is, first orders, censored
     SELECT k,

@@ -6,10 +6,11 @@
 --   total_minutes_before_order: per customer with an order, summed duration before that session
 --     (median_total_minutes_before_order.sql; both read migration 0005's buyer_minutes_before_order())
 -- The report window (xccel.since, xccel.until; unset or empty: every customer) is migration 0004's.
+-- `(SELECT report_window_is_open())`: a subquery, so the test runs once per query, not once per row.
 WITH windowed_sessions AS (  -- the sessions of the customers in the report window
     SELECT customer_id, session_number, duration_minutes, first_order_session_number
     FROM sessions
-    WHERE report_window_is_open() OR customer_id IN (SELECT customer_id FROM report_window_customers())
+    WHERE (SELECT report_window_is_open()) OR customer_id IN (SELECT customer_id FROM report_window_customers())
 )
 SELECT 'visits_before_order' AS sample, (first_order_session_number - 1)::double precision AS value, count(*) AS count
 FROM windowed_sessions

@@ -5,6 +5,7 @@
 -- share_with_order in Python, xccel_cli/conversion.py).
 -- The report window (xccel.since, xccel.until; unset or empty: every customer) is migration 0004's: only the
 -- sessions of the customers in it count.
+-- `(SELECT report_window_is_open())`: a subquery, so the test runs once per query, not once per row.
 SELECT coalesce(referrer, '(direct)') AS referrer,
        count(*) AS sessions,
        count(DISTINCT customer_id) AS customers,
@@ -13,6 +14,6 @@ SELECT coalesce(referrer, '(direct)') AS referrer,
        avg(has_order::int)::double precision AS share_with_order,
        avg(event_count)::double precision AS mean_events_per_session
 FROM sessions
-WHERE report_window_is_open() OR customer_id IN (SELECT customer_id FROM report_window_customers())
+WHERE (SELECT report_window_is_open()) OR customer_id IN (SELECT customer_id FROM report_window_customers())
 GROUP BY coalesce(referrer, '(direct)')
 ORDER BY sessions DESC, referrer;

@@ -2,10 +2,12 @@
 -- (Monday, UTC) in which a customer's first session starts, over the customers in the report window
 -- (xccel.since, xccel.until; unset or empty: every customer; migration 0004). The first and last weeks may be
 -- partial.
-WITH weekly_sessions AS (  -- each windowed customer's sessions, with the week of their first session
-    SELECT date_trunc('week', w.first_started_at AT TIME ZONE 'UTC')::date AS week_start,
-           s.session_number, s.duration_minutes, s.first_order_session_number
-    FROM report_window_customers() AS w
+WITH customer_weeks AS (  -- each windowed customer's week of first session (once per customer, not per session)
+    SELECT customer_id, date_trunc('week', first_started_at AT TIME ZONE 'UTC')::date AS week_start
+    FROM report_window_customers()
+), weekly_sessions AS (  -- each windowed customer's sessions, with that week
+    SELECT w.week_start, s.session_number, s.duration_minutes, s.first_order_session_number
+    FROM customer_weeks AS w
     JOIN sessions AS s USING (customer_id)
 ), visits AS (  -- per week: customers (one session 1 each), buyers, median sessions before the order
     SELECT week_start,

@@ -18,7 +18,7 @@ from tests.test_properties import dump_dir, dumps, shared_db  # noqa: F401 (modu
 from tests.test_referrers import assert_rows_equal, expected_by_referrer
 from tests.xccel_driver import event, line, publish, reset, utc
 from xccel_cli.conversion import Window, median_interval, order_statistic_ranks, weekly_medians, wilson
-from xccel_cli.db import Database
+from xccel_cli.db import Database, one_row, sql_names, sql_text
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import report
 from xccel_cli.referrers import referrer_report
@@ -90,6 +90,34 @@ def test_a_window_keeps_customers_whose_first_session_falls_in_it_bounds_include
     assert everyone.conversion["rows"] == unwindowed.conversion["rows"]
     with pytest.raises(ConfigError, match="after"):
         Window(date(2022, 4, 3), date(2022, 4, 2))
+
+
+def test_the_window_is_tested_once_per_query_not_once_per_row(db: Database, tmp_path: Path) -> None:
+    """Every query of the report window (the SQL files and the schema's functions) asks whether the window is
+    open in a subquery, which PostgreSQL runs once before the scan: a bare call in a WHERE re-reads both
+    settings for every row."""
+    publish(db, HAND, directory=tmp_path)
+    texts = {name: sql_text(name) for name in sql_names(".") if name.endswith(".sql")}
+    for name, definition in db.conn.execute(
+        "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p"
+        " WHERE p.pronamespace = current_schema()::regnamespace"
+        " AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')"
+        " AND p.proname <> 'report_window_is_open'"
+    ):
+        texts[f"function {name}"] = definition
+    calls = {name: text.count("report_window_is_open()") for name, text in texts.items()}
+    assert sum(calls.values()) >= 8 and calls["function buyer_minutes_before_order"] == 1
+    for name, text in texts.items():
+        assert text.count("report_window_is_open()") == text.count("(SELECT report_window_is_open())"), name
+    plan = one_row(db.conn.execute(b"EXPLAIN (FORMAT JSON) " + sql_text("report_counts.sql").encode()))[0]
+    nodes, stack = [], [plan[0]["Plan"]]
+    while stack:
+        nodes.append(node := stack.pop())
+        stack.extend(node.get("Plans", []))
+    # the scan of sessions itself (not the customers subquery, which runs only for a closed window)
+    scans = [n for n in nodes if n.get("Relation Name") == "sessions" and n["Parent Relationship"] != "SubPlan"]
+    assert len(scans) == 1 and "current_setting" not in scans[0]["Filter"]
+    assert any(n.get("Subplan Name", "").startswith("InitPlan") for n in nodes)
 
 
 def test_nothing_published_gives_empty_figures(db: Database) -> None:

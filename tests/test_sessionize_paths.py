@@ -72,6 +72,26 @@ def test_each_next_table_has_one_definition() -> None:
     assert builders == {"tb_events_next": ["sessionize_events.sql"], "sessions_next": ["sessionize_sessions.sql"]}
 
 
+def plan_nodes(node: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(node type, relation name) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [(node["Node Type"], node.get("Relation Name"))]
+    for child in node.get("Plans", []):
+        found += plan_nodes(child)
+    return found
+
+
+@pytest.mark.parametrize("helper", [True, False], ids=["helper URL", "no helper URL"])
+def test_with_a_cap_both_builds_read_the_rows_kept_once(db: Database, helper: bool) -> None:
+    """With a cap, session_events is the kept table when the two build files read it: the rules' sort, the cuts
+    and the cut customers' window pass are not run again for the second table."""
+    target = db if helper else without_helper(db)
+    rules = SessionRules(split_on_referrer=True, max_session_hours=2)
+    publish(target, EVENTS, rules)
+    assert_matches_oracle(target, EVENTS, rules)
+    (plan,) = db.conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM pg_temp.session_events").fetchone()[0]
+    assert plan_nodes(plan["Plan"]) == [("Seq Scan", "session_events_kept")]
+
+
 @pytest.mark.integration
 def test_the_one_connection_way_runs_under_psql(db: Database, database_url: str) -> None:
     """The files in the order sessionize.sql's header gives, twice in one psql session (each statement its own

@@ -10,10 +10,13 @@
 --   SET xccel.since_run_id = 0;
 --   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
 --                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
--- Then run sessionize_tables.sql in the same session (the temp objects are per session): it builds
--- tb_events_next and sessions_next from the session_events view below in one statement. Or run
--- sessionize_events.sql and sessionize_sessions.sql, each after its own run of this file: xccel runs
--- them at the same time on two connections when no session cap is set (two cores, each sorting).
+-- Then, in the same session (the temp objects are per session), build the two tables from the
+-- session_events view below, one way or the other:
+--   one connection (xccel's way with a session cap): this file with carry_landing true, then
+--     sessionize_materialize.sql (keeps the view's rows once), sessionize_events.sql, sessionize_sessions.sql;
+--   two connections (xccel's way without a cap: two cores, each sorting): sessionize_events.sql on one and
+--     sessionize_sessions.sql on the other, each after its own run of this file.
+-- Every file may be run again in the same session, in the same order.
 --
 -- Per customer, events are ordered by ("timestamp", event_id); every window below uses that one order,
 -- so PostgreSQL sorts the events once. The rules decide which events start a session; increment,
@@ -22,6 +25,7 @@
 -- A rule that is off costs nothing: its work sits behind a one-time filter on its setting.
 
 DROP VIEW IF EXISTS pg_temp.session_events;
+DROP TABLE IF EXISTS pg_temp.session_events_kept;  -- sessionize_materialize.sql's, read by that view
 DROP VIEW IF EXISTS pg_temp.session_flags;
 DROP TABLE IF EXISTS pg_temp.session_settings;
 DROP TABLE IF EXISTS pg_temp.rebuild_customers;

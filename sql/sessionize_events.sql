@@ -1,8 +1,11 @@
 -- Build tb_events_next (one row per sessionized event) from the session_events view of sessionize.sql:
--- run that file first, in the same session. xccel runs this file and sessionize_sessions.sql on two
--- connections at once (each after its own sessionize.sql); under psql, run them one after the other.
+-- run that file first, in the same session. The one definition of tb_events_next's rows. xccel runs this
+-- file and sessionize_sessions.sql on two connections at once (each after its own sessionize.sql), or with
+-- a session cap on one connection after sessionize_materialize.sql (see there); under psql, run them one
+-- after the other.
 
--- tb_events has no landing page or referrer: do not read them from every payload (session_flags).
+-- tb_events has no landing page or referrer: do not read them from every payload (session_flags; once
+-- sessionize_materialize.sql has kept the rows, they are read already and this changes nothing).
 SELECT set_config('xccel.carry_landing', 'false', true);
 
 DROP TABLE IF EXISTS tb_events_next;

@@ -1,7 +1,9 @@
 -- Build sessions_next (one row per session) from the session_events view of sessionize.sql: run that
--- file first, in the same session (see sessionize_events.sql, its twin).
+-- file first, in the same session (see sessionize_events.sql, its twin). The one definition of
+-- sessions_next's rows.
 
--- landing_page and referrer: read from the payloads (session_flags; sessionize_events.sql turns it off)
+-- landing_page and referrer: read from the payloads (session_flags; sessionize_events.sql turns it off;
+-- rows kept by sessionize_materialize.sql carry them already)
 SELECT set_config('xccel.carry_landing', 'true', true);
 
 DROP TABLE IF EXISTS sessions_next;
@@ -22,7 +24,7 @@ SELECT customer_id || '_' || increment,
        extract(epoch FROM max("timestamp") - min("timestamp"))::double precision / 60,
        count(*),
        bool_or(event_type = 'placed_order'),
-       min(page) FILTER (WHERE starts),
+       min(page) FILTER (WHERE starts),  -- of the session's first event: the one that starts it
        min(referrer) FILTER (WHERE starts),
        -- first_order_session_number: the lowest session number with an order, over the customer's sessions
        min(CASE WHEN bool_or(event_type = 'placed_order') THEN increment END) OVER (PARTITION BY customer_id)

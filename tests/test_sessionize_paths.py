@@ -1,10 +1,12 @@
 """Sessionize builds tb_events_next and sessions_next on two connections at once (sessionize_events.sql and
-sessionize_sessions.sql, each after its own sessionize.sql), or in one statement (sessionize_tables.sql) with a
-session cap or on a connection with no URL to open a helper from. Both ways give the oracle's result, with every
-rule and incrementally; a build that fails leaves nothing staged for load."""
+sessionize_sessions.sql, each after its own sessionize.sql), or with a session cap (or on a connection with no URL
+to open a helper from) the same two files one after the other on one connection, from the rows of session_events
+kept once (sessionize_materialize.sql). Both ways give the oracle's result, with every rule and incrementally, and
+under psql too; a build that fails leaves nothing staged for load."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.test_first_order_session import SQL_FOLDER, psql_values
 from tests.test_rules import CAP, REFERRER
 from tests.xccel_driver import assert_matches_oracle, event, publish
 from xccel_cli.config import SessionRules
@@ -54,6 +57,62 @@ def test_incremental_runs_one_connection(db: Database) -> None:
     assert not result.full_refresh
     assert result.customers_rebuilt == 2
     assert_matches_oracle(single, first + later)
+
+
+def test_each_next_table_has_one_definition() -> None:
+    """A change to a table's columns is made in one file: one file creates and fills each *_next table."""
+    builders = {
+        table: sorted(
+            path.name
+            for path in SQL_FOLDER.glob("*.sql")
+            if re.search(rf"\b(CREATE TABLE|INSERT INTO)\s+{table}\b", path.read_text(encoding="utf-8"))
+        )
+        for table in ("tb_events_next", "sessions_next")
+    }
+    assert builders == {"tb_events_next": ["sessionize_events.sql"], "sessions_next": ["sessionize_sessions.sql"]}
+
+
+def plan_nodes(node: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(node type, relation name) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    found = [(node["Node Type"], node.get("Relation Name"))]
+    for child in node.get("Plans", []):
+        found += plan_nodes(child)
+    return found
+
+
+@pytest.mark.parametrize("helper", [True, False], ids=["helper URL", "no helper URL"])
+def test_with_a_cap_both_builds_read_the_rows_kept_once(db: Database, helper: bool) -> None:
+    """With a cap, session_events is the kept table when the two build files read it: the rules' sort, the cuts
+    and the cut customers' window pass are not run again for the second table."""
+    target = db if helper else without_helper(db)
+    rules = SessionRules(split_on_referrer=True, max_session_hours=2)
+    publish(target, EVENTS, rules)
+    assert_matches_oracle(target, EVENTS, rules)
+    (plan,) = db.conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM pg_temp.session_events").fetchone()[0]
+    assert plan_nodes(plan["Plan"]) == [("Seq Scan", "session_events_kept")]
+
+
+@pytest.mark.integration
+def test_the_one_connection_way_runs_under_psql(db: Database, database_url: str) -> None:
+    """The files in the order sessionize.sql's header gives, twice in one psql session (each statement its own
+    transaction), build what xccel published, landing page and referrer included."""
+    rules = SessionRules(split_on_referrer=True, max_session_hours=2)
+    publish(db, EVENTS, rules)
+    expected = assert_matches_oracle(db, EVENTS, rules)
+    assert any(row["landing_page"] for row in expected.sessions) and any(row["referrer"] for row in expected.sessions)
+    files = ["sessionize.sql", "sessionize_materialize.sql", "sessionize_events.sql", "sessionize_sessions.sql"]
+    # the files' own SELECTs (of set_config) print nothing: \o sends their output away
+    build = "\\o /dev/null\n" + "".join(f"\\i {SQL_FOLDER / name}\n" for name in files) + "\\o\n"
+    differences = "".join(
+        f"SELECT count(*) FROM ((TABLE {table}_next EXCEPT ALL TABLE {table})"
+        f" UNION ALL (TABLE {table} EXCEPT ALL TABLE {table}_next)) AS differences;\n"
+        f"SELECT count(*) FROM {table}_next;\n"
+        for table in ("tb_events", "sessions")
+    )
+    setup = "SET xccel.split_on_referrer = true;\nSET xccel.max_session_hours = '2';\n"
+    printed = psql_values(database_url, setup + build + differences + build + differences)
+    once = [0, len(expected.tb_events), 0, len(expected.sessions)]
+    assert printed == once * 2
 
 
 @contextmanager

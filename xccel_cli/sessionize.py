@@ -3,13 +3,15 @@
 Only customers with events newer than the published result are recomputed, unless the rules
 changed, a session cap is set, or a full refresh is asked for; the others' rows are carried over.
 
-Without a session cap, tb_events_next (sql/sessionize_events.sql) is built on the command's connection
-while sessions_next (sql/sessionize_sessions.sql) is built on a helper connection, each after its own run
-of sql/sessionize.sql: each sorts the events itself, but on its own core, so the two builds overlap. With a
-cap (or without a URL for a helper), one statement builds both on the command's connection
-(sql/sessionize_tables.sql): the cap's rule flags, cuts and second window pass are then computed once,
-not once per connection. The helper commits first; the staged_result row that load requires is cleared
-before the build and written in the main transaction, so a build that dies half-way leaves nothing to publish.
+tb_events_next has one definition (sql/sessionize_events.sql), and so has sessions_next
+(sql/sessionize_sessions.sql); both read the session_events view of sql/sessionize.sql. Without a session
+cap, tb_events_next is built on the command's connection while sessions_next is built on a helper
+connection, each after its own run of sessionize.sql: each sorts the events itself, but on its own core, so
+the two builds overlap. With a cap (or without a URL for a helper), both are built on the command's
+connection, one after the other, from the view's rows kept once (sql/sessionize_materialize.sql): the
+cap's rule flags, cuts and second window pass are then computed once, not once per build. The helper
+commits first; the staged_result row that load requires is cleared before the build and written in the
+main transaction, so a build that dies half-way leaves nothing to publish.
 """
 
 from __future__ import annotations
@@ -80,12 +82,15 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
     helpers = db.helper() if rules.max_session_hours is None else nullcontext(None)
     with helpers as helper, db.transaction() as conn:
         # tb_events_next here, sessions_next on the helper connection at the same time (each connection
-        # sorts the events itself: two cores instead of one; without a helper, both in one statement).
-        # carry_landing: whether the flags read landing page and referrer out of the payloads (with a
-        # cap they are kept by sessionize.sql itself, so it must know which table they are for).
+        # sorts the events itself: two cores instead of one; without a helper, both here, one after the
+        # other, from rows kept once). carry_landing: whether the flags read landing page and referrer out
+        # of the payloads; the kept rows (and a cap's rule_flags, kept by sessionize.sql itself) serve
+        # sessions_next too, so they must carry them.
         _prepare(db, {**settings, "carry_landing": helper is None})
         if helper is None:
-            db.run_file("sessionize_tables.sql")
+            db.run_file("sessionize_materialize.sql")
+            db.run_file("sessionize_events.sql")
+            db.run_file("sessionize_sessions.sql")
         else:
             with _in_background(helper, lambda: _build_sessions(helper, settings)):
                 db.run_file("sessionize_events.sql")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import ROOT
@@ -146,3 +147,9 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
         assert figures["requests"] > 0 and figures["errors"] == 0, figures
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
     assert len(summary["dashboard_ms"]) == 5 and all(ms > 0 for ms in summary["dashboard_ms"])
+    # the load's tables were vacuumed and analyzed before the rounds (so autovacuum does not run during one)
+    with psycopg.connect(database_url) as conn:
+        settled = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"
+        ).fetchall()
+    assert {"raw_events", "tb_events", "sessions"} <= {name for (name,) in settled}

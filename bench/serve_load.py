@@ -257,8 +257,8 @@ def published_counts(url: str) -> dict[str, Any] | None:
 
 
 def settle(url: str) -> None:
-    """VACUUM ANALYZE the tables a load writes, as autovacuum does within a minute or two of it, so that its
-    workers do not take CPU in the middle of a measured round."""
+    """VACUUM ANALYZE the tables a load writes, as autovacuum does soon after a load, so that its workers do not
+    take CPU in the middle of a measured round."""
     import psycopg
     from psycopg import sql
 

@@ -4,7 +4,7 @@
 --   session_duration_minutes_before_order: per session before its customer's first order session
 --     (median_session_duration_minutes_before_order.sql)
 --   total_minutes_before_order: per customer with an order, summed duration before that session
---     (median_total_minutes_before_order.sql; both read migration 0005's buyer_minutes_before_order())
+--     (median_total_minutes_before_order.sql; both read buyer_minutes_before_order(), migrations 0005 and 0006)
 -- The report window (xccel.since, xccel.until; unset or empty: every customer) is migration 0004's.
 -- `(SELECT report_window_is_open())`: a subquery, so the test runs once per query, not once per row.
 WITH windowed_sessions AS (  -- the sessions of the customers in the report window

@@ -25,5 +25,5 @@ SELECT event_id, event_type, customer_id, "timestamp", prev_timestamp,
        customer_id || '_' || increment
 FROM session_events;
 
--- The key after the bulk insert: one sorted build instead of 200,000 insertions.
+-- The key after the bulk insert: one sorted build instead of row-by-row insertions.
 ALTER TABLE tb_events_next ADD CONSTRAINT tb_events_next_pkey PRIMARY KEY (event_id);

@@ -1,6 +1,7 @@
 -- Keep the rows of sessionize.sql's session_events view once, in a temporary table, and point the view at
 -- them: sessionize_events.sql and sessionize_sessions.sql, run after this file on the same connection, then
--- both read the kept rows, so the rules' sort, the cap's flags and cuts and its extra window pass run once.
+-- both read the kept rows, so the rules' sort and window passes (and, with a cap, the cut customers' extra
+-- window pass) run once for both tables.
 -- xccel takes this way with a session cap, and on a connection with no URL to open a second one from.
 --
 -- Under psql, in one session:

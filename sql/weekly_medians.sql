@@ -2,7 +2,8 @@
 -- (Monday, UTC) in which a customer's first session starts, over the customers in the report window
 -- (xccel.since, xccel.until; unset or empty: every customer; migration 0004). The first and last weeks may be
 -- partial.
-WITH customer_weeks AS (  -- each windowed customer's week of first session (once per customer, not per session)
+-- customer_weeks is MATERIALIZED: inlined, the planner would compute the week in the join, once per session.
+WITH customer_weeks AS MATERIALIZED (  -- each windowed customer's week of first session, once per customer
     SELECT customer_id, date_trunc('week', first_started_at AT TIME ZONE 'UTC')::date AS week_start
     FROM report_window_customers()
 ), weekly_sessions AS (  -- each windowed customer's sessions, with that week

@@ -105,6 +105,10 @@ def sessionize(db: Database, rules: SessionRules, run_id: int | None, full_refre
         events = one_row(conn.execute("SELECT count(*) FROM tb_events_next"))[0]
         sessions = one_row(conn.execute("SELECT count(*) FROM sessions_next"))[0]
         cut = one_row(conn.execute("SELECT count(*) FROM pg_temp.session_cuts"))[0]
+        if helper is None:
+            # the kept rows would otherwise hold their temporary space through load and report
+            conn.execute("DROP VIEW pg_temp.session_events")
+            conn.execute("DROP TABLE pg_temp.session_events_kept")
         stage_result(
             db,
             StagedResult(

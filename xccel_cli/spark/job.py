@@ -612,7 +612,7 @@ def medians(sessions: DataFrame) -> dict[str, float | None]:
                (SELECT percentile(duration_minutes, 0.5) FROM xccel_sessions
                 WHERE session_number < first_order_session_number) AS duration,
                (SELECT percentile(total_minutes, 0.5)
-                FROM (SELECT aggregate(  -- summed in session order, as buyer_minutes_before_order() (migration 0005)
+                FROM (SELECT aggregate(  -- summed in session order, as buyer_minutes_before_order() sums
                                  transform(array_sort(collect_list(CASE WHEN session_number < first_order_session_number
                                                                         THEN struct(session_number, duration_minutes)
                                                                    END)),

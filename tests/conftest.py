@@ -12,6 +12,7 @@ import gzip
 import http.server
 import itertools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUITE_TMP_KEY] = suite_tmp
     os.environ["TMPDIR"] = str(suite_tmp)
     tempfile.tempdir = str(suite_tmp)
+    # Java ignores TMPDIR: the Spark tests' JVMs would leave their scratch (spark-*, blockmgr-*: SPARK_LOCAL_DIRS)
+    # and their java.io.tmpdir files (native libraries, artifacts) in /tmp; here they go with this folder.
+    java_tmp = shlex.quote(f"-Djava.io.tmpdir={suite_tmp}")
+    os.environ["SPARK_LOCAL_DIRS"] = str(suite_tmp)
+    os.environ["SPARK_DAEMON_JAVA_OPTS"] = java_tmp  # a standalone cluster's master and workers
+    os.environ["PYSPARK_SUBMIT_ARGS"] = (
+        f"--driver-java-options {java_tmp} --conf spark.executor.extraJavaOptions={java_tmp} pyspark-shell"
+    )
     if config.option.basetemp is None:  # (an xdist worker is given its own, inside its controller's)
         # tmp_path short and the same length whatever the user's name: paths show in messages and tables
         # that tests compare whole, and a Unix socket's path must stay under 108 bytes

@@ -357,6 +357,14 @@ def run_spark_tables_equal(session: Any, warehouse: Path, outcome: Outcome) -> b
     return rows == len(outcome.sessions)
 
 
+def test_the_jvm_keeps_its_temporary_files_in_the_suites_folder(spark: Any) -> None:
+    """Java ignores TMPDIR: the suite points the driver's java.io.tmpdir and Spark's scratch directories at its own
+    temporary folder (tests/conftest.py), which it removes at the end, so no JVM leaves files in /tmp."""
+    jvm = spark.sparkContext._jvm
+    assert jvm.System.getProperty("java.io.tmpdir") == tempfile.gettempdir()
+    assert jvm.System.getenv("SPARK_LOCAL_DIRS") == tempfile.gettempdir()
+
+
 def test_medians_are_exact_percentiles_not_approximations(spark: Any) -> None:
     rows = [
         (f"{c}_{n}", c, n, minutes, order, first_order)

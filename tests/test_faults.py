@@ -34,8 +34,8 @@ from tests.xccel_driver import METRIC_KEYS as REPORT_KEYS
 from xccel_cli.config import resolve
 from xccel_cli.db import Database
 from xccel_cli.errors import DataQualityError, SourceError
+from xccel_cli.http_source import HttpFetch
 from xccel_cli.pipeline import ExtractOptions, run_extract
-from xccel_cli.source import HttpFetch
 
 __all__ = ["fault_server"]  # the fixture
 
@@ -142,7 +142,7 @@ def test_connection_refused_is_retried_until_the_server_answers(db: Database) ->
                 server.start()
 
     handler = StartOnFirstRetry()
-    logger = logging.getLogger("xccel_cli.source")
+    logger = logging.getLogger("xccel_cli.http_source")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     try:

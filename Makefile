@@ -7,7 +7,7 @@ ARGS ?=
 CHECKED := xccel_cli tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-example test test-fast lint format bench bench-pipeline bench-serve bench-spark clean
+.PHONY: help install run run-example test test-fast lint format bench bench-pipeline bench-serve bench-spark bench-lines clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ bench-serve: install ## serve under load (needs wrk: apt-get install -y wrk)
 bench-spark: install ## --engine spark beside --engine postgres (needs Java; installs the spark extra); SPARK_ARGS="--x10 --cluster"
 	$(BIN)/pip install --quiet -e '.[test,bench,spark]'
 	$(BIN)/python bench/spark_bench.py $(SPARK_ARGS)
+
+bench-lines: install ## instructions per line, extract's loop against the decode floor (needs valgrind); DUMP=events.ndjson
+	$(BIN)/python bench/line_budget.py --path $(DUMP) $(ARGS)
 
 clean: ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_extract_paths import event_line
+
+EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
 
 pytestmark = pytest.mark.integration  # real processes: the subject of these tests
 
@@ -153,3 +156,27 @@ def test_serve_load_check_measures_serve_flask_and_the_dashboard(pg_admin_url: s
             "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"
         ).fetchall()
     assert {"raw_events", "tb_events", "sessions"} <= {name for (name,) in settled}
+
+
+def test_line_budget_programs_do_the_work_they_count(tmp_path: Path) -> None:
+    """bench/line_budget.py counts three programs under valgrind (by hand: minutes); here each runs natively."""
+    lines = gzip.decompress(EXAMPLE.read_bytes()).splitlines(keepends=True)[:300]
+    sample = tmp_path / "sample.ndjson"
+    sample.write_bytes(b"".join(lines))
+    logged_in = sum(1 for line in lines if json.loads(line)["event"].get("customer-id") is not None)
+    said = {}
+    for mode in ("baseline", "floor", "extract"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "line_budget.py"), "--inner", mode, "--path", str(sample)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        said[mode] = done.stdout.strip()
+    assert said == {
+        "baseline": f"bytes {sample.stat().st_size}",
+        "floor": "decoded 300",
+        "extract": f"read 300 kept {logged_in} dropped {300 - logged_in}",
+    }
+    assert 0 < logged_in < 300

@@ -703,3 +703,12 @@ def test_an_over_long_first_line_read_past_in_a_crlf_file_is_no_cr_only_file(db:
     assert db.conn.execute("SELECT line_number, reason, length(raw_line) FROM rejects").fetchall() == [
         (1, "line_too_long", 1024)
     ]
+
+
+def test_an_over_long_last_line_read_past_adds_no_empty_line_after_it(db: Database, tmp_path: Path) -> None:
+    last = with_timestamp(901, PLAIN, ', "x": "' + "z" * (3 * MIB) + '"')  # refused while still being read
+    source = tmp_path / "dump.json"
+    source.write_bytes(GOOD_LINES + last + b"\n")
+    result = run_extract(db, ExtractOptions(str(source), max_reject_share=0.05, max_line_bytes=1024))
+    assert (result.lines_read, result.rejected, result.loaded) == (41, 1, 40)
+    assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(41, "line_too_long")]

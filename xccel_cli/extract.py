@@ -469,7 +469,9 @@ class LineReader:
         if parts and not skipping:
             tail = b"".join(parts)
             self._cr_only_check(tail)
-            yield tail, True
+            # nothing after the last newline (an over-long line read past to its end, an empty chunk): no line
+            if tail:
+                yield tail, True
 
     def _start(self, chunk: bytes) -> bytes:
         if chunk.startswith(BOM):

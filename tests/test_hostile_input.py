@@ -712,3 +712,21 @@ def test_an_over_long_last_line_read_past_adds_no_empty_line_after_it(db: Databa
     result = run_extract(db, ExtractOptions(str(source), max_reject_share=0.05, max_line_bytes=1024))
     assert (result.lines_read, result.rejected, result.loaded) == (41, 1, 40)
     assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(41, "line_too_long")]
+
+
+def test_a_duplicate_postgresql_would_refuse_is_a_reject_whichever_pass_reads_it(db: Database, tmp_path: Path) -> None:
+    """A duplicate never reaches COPY; its verdict is still parse_line's, the same whether or not another line
+    makes the extract judge every line (the careful pass)."""
+    duplicate = with_timestamp(1, PLAIN, ', "n": 1e-20000')  # line 1 has id 1
+    body = GOOD_LINES + duplicate + b"\n"
+    source = tmp_path / "dump.json"
+    source.write_bytes(body)
+    fast = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (fast.lines_read, fast.loaded, fast.duplicates, fast.rejected) == (41, 40, 0, 1)
+    db.conn.execute("TRUNCATE raw_events, rejects")
+    # one more line PostgreSQL refuses on COPY: every line is judged by parse_line; the same verdicts
+    source.write_bytes(body + with_timestamp(80, PLAIN, ', "n": 1e-20000') + b"\n")
+    careful = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (careful.lines_read, careful.loaded, careful.duplicates, careful.rejected) == (42, 40, 0, 2)
+    reasons = db.conn.execute("SELECT line_number, reason FROM rejects WHERE run_id = %s", (result_run(db),)).fetchall()
+    assert sorted(reasons) == [(41, "bad_number"), (42, "bad_number")]

@@ -31,7 +31,7 @@ from xccel_cli.config import (
 )
 from xccel_cli.db import Database, one_row, translate_errors
 from xccel_cli.errors import DataQualityError
-from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, parse_line
+from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, number_suspect, parse_line
 from xccel_cli.source import HttpOptions, SourceInfo, open_source, open_sources
 
 __all__ = ["ExtractResult", "Line", "ProgressCallback", "extract"]
@@ -603,6 +603,17 @@ def _stream(
             reader.line_number = line_number
             reader.check_share()
 
+    def refused_duplicate(line_number: int, line: bytes) -> bool:
+        """Whether a duplicate the fast path took is refused: it never reaches COPY, where PostgreSQL would look
+        at its numbers, and the careful pass refuses it (the verdict comes before the id)."""
+        if not number_suspect(line):
+            return False
+        verdict = parse_line(line)
+        if type(verdict) is RefusedLine:
+            refuse(line_number, verdict.reason, verdict.detail, line)
+            return True
+        return False
+
     def row_prefix(event_type: str) -> bytes:
         encoded = event_type.encode()
         prefix = struct.pack(">hi", COPY_FIELDS, len(encoded)) + encoded + run_cell
@@ -677,11 +688,13 @@ def _stream(
                     seen_ids.grow(index)
                     byte = 0
                 if byte & mask:
-                    duplicates += 1
+                    if record is None or not refused_duplicate(line_number, line):
+                        duplicates += 1
                     continue
                 seen_bits[index] = byte | mask
             elif not seen_other(event_id):
-                duplicates += 1
+                if record is None or not refused_duplicate(line_number, line):
+                    duplicates += 1
                 continue
             if customer is not None:
                 logged_in += 1

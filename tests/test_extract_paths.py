@@ -235,3 +235,14 @@ def test_a_user_who_does_not_own_raw_events_takes_the_merge_path(db: Database, t
         db.conn.execute("RESET ROLE")
         db.conn.execute(f"DROP OWNED BY {role}")
         db.conn.execute(f"DROP ROLE {role}")
+
+
+def test_each_of_several_files_may_start_with_a_bom(db: Database, tmp_path: Path) -> None:
+    """Several files are one dump, but each is its own file: a BOM at the start of any of them is skipped."""
+    first = tmp_path / "a.json"
+    first.write_bytes(b"\xef\xbb\xbf" + "".join(event_line(i, 10) + "\n" for i in (1, 2)).encode())
+    second = tmp_path / "b.json"
+    second.write_bytes(b"\xef\xbb\xbf" + "".join(event_line(i, 10) + "\n" for i in (3, 1)).encode() + b"{bad\n")
+    result = extract(db, [str(first), str(second)], 1, max_reject_share=0.5)
+    assert (result.lines_read, result.loaded, result.duplicates, result.rejected) == (5, 3, 1, 1)
+    assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(5, "invalid_json")]

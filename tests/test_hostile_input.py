@@ -730,3 +730,12 @@ def test_a_duplicate_postgresql_would_refuse_is_a_reject_whichever_pass_reads_it
     assert (careful.lines_read, careful.loaded, careful.duplicates, careful.rejected) == (42, 40, 0, 2)
     reasons = db.conn.execute("SELECT line_number, reason FROM rejects WHERE run_id = %s", (result_run(db),)).fetchall()
     assert sorted(reasons) == [(41, "bad_number"), (42, "bad_number")]
+
+
+@pytest.mark.parametrize("cut", ["-", "-12.", "-12.5e", "-12.5e+", "12.5E-"])
+def test_a_last_line_cut_inside_a_number_is_a_cut_download(db: Database, tmp_path: Path, cut: str) -> None:
+    source = tmp_path / "dump.json"
+    source.write_bytes(GOOD_LINES + b'{"id": 99, "type": "placed_order", "event": {"total": ' + cut.encode())
+    with pytest.raises(DataQualityError, match="probably truncated"):
+        run_extract(db, ExtractOptions(str(source)))
+    assert db.conn.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 0

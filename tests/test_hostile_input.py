@@ -43,6 +43,7 @@ from xccel_cli.extract import (
     ExtractResult,
     LineReader,
     Rejects,
+    SeenIds,
     _stream,
     copy_escape,
 )
@@ -739,3 +740,11 @@ def test_a_last_line_cut_inside_a_number_is_a_cut_download(db: Database, tmp_pat
     with pytest.raises(DataQualityError, match="probably truncated"):
         run_extract(db, ExtractOptions(str(source)))
     assert db.conn.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 0
+
+
+def test_the_bitmap_of_seen_ids_never_grows_past_its_limit() -> None:
+    """Doubling from an odd size must not overshoot: ids up to the limit take at most limit / 8 bytes."""
+    seen = SeenIds()
+    for event_id in (SeenIds.BITMAP_LIMIT - 16, SeenIds.BITMAP_LIMIT - 1):
+        seen.grow(event_id >> 3)
+    assert len(seen.bits) == SeenIds.BITMAP_LIMIT >> 3

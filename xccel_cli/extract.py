@@ -88,7 +88,8 @@ class SeenIds:
     def grow(self, index: int) -> None:
         """Make byte `index` exist, in place (callers keep a reference to self.bits)."""
         bits = self.bits
-        bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
+        # doubling from a size that is no power of two would overshoot the limit
+        bits.extend(bytes(max(index + 1, min(2 * len(bits), self.BITMAP_LIMIT >> 3)) - len(bits)))
 
     def add_outlier(self, event_id: int) -> bool:
         """Record an id outside the bitmap's range (the reader tests and sets bits in the bitmap itself, inline:

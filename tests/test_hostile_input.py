@@ -748,3 +748,13 @@ def test_the_bitmap_of_seen_ids_never_grows_past_its_limit() -> None:
     for event_id in (SeenIds.BITMAP_LIMIT - 16, SeenIds.BITMAP_LIMIT - 1):
         seen.grow(event_id >> 3)
     assert len(seen.bits) == SeenIds.BITMAP_LIMIT >> 3
+
+
+def test_a_line_of_the_maximum_length_is_not_too_long_when_its_crlf_is_split_between_chunks() -> None:
+    """The CR of a CRLF is no part of the line, even while its LF is still to come in the next chunk."""
+    good = line(event(1, 5, START))
+    chunks = [good + b"z" * 500, b"z" * 524 + b"\r", b"\n" + good]
+    result = ExtractResult(source="chunks")
+    with closing(Rejects(1)) as rejects:
+        _stream(iter(chunks), lambda data: None, LineReader(result, rejects, 1024, 1.0), 1, False, None)
+        assert (result.lines_read, rejects.reasons) == (3, {"invalid_json": 1})

@@ -443,7 +443,8 @@ class LineReader:
                     self.cr_before_first_newline = True
                 parts.append(chunk)
                 held += len(chunk)
-                if held > self.max_line_bytes:
+                # a CR at the chunk's end may be the first half of a CRLF, which is no part of the line
+                if held > self.max_line_bytes + chunk.endswith(b"\r"):
                     self._cr_only_check()
                     self.refuse_long(_head(parts, self.kept_bytes))
                     parts.clear()

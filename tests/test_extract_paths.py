@@ -246,3 +246,16 @@ def test_each_of_several_files_may_start_with_a_bom(db: Database, tmp_path: Path
     result = extract(db, [str(first), str(second)], 1, max_reject_share=0.5)
     assert (result.lines_read, result.loaded, result.duplicates, result.rejected) == (5, 3, 1, 1)
     assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(5, "invalid_json")]
+
+
+def test_a_file_whose_name_looks_like_a_glob_is_read_as_named(tmp_path: Path) -> None:
+    """run-all takes globs, but a pattern that matches nothing while a file has exactly that name is that file."""
+    from xccel_cli.source import expand_sources
+
+    literal = tmp_path / "dump[1].json"
+    literal.write_text(event_line(1, 10) + "\n")
+    other = tmp_path / "dump1.json"
+    assert expand_sources([str(literal)]) == [str(literal)]
+    other.write_text(event_line(2, 10) + "\n")
+    assert expand_sources([str(literal)]) == [str(other)]  # a glob that matches wins, as in a shell
+    assert expand_sources([str(literal), str(tmp_path / "*.json")]) == sorted({str(literal), str(other)})

@@ -251,6 +251,8 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
             found.append(pattern)
             continue
         matches = sorted(str(p) for p in map(Path, glob.glob(os.path.expanduser(pattern))) if p.is_file())
+        if not matches and Path(pattern).expanduser().is_file():
+            matches = [pattern]  # no match, but a file has that very name ("dump[1].json"): as a shell does
         if not matches:
             raise SourceError(f"source not found: no file matches {pattern}")
         found.extend(matches)

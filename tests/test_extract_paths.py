@@ -235,3 +235,27 @@ def test_a_user_who_does_not_own_raw_events_takes_the_merge_path(db: Database, t
         db.conn.execute("RESET ROLE")
         db.conn.execute(f"DROP OWNED BY {role}")
         db.conn.execute(f"DROP ROLE {role}")
+
+
+def test_each_of_several_files_may_start_with_a_bom(db: Database, tmp_path: Path) -> None:
+    """Several files are one dump, but each is its own file: a BOM at the start of any of them is skipped."""
+    first = tmp_path / "a.json"
+    first.write_bytes(b"\xef\xbb\xbf" + "".join(event_line(i, 10) + "\n" for i in (1, 2)).encode())
+    second = tmp_path / "b.json"
+    second.write_bytes(b"\xef\xbb\xbf" + "".join(event_line(i, 10) + "\n" for i in (3, 1)).encode() + b"{bad\n")
+    result = extract(db, [str(first), str(second)], 1, max_reject_share=0.5)
+    assert (result.lines_read, result.loaded, result.duplicates, result.rejected) == (5, 3, 1, 1)
+    assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(5, "invalid_json")]
+
+
+def test_a_file_whose_name_looks_like_a_glob_is_read_as_named(tmp_path: Path) -> None:
+    """run-all takes globs, but a pattern that matches nothing while a file has exactly that name is that file."""
+    from xccel_cli.source import expand_sources
+
+    literal = tmp_path / "dump[1].json"
+    literal.write_text(event_line(1, 10) + "\n")
+    other = tmp_path / "dump1.json"
+    assert expand_sources([str(literal)]) == [str(literal)]
+    other.write_text(event_line(2, 10) + "\n")
+    assert expand_sources([str(literal)]) == [str(other)]  # a glob that matches wins, as in a shell
+    assert expand_sources([str(literal), str(tmp_path / "*.json")]) == sorted({str(literal), str(other)})

@@ -43,6 +43,7 @@ from xccel_cli.extract import (
     ExtractResult,
     LineReader,
     Rejects,
+    SeenIds,
     _stream,
     copy_escape,
 )
@@ -703,3 +704,57 @@ def test_an_over_long_first_line_read_past_in_a_crlf_file_is_no_cr_only_file(db:
     assert db.conn.execute("SELECT line_number, reason, length(raw_line) FROM rejects").fetchall() == [
         (1, "line_too_long", 1024)
     ]
+
+
+def test_an_over_long_last_line_read_past_adds_no_empty_line_after_it(db: Database, tmp_path: Path) -> None:
+    last = with_timestamp(901, PLAIN, ', "x": "' + "z" * (3 * MIB) + '"')  # refused while still being read
+    source = tmp_path / "dump.json"
+    source.write_bytes(GOOD_LINES + last + b"\n")
+    result = run_extract(db, ExtractOptions(str(source), max_reject_share=0.05, max_line_bytes=1024))
+    assert (result.lines_read, result.rejected, result.loaded) == (41, 1, 40)
+    assert db.conn.execute("SELECT line_number, reason FROM rejects").fetchall() == [(41, "line_too_long")]
+
+
+def test_a_duplicate_postgresql_would_refuse_is_a_reject_whichever_pass_reads_it(db: Database, tmp_path: Path) -> None:
+    """A duplicate never reaches COPY; its verdict is still parse_line's, the same whether or not another line
+    makes the extract judge every line (the careful pass)."""
+    duplicate = with_timestamp(1, PLAIN, ', "n": 1e-20000')  # line 1 has id 1
+    body = GOOD_LINES + duplicate + b"\n"
+    source = tmp_path / "dump.json"
+    source.write_bytes(body)
+    fast = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (fast.lines_read, fast.loaded, fast.duplicates, fast.rejected) == (41, 40, 0, 1)
+    db.conn.execute("TRUNCATE raw_events, rejects")
+    # one more line PostgreSQL refuses on COPY: every line is judged by parse_line; the same verdicts
+    source.write_bytes(body + with_timestamp(80, PLAIN, ', "n": 1e-20000') + b"\n")
+    careful = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (careful.lines_read, careful.loaded, careful.duplicates, careful.rejected) == (42, 40, 0, 2)
+    reasons = db.conn.execute("SELECT line_number, reason FROM rejects WHERE run_id = %s", (result_run(db),)).fetchall()
+    assert sorted(reasons) == [(41, "bad_number"), (42, "bad_number")]
+
+
+@pytest.mark.parametrize("cut", ["-", "-12.", "-12.5e", "-12.5e+", "12.5E-"])
+def test_a_last_line_cut_inside_a_number_is_a_cut_download(db: Database, tmp_path: Path, cut: str) -> None:
+    source = tmp_path / "dump.json"
+    source.write_bytes(GOOD_LINES + b'{"id": 99, "type": "placed_order", "event": {"total": ' + cut.encode())
+    with pytest.raises(DataQualityError, match="probably truncated"):
+        run_extract(db, ExtractOptions(str(source)))
+    assert db.conn.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 0
+
+
+def test_the_bitmap_of_seen_ids_never_grows_past_its_limit() -> None:
+    """Doubling from an odd size must not overshoot: ids up to the limit take at most limit / 8 bytes."""
+    seen = SeenIds()
+    for event_id in (SeenIds.BITMAP_LIMIT - 16, SeenIds.BITMAP_LIMIT - 1):
+        seen.grow(event_id >> 3)
+    assert len(seen.bits) == SeenIds.BITMAP_LIMIT >> 3
+
+
+def test_a_line_of_the_maximum_length_is_not_too_long_when_its_crlf_is_split_between_chunks() -> None:
+    """The CR of a CRLF is no part of the line, even while its LF is still to come in the next chunk."""
+    good = line(event(1, 5, START))
+    chunks = [good + b"z" * 500, b"z" * 524 + b"\r", b"\n" + good]
+    result = ExtractResult(source="chunks")
+    with closing(Rejects(1)) as rejects:
+        _stream(iter(chunks), lambda data: None, LineReader(result, rejects, 1024, 1.0), 1, False, None)
+        assert (result.lines_read, rejects.reasons) == (3, {"invalid_json": 1})

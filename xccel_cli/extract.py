@@ -31,7 +31,7 @@ from xccel_cli.config import (
 )
 from xccel_cli.db import Database, one_row, translate_errors
 from xccel_cli.errors import DataQualityError
-from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, parse_line
+from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, number_suspect, parse_line
 from xccel_cli.source import HttpOptions, SourceInfo, open_source, open_sources
 
 __all__ = ["ExtractResult", "Line", "ProgressCallback", "extract"]
@@ -88,7 +88,8 @@ class SeenIds:
     def grow(self, index: int) -> None:
         """Make byte `index` exist, in place (callers keep a reference to self.bits)."""
         bits = self.bits
-        bits.extend(bytes(max(index + 1, 2 * len(bits)) - len(bits)))
+        # doubling from a size that is no power of two would overshoot the limit
+        bits.extend(bytes(max(index + 1, min(2 * len(bits), self.BITMAP_LIMIT >> 3)) - len(bits)))
 
     def add_outlier(self, event_id: int) -> bool:
         """Record an id outside the bitmap's range (the reader tests and sets bits in the bitmap itself, inline:
@@ -442,7 +443,8 @@ class LineReader:
                     self.cr_before_first_newline = True
                 parts.append(chunk)
                 held += len(chunk)
-                if held > self.max_line_bytes:
+                # a CR at the chunk's end may be the first half of a CRLF, which is no part of the line
+                if held > self.max_line_bytes + chunk.endswith(b"\r"):
                     self._cr_only_check()
                     self.refuse_long(_head(parts, self.kept_bytes))
                     parts.clear()
@@ -469,7 +471,9 @@ class LineReader:
         if parts and not skipping:
             tail = b"".join(parts)
             self._cr_only_check(tail)
-            yield tail, True
+            # nothing after the last newline (an over-long line read past to its end, an empty chunk): no line
+            if tail:
+                yield tail, True
 
     def _start(self, chunk: bytes) -> bytes:
         if chunk.startswith(BOM):
@@ -601,6 +605,17 @@ def _stream(
             reader.line_number = line_number
             reader.check_share()
 
+    def refused_duplicate(line_number: int, line: bytes) -> bool:
+        """Whether a duplicate the fast path took is refused: it never reaches COPY, where PostgreSQL would look
+        at its numbers, and the careful pass refuses it (the verdict comes before the id)."""
+        if not number_suspect(line):
+            return False
+        verdict = parse_line(line)
+        if type(verdict) is RefusedLine:
+            refuse(line_number, verdict.reason, verdict.detail, line)
+            return True
+        return False
+
     def row_prefix(event_type: str) -> bytes:
         encoded = event_type.encode()
         prefix = struct.pack(">hi", COPY_FIELDS, len(encoded)) + encoded + run_cell
@@ -675,11 +690,13 @@ def _stream(
                     seen_ids.grow(index)
                     byte = 0
                 if byte & mask:
-                    duplicates += 1
+                    if record is None or not refused_duplicate(line_number, line):
+                        duplicates += 1
                     continue
                 seen_bits[index] = byte | mask
             elif not seen_other(event_id):
-                duplicates += 1
+                if record is None or not refused_duplicate(line_number, line):
+                    duplicates += 1
                 continue
             if customer is not None:
                 logged_in += 1

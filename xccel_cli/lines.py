@@ -126,7 +126,7 @@ def parse_line(line: bytes) -> ParsedLine | RefusedLine:
     try:
         record = decode_line(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        refused = classify(exc)
+        refused = classify(exc, len(line))
         if refused.reason != BAD_TIMESTAMP:
             return refused
         leap = _leap_second(line)
@@ -162,8 +162,8 @@ def number_suspect(line: bytes) -> bool:
     return b"0e" in folded or (len(line) >= len(_LONG_DIGIT_RUN) and _LONG_DIGIT_RUN in folded)
 
 
-def classify(error: Exception) -> RefusedLine:
-    """The reason for a line msgspec refused."""
+def classify(error: Exception, length: int | None = None) -> RefusedLine:
+    """The reason for a line msgspec refused (`length`: the line's, to tell a line that stops early)."""
     message = str(error)
     if isinstance(error, msgspec.ValidationError):
         if "missing required field" in message:
@@ -177,12 +177,18 @@ def classify(error: Exception) -> RefusedLine:
         if "`$.type`" in message:
             return RefusedLine(BAD_TYPE, message)
         return RefusedLine(BAD_STRUCTURE, message)
-    if "truncated" in message:
+    if "truncated" in message or (length is not None and _cut_in_a_number(message, length)):
         return RefusedLine(INVALID_JSON, TRUNCATED_DETAIL)
     return RefusedLine(INVALID_JSON, message)
 
 
 TRUNCATED_DETAIL = "the line ends before the JSON value does (truncated)"
+
+
+def _cut_in_a_number(message: str, length: int) -> bool:
+    """msgspec's words for a number cut after its "-", "." or exponent (sign): an invalid number or character
+    at the byte just past the line's end, where other cuts are "truncated"."""
+    return message.endswith(f"(byte {length})") and ("invalid number" in message or "invalid character" in message)
 
 
 def is_cut(refused: RefusedLine) -> bool:

@@ -32,6 +32,7 @@ from xccel_cli.errors import DataQualityError, SourceError
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
             found.append(pattern)
             continue
         matches = sorted(str(p) for p in map(Path, glob.glob(os.path.expanduser(pattern))) if p.is_file())
+        if not matches and Path(pattern).expanduser().is_file():
+            matches = [pattern]  # no match, but a file has that very name ("dump[1].json"): as a shell does
         if not matches:
             raise SourceError(f"source not found: no file matches {pattern}")
         found.extend(matches)
@@ -258,6 +261,18 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
     if "-" in found:
         raise SourceError("stdin ('-') cannot be combined with other sources")
     return sorted(set(found))
+
+
+def _without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks without a UTF-8 BOM at their start (the first chunks may be shorter than the BOM)."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= len(BOM):
+            break
+    if head := head.removeprefix(BOM):
+        yield head
+    yield from chunks
 
 
 @contextmanager
@@ -275,10 +290,11 @@ def open_sources(sources: Sequence[str], http: HttpOptions = HttpOptions()) -> I
     info = SourceInfo(" ".join(names), "files")
 
     def chunks() -> Iterator[bytes]:
-        for source in sources:
+        for index, source in enumerate(sources):
             with open_source(source, http) as opened:
                 last = b""
-                for chunk in opened.chunks:
+                # the reader skips a BOM at the start of the stream only; each later file may start with one too
+                for chunk in opened.chunks if index == 0 else _without_bom(opened.chunks):
                     if chunk:
                         last = chunk
                     yield chunk

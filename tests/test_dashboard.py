@@ -525,3 +525,15 @@ def test_a_window_leaves_the_histograms_and_their_medians_over_every_customer(db
     # the headlines are the window's
     shown = re.search(r'id="headline-median_visits_before_order".*?<span class="value">([^<]*)</span>', page)
     assert shown and shown.group(1) == number(windowed.median_visits_before_order)
+
+
+def test_a_window_without_customers_does_not_say_nothing_is_published(db: Database, tmp_path: Path) -> None:
+    from datetime import date
+
+    from xccel_cli.conversion import Window
+
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=7, customers=10))
+    page = render_dashboard(db, Window(None, date(2000, 1, 1)))
+    assert report(db).publication_id is not None
+    assert 'id="nothing-published"' not in page and "Nothing is published yet" not in page
+    assert 'id="window"' in page

@@ -209,7 +209,7 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
     medians = data.histogram_medians or {key: getattr(rep, key) for key in HISTOGRAM_MEDIANS}
     banner = (
         ""
-        if rep.sessions > 0
+        if rep.publication_id is not None
         else (
             '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
             "(or extract, sessionize and load) and reload this page.</p>"

@@ -91,15 +91,19 @@ class Front:
         origin: bytes | None = None
         preflight_method: bytes | None = None
         host = b""
+        repeated = False
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
             elif name == b"accept":
-                accept = value.decode("latin-1")
+                repeated = repeated or accept is not None
+                accept = _joined(accept, value)
             elif name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
+                repeated = repeated or if_none_match is not None
+                if_none_match = _joined(if_none_match, value)
             elif name == b"accept-encoding":
-                accept_encoding = value.decode("latin-1")
+                repeated = repeated or accept_encoding is not None
+                accept_encoding = _joined(accept_encoding, value)
             elif name == b"if-modified-since":
                 if_modified_since = value.decode("latin-1")
             elif name == b"origin":
@@ -107,6 +111,8 @@ class Front:
             elif name == b"access-control-request-method":
                 preflight_method = value
 
+        if repeated:  # the routes read these as one line too
+            scope = {**scope, "headers": _with_lists_joined(scope["headers"], accept, if_none_match, accept_encoding)}
         shared = SECURITY_HEADERS
         if self.cors_origins and origin is not None and origin in self.cors_origins:
             shared = [
@@ -218,6 +224,21 @@ class Front:
                 await send({"type": "http.response.body", "body": b"" if head else body})
                 return status
         return int(state["status"])
+
+
+def _joined(earlier: str | None, value: bytes) -> str:
+    """A list header sent on several lines is one list (RFC 9110, 5.3): its lines joined by commas, in order."""
+    text = value.decode("latin-1")
+    return text if earlier is None else f"{earlier}, {text}"
+
+
+def _with_lists_joined(headers: Headers, *values: str | None) -> Headers:
+    """The request's headers with Accept, If-None-Match and Accept-Encoding each on one line."""
+    names = (b"accept", b"if-none-match", b"accept-encoding")
+    kept = [(name, value) for name, value in headers if name not in names]
+    return kept + [
+        (name, value.encode("latin-1")) for name, value in zip(names, values, strict=True) if value is not None
+    ]
 
 
 def _with_vary_origin(headers: Headers) -> Headers:

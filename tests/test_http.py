@@ -355,6 +355,20 @@ def test_openmetrics_when_the_scraper_asks_for_it(cors_server: Server) -> None:
     assert reply.body.rstrip().endswith(b"# EOF")
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text;q=0, text/plain",
+        "text/plain, application/openmetrics-text;q=0.5",
+        "application/openmetrics-text;version=1.0.0;q=0.2, */*",
+    ],
+)
+def test_openmetrics_only_when_the_scraper_prefers_it_by_q_value(cors_server: Server, accept: str) -> None:
+    reply = ask(cors_server.port, "/metrics", {"Accept": accept})
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain"), accept
+    assert not reply.body.rstrip().endswith(b"# EOF")
+
+
 def test_a_new_publication_gives_new_etags_and_moves_the_run_figures(cors_server: Server, loaded: str) -> None:
     """Last in this module: it publishes again on the shared database."""
     port = cors_server.port

@@ -40,7 +40,7 @@ from xccel_cli.web.cache import (
 from xccel_cli.web.middleware import Front, InternalErrorsAsJson, clipped, json_error
 from xccel_cli.web.negotiation import HTML, JSON, TEXT, negotiate
 from xccel_cli.web.service import CHECK_LANES, MetricsService
-from xccel_cli.web.telemetry import RequestMetrics
+from xccel_cli.web.telemetry import OPENMETRICS, RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ OUTAGE_LOG_SECONDS = 10.0
 UNAVAILABLE = "the database is not answering; try again shortly"
 RETRY_AFTER_OUTAGE = "5"  # seconds: the pool reconnects by itself within a few
 RETRY_AFTER_NO_SCHEMA = "60"  # someone has to run init-db first
-OPENMETRICS = "application/openmetrics-text"
 
 # what each endpoint can send, in the server's order of preference (for Accept negotiation and 406)
 OFFERS: dict[str, tuple[str, ...]] = {

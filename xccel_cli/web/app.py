@@ -245,10 +245,15 @@ def send_cached(request: Request, answer: CachedAnswer) -> Prepared:
 def validated_json(request: Request, data: Any, vary: str, status: int = 200, extra: Headers | None = None) -> Prepared:
     """An uncached JSON answer, with an ETag (and 304) all the same."""
     body = json.dumps(data, default=str, separators=(",", ":")).encode()
-    answer = cached_answer(None, body, JSON, vary, compress=False)
-    if status != 200:
-        return Prepared(status, answer.plain.ok_headers + (extra or []), body)
-    return send_cached(request, answer)
+    if status != 200:  # an error answer: no validator, and no-store like every other error
+        headers: Headers = [
+            (b"content-type", JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"vary", vary.encode()),
+        ]
+        return Prepared(status, headers + (extra or []), body)
+    return send_cached(request, cached_answer(None, body, JSON, vary, compress=False))
 
 
 def unavailable_page(message: str) -> bytes:

@@ -96,14 +96,20 @@ class Front:
             if name == b"host":
                 host = value
             elif name == b"accept":
-                repeated = repeated or accept is not None
-                accept = _joined(accept, value)
+                if accept is None:
+                    accept = value.decode("latin-1")
+                else:  # repeated lines: one list (RFC 9110, 5.3), joined by commas in order
+                    accept, repeated = f"{accept}, {value.decode('latin-1')}", True
             elif name == b"if-none-match":
-                repeated = repeated or if_none_match is not None
-                if_none_match = _joined(if_none_match, value)
+                if if_none_match is None:
+                    if_none_match = value.decode("latin-1")
+                else:
+                    if_none_match, repeated = f"{if_none_match}, {value.decode('latin-1')}", True
             elif name == b"accept-encoding":
-                repeated = repeated or accept_encoding is not None
-                accept_encoding = _joined(accept_encoding, value)
+                if accept_encoding is None:
+                    accept_encoding = value.decode("latin-1")
+                else:
+                    accept_encoding, repeated = f"{accept_encoding}, {value.decode('latin-1')}", True
             elif name == b"if-modified-since":
                 if_modified_since = value.decode("latin-1")
             elif name == b"origin":
@@ -224,12 +230,6 @@ class Front:
                 await send({"type": "http.response.body", "body": b"" if head else body})
                 return status
         return int(state["status"])
-
-
-def _joined(earlier: str | None, value: bytes) -> str:
-    """A list header sent on several lines is one list (RFC 9110, 5.3): its lines joined by commas, in order."""
-    text = value.decode("latin-1")
-    return text if earlier is None else f"{earlier}, {text}"
 
 
 def _with_lists_joined(headers: Headers, *values: str | None) -> Headers:

@@ -367,6 +367,7 @@ def test_openmetrics_only_when_the_scraper_prefers_it_by_q_value(cors_server: Se
     reply = ask(cors_server.port, "/metrics", {"Accept": accept})
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain"), accept
     assert not reply.body.rstrip().endswith(b"# EOF")
+    assert reply.headers["vary"] == "Accept, Origin"  # the format depends on Accept, and says so
 
 
 def test_a_new_publication_gives_new_etags_and_moves_the_run_figures(cors_server: Server, loaded: str) -> None:

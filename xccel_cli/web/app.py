@@ -462,7 +462,7 @@ def create_app(
     async def prometheus_metrics(request: Request) -> Response:
         figures = await asyncio.to_thread(service.run_figures)
         body, content_type = telemetry.exposition(figures, request.headers.get("accept"))
-        return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
+        return Response(body, media_type=content_type, headers={"cache-control": "no-store", "vary": "Accept"})
 
     openapi_answer: list[CachedAnswer] = []
 

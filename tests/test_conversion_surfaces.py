@@ -111,9 +111,11 @@ def test_the_api_answers_conversion_and_windows(server: Server, loaded: str) -> 
     assert orders == xccel_json(*window, "--database-url", loaded)
     assert orders["customers"] == 2
     assert server.get_json("/metrics/orders")["customers"] == 4  # the plain path is not the windowed answer
-    for bad in ("since=2022-04-05&until=2022-04-01", "since=yesterday"):
-        reply = server.request(f"/metrics/conversion?{bad}")
-        assert reply.status == 400 and set(reply.json) == {"error"}, reply
+    # YYYY-MM-DD only, as `report --since` takes it: not the other ISO 8601 forms (basic, week dates)
+    for bad in ("since=2022-04-05&until=2022-04-01", "since=yesterday", "since=20220402", "until=2022-W13-7"):
+        for path in ("/metrics/conversion", "/metrics/orders", "/metrics/referrers", "/dashboard"):
+            reply = server.request(f"{path}?{bad}")
+            assert reply.status == 400 and set(reply.json) == {"error"}, (path, bad, reply.status)
     by_referrer = server.get_json("/metrics/referrers?since=2022-04-02&until=2022-04-03")
     assert by_referrer == xccel_json("--by", "referrer", *window, "--database-url", loaded)
     assert sum(row["sessions"] for row in by_referrer) == 3

@@ -498,3 +498,42 @@ def test_the_page_reads_on_two_connections_and_gets_the_same_rows(db: Database, 
     assert "dashboard_daily.sql" in main.files and "weekly_medians.sql" not in main.files
     assert asdict(two) == asdict(one)
     assert two.report.publication_id is not None and two.weeks and two.daily and two.funnel and two.referrers
+
+
+def test_a_window_leaves_the_histograms_and_their_medians_over_every_customer(db: Database, tmp_path: Path) -> None:
+    """The visit and duration histograms cover every customer (the window is for the headlines, the conversion and
+    the weekly trend), so the median each one marks and names is every customer's too, not the window's."""
+    from datetime import date
+
+    from xccel_cli.conversion import Window
+
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=1, customers=60))
+    whole = report(db)
+    window = Window(date(2022, 4, 20), date(2022, 4, 20))
+    windowed = report(db, window)
+    assert windowed.customers and windowed.median_visits_before_order != whole.median_visits_before_order
+    assert windowed.median_session_duration_minutes_before_order != whole.median_session_duration_minutes_before_order
+    page = render_dashboard(db, window)
+    assert table(parse(page), "table-visits") == table(parse(render_dashboard(db)), "table-visits")
+    visits = re.search(r'<figure id="figure-visits">.*?</figure>', page)
+    assert visits is not None
+    assert f"(median {number(whole.median_visits_before_order)}, dashed line)" in visits.group(0)
+    assert f"median {number(whole.median_visits_before_order)} sessions before the first order" in visits.group(0)
+    durations = re.search(r'<figure id="figure-durations">.*?</figure>', page)
+    assert durations is not None
+    assert f"first order: {number(whole.median_session_duration_minutes_before_order)} min" in durations.group(0)
+    # the headlines are the window's
+    shown = re.search(r'id="headline-median_visits_before_order".*?<span class="value">([^<]*)</span>', page)
+    assert shown and shown.group(1) == number(windowed.median_visits_before_order)
+
+
+def test_a_window_without_customers_does_not_say_nothing_is_published(db: Database, tmp_path: Path) -> None:
+    from datetime import date
+
+    from xccel_cli.conversion import Window
+
+    load_dump(db, write_dump(tmp_path / "events.ndjson", seed=7, customers=10))
+    page = render_dashboard(db, Window(None, date(2000, 1, 1)))
+    assert report(db).publication_id is not None
+    assert 'id="nothing-published"' not in page and "Nothing is published yet" not in page
+    assert 'id="window"' in page

@@ -355,6 +355,21 @@ def test_openmetrics_when_the_scraper_asks_for_it(cors_server: Server) -> None:
     assert reply.body.rstrip().endswith(b"# EOF")
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text;q=0, text/plain",
+        "text/plain, application/openmetrics-text;q=0.5",
+        "application/openmetrics-text;version=1.0.0;q=0.2, */*",
+    ],
+)
+def test_openmetrics_only_when_the_scraper_prefers_it_by_q_value(cors_server: Server, accept: str) -> None:
+    reply = ask(cors_server.port, "/metrics", {"Accept": accept})
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain"), accept
+    assert not reply.body.rstrip().endswith(b"# EOF")
+    assert reply.headers["vary"] == "Accept, Origin"  # the format depends on Accept, and says so
+
+
 def test_a_new_publication_gives_new_etags_and_moves_the_run_figures(cors_server: Server, loaded: str) -> None:
     """Last in this module: it publishes again on the shared database."""
     port = cors_server.port
@@ -508,3 +523,31 @@ def test_openapi_says_what_each_answer_is(cors_server: Server) -> None:
     assert set(dashboard["200"]["content"]) == {"text/html"} and "304" in dashboard
     metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert set(metrics) == {"text/plain", "application/openmetrics-text"}
+
+
+def test_a_header_sent_on_several_lines_is_read_as_one_list(cors_server: Server) -> None:
+    """RFC 9110, 5.3: Accept, Accept-Encoding and If-None-Match lines repeated in a request form one
+    comma-separated list, on the paths Front answers itself and on those the routes answer alike."""
+
+    def exchange(path: str, *lines: str) -> tuple[int, dict[str, str], bytes]:
+        head = "".join(f"{line}\r\n" for line in lines)
+        return split_raw(
+            raw_exchange(
+                cors_server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}Connection: close\r\n\r\n".encode()
+            )
+        )
+
+    for path in ("/metrics/orders", "/metrics/orders?since=2022-04-01", "/dashboard", "/health"):
+        etag = ask(cors_server.port, path).headers["etag"]
+        for first, second in ((etag, '"other"'), ('"other"', etag)):
+            status, _, body = exchange(path, f"If-None-Match: {first}", f"If-None-Match: {second}")
+            assert (status, body) == (304, b""), (path, first)
+        for first, second in (("application/json", "text/html"), ("text/html", "application/json")):
+            status, headers, _ = exchange(path, f"Accept: {first}", f"Accept: {second}")
+            assert status == 200 and headers["content-type"].startswith(
+                "text/html" if path == "/dashboard" else "application/json"
+            )
+    for first, second in (("br", "gzip"), ("gzip", "br")):
+        status, headers, body = exchange("/dashboard", f"Accept-Encoding: {first}", f"Accept-Encoding: {second}")
+        assert status == 200 and headers.get("content-encoding") == "gzip", (first, second)
+        assert gzip.decompress(body).startswith(b"<!DOCTYPE html>")

@@ -111,3 +111,20 @@ def test_if_modified_since_only_without_if_none_match() -> None:
     assert answer.respond(None, '"other"', same_second)[0] == 200  # If-None-Match decides when present
     unpublished = cached_answer(None, b"{}", JSON, "Accept", compress=False)
     assert unpublished.respond(None, None, same_second)[0] == 200
+
+
+def test_if_modified_since_is_read_in_all_three_http_date_formats() -> None:
+    """RFC 9110, 5.6.7: a recipient must accept IMF-fixdate, the obsolete RFC 850 form and asctime (all GMT)."""
+    from datetime import UTC, datetime
+
+    key = (7, datetime(2024, 5, 1, 12, 0, 0, 654321, tzinfo=UTC))
+    answer = cached_answer(key, b'{"a":1}', JSON, "Accept", compress=False)
+    for same_second in (
+        "Wed, 01 May 2024 12:00:00 GMT",
+        "Wednesday, 01-May-24 12:00:00 GMT",
+        "Wed May  1 12:00:00 2024",
+    ):
+        assert answer.respond(None, None, same_second)[0] == 304, same_second
+    for earlier in ("Wed, 01 May 2024 11:59:59 GMT", "Wednesday, 01-May-24 11:59:59 GMT", "Wed May  1 11:59:59 2024"):
+        assert answer.respond(None, None, earlier)[0] == 200, earlier
+    assert answer.respond(None, None, "Wed, 01 May 2024 12:00:00")[0] == 200  # no zone: not an HTTP date, ignored

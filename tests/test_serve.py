@@ -485,6 +485,8 @@ def test_survives_the_database_going_away_and_coming_back(serve: Any, restartabl
     assert down.status == 503
     assert (down.json["status"], down.json["database"], down.json["schema_ready"]) == ("unavailable", "down", None)
     assert down.json["error"] == "the database is not answering; try again shortly"
+    # an error answer like the others: no validator, nothing a cache may keep
+    assert down.headers["cache-control"] == "no-store" and "etag" not in down.headers, down.headers
 
     restartable.start()
     deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ runnable under psql). This module adds the intervals, which are small arithmetic
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -29,6 +30,7 @@ CONFIDENCE = 0.95
 Z = 1.959963984540054  # the standard normal quantile for a two-sided 95 % interval
 HALF = 0.5 - 1e-12  # "half of all customers": the curve comes from exp/ln sums, so allow for rounding
 
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # the one form of a window's day: YYYY-MM-DD
 WINDOW_BOUNDS = "UTC calendar days, both inclusive: since 00:00:00 to until 23:59:59.999999"
 MEDIAN_INTERVAL_METHOD = "exact distribution-free order-statistic interval (Binomial(n, 1/2) ranks), >= 95 %"
 
@@ -92,6 +94,9 @@ def parse_window(since: str | None, until: str | None) -> Window:
         if text is None:
             return None
         try:
+            # fromisoformat alone also takes 20220401 and 2022-W13-7, which `report --since` refuses
+            if not DAY.fullmatch(text):
+                raise ValueError(text)
             return date.fromisoformat(text)
         except ValueError:
             raise ConfigError(f"{name} must be a date as YYYY-MM-DD, not {text!r}") from None

@@ -84,6 +84,7 @@ FUNNEL_LABELS = {
     "add_product_to_cart": "add to cart",
     "placed_order": "order",
 }
+HISTOGRAM_MEDIANS = ("median_visits_before_order", "median_session_duration_minutes_before_order")
 VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
 REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it lists all
 
@@ -97,6 +98,9 @@ class DashboardData:
     daily: list[dict[str, Any]]
     funnel: list[dict[str, Any]]
     weeks: list[WeekRow] = field(default_factory=list)
+    # the medians marked on the visit and duration histograms, which cover every customer; None: the report's
+    # own (no window)
+    histogram_medians: dict[str, float | None] | None = None
 
 
 @dataclass
@@ -146,6 +150,11 @@ def _report_side_charts(db: Database, window: Window | None) -> tuple[int | None
         published = latest_publication(db)
         rows: dict[str, Any] = {key: db.query_file(QUERIES[key]) for key in ("visits", "durations")}
         rows["weeks"] = weekly_medians(db, window)
+        if window is not None and not window.is_open:
+            # the histograms are not windowed, so the medians drawn on them must not be either
+            rows["histogram_medians"] = {
+                key: db.query_file(f"{key}.sql", Window().settings())[0][key] for key in HISTOGRAM_MEDIANS
+            }
     return (published["publication_id"] if published else None), rows
 
 
@@ -197,9 +206,10 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
     """The page for rows already read (pure: no database)."""
     rep = data.report
     generated = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    medians = data.histogram_medians or {key: getattr(rep, key) for key in HISTOGRAM_MEDIANS}
     banner = (
         ""
-        if rep.sessions > 0
+        if rep.publication_id is not None
         else (
             '<p class="empty" id="nothing-published">Nothing is published yet: run <code>xccel run-all</code> '
             "(or extract, sessionize and load) and reload this page.</p>"
@@ -212,8 +222,8 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         _headlines(rep),
         conversion_cards.conversion_cards(rep.conversion, data.weeks, rep.window),
         '<div class="grid">',
-        _visits_figure(data.visits, rep),
-        _durations_figure(data.durations, rep),
+        _visits_figure(data.visits, medians["median_visits_before_order"]),
+        _durations_figure(data.durations, medians["median_session_duration_minutes_before_order"]),
         "</div>",
         _referrers_figure(data.referrers),
         _daily_figures(data.daily),
@@ -398,11 +408,11 @@ def _empty(chart_id: str, title: str, message: str, layouts: Sequence[tuple[str,
     return variants(chart_id, lambda svg_id, width: charts.empty_chart(svg_id, title, message, width), layouts)
 
 
-def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
+def _visits_figure(visits: list[dict[str, Any]], median: float | None) -> str:
     title = "Customers by sessions before their first order"
     caption = (
         "Customers with an order, by the number of sessions before the session of their first order "
-        f"(median {_fmt(rep.median_visits_before_order)}, dashed line)."
+        f"(median {_fmt(median)}, dashed line)."
     )
     if not visits:
         svg = _empty("chart-visits", title, "No customer with an order yet.")
@@ -415,7 +425,6 @@ def _visits_figure(visits: list[dict[str, Any]], rep: Report) -> str:
         categories = [str(i) for i in range(bars)]
         if top >= VISIT_BARS:
             categories[-1] = f"{VISIT_BARS}+"
-        median = rep.median_visits_before_order
         marker = None if median is None else (min(median, VISIT_BARS), f"median {number(median)}")
         svg = variants(
             "chart-visits",
@@ -451,13 +460,13 @@ def _duration_label(row: dict[str, Any]) -> str:
     return f"{number(row['lower_minutes'])}–{number(row['upper_minutes'])}"
 
 
-def _durations_figure(durations: list[dict[str, Any]], rep: Report) -> str:
+def _durations_figure(durations: list[dict[str, Any]], median: float | None) -> str:
     title = "Session duration: before the first order vs all sessions"
     caption = (
         "Share of sessions per duration bin, in minutes. The bins are of equal width (5 minutes, lower bound "
         "included), so bar heights compare; the first bar holds one-event sessions (duration 0), the last every "
         "session of 120 minutes or more. "
-        f"Median before the first order: {_fmt(rep.median_session_duration_minutes_before_order, 'min')}."
+        f"Median before the first order: {_fmt(median, 'min')}."
     )
     total_before = sum(r["sessions_before_order"] for r in durations)
     total_all = sum(r["sessions"] for r in durations)

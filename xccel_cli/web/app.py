@@ -40,7 +40,7 @@ from xccel_cli.web.cache import (
 from xccel_cli.web.middleware import Front, InternalErrorsAsJson, clipped, json_error
 from xccel_cli.web.negotiation import HTML, JSON, TEXT, negotiate
 from xccel_cli.web.service import CHECK_LANES, MetricsService
-from xccel_cli.web.telemetry import RequestMetrics
+from xccel_cli.web.telemetry import OPENMETRICS, RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ OUTAGE_LOG_SECONDS = 10.0
 UNAVAILABLE = "the database is not answering; try again shortly"
 RETRY_AFTER_OUTAGE = "5"  # seconds: the pool reconnects by itself within a few
 RETRY_AFTER_NO_SCHEMA = "60"  # someone has to run init-db first
-OPENMETRICS = "application/openmetrics-text"
 
 # what each endpoint can send, in the server's order of preference (for Accept negotiation and 406)
 OFFERS: dict[str, tuple[str, ...]] = {
@@ -246,10 +245,15 @@ def send_cached(request: Request, answer: CachedAnswer) -> Prepared:
 def validated_json(request: Request, data: Any, vary: str, status: int = 200, extra: Headers | None = None) -> Prepared:
     """An uncached JSON answer, with an ETag (and 304) all the same."""
     body = json.dumps(data, default=str, separators=(",", ":")).encode()
-    answer = cached_answer(None, body, JSON, vary, compress=False)
-    if status != 200:
-        return Prepared(status, answer.plain.ok_headers + (extra or []), body)
-    return send_cached(request, answer)
+    if status != 200:  # an error answer: no validator, and no-store like every other error
+        headers: Headers = [
+            (b"content-type", JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"vary", vary.encode()),
+        ]
+        return Prepared(status, headers + (extra or []), body)
+    return send_cached(request, cached_answer(None, body, JSON, vary, compress=False))
 
 
 def unavailable_page(message: str) -> bytes:
@@ -458,7 +462,7 @@ def create_app(
     async def prometheus_metrics(request: Request) -> Response:
         figures = await asyncio.to_thread(service.run_figures)
         body, content_type = telemetry.exposition(figures, request.headers.get("accept"))
-        return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
+        return Response(body, media_type=content_type, headers={"cache-control": "no-store", "vary": "Accept"})
 
     openapi_answer: list[CachedAnswer] = []
 

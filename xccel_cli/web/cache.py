@@ -13,8 +13,9 @@ import asyncio
 import dataclasses
 import gzip
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
@@ -151,13 +152,21 @@ def not_modified_since(key: PublicationKey, if_modified_since: str) -> bool:
     return key is not None and since is not None and int(key[1].timestamp()) <= since
 
 
+# asctime, the third HTTP-date form (RFC 9110, 5.6.7): it names no zone, and means GMT
+ASCTIME = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}")
+
+
 @lru_cache(maxsize=64)
 def _http_date(text: str) -> int | None:
     try:
         parsed = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
-    return int(parsed.timestamp()) if parsed.tzinfo is not None else None
+    if parsed.tzinfo is None:
+        if not ASCTIME.fullmatch(text.strip()):
+            return None
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
 
 
 def cached_answer(key: PublicationKey, body: bytes, media_type: str, vary: str, *, compress: bool) -> CachedAnswer:

@@ -91,15 +91,25 @@ class Front:
         origin: bytes | None = None
         preflight_method: bytes | None = None
         host = b""
+        repeated = False
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
             elif name == b"accept":
-                accept = value.decode("latin-1")
+                if accept is None:
+                    accept = value.decode("latin-1")
+                else:  # repeated lines: one list (RFC 9110, 5.3), joined by commas in order
+                    accept, repeated = f"{accept}, {value.decode('latin-1')}", True
             elif name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
+                if if_none_match is None:
+                    if_none_match = value.decode("latin-1")
+                else:
+                    if_none_match, repeated = f"{if_none_match}, {value.decode('latin-1')}", True
             elif name == b"accept-encoding":
-                accept_encoding = value.decode("latin-1")
+                if accept_encoding is None:
+                    accept_encoding = value.decode("latin-1")
+                else:
+                    accept_encoding, repeated = f"{accept_encoding}, {value.decode('latin-1')}", True
             elif name == b"if-modified-since":
                 if_modified_since = value.decode("latin-1")
             elif name == b"origin":
@@ -107,6 +117,8 @@ class Front:
             elif name == b"access-control-request-method":
                 preflight_method = value
 
+        if repeated:  # the routes read these as one line too
+            scope = {**scope, "headers": _with_lists_joined(scope["headers"], accept, if_none_match, accept_encoding)}
         shared = SECURITY_HEADERS
         if self.cors_origins and origin is not None and origin in self.cors_origins:
             shared = [
@@ -218,6 +230,15 @@ class Front:
                 await send({"type": "http.response.body", "body": b"" if head else body})
                 return status
         return int(state["status"])
+
+
+def _with_lists_joined(headers: Headers, *values: str | None) -> Headers:
+    """The request's headers with Accept, If-None-Match and Accept-Encoding each on one line."""
+    names = (b"accept", b"if-none-match", b"accept-encoding")
+    kept = [(name, value) for name, value in headers if name not in names]
+    return kept + [
+        (name, value.encode("latin-1")) for name, value in zip(names, values, strict=True) if value is not None
+    ]
 
 
 def _with_vary_origin(headers: Headers) -> Headers:

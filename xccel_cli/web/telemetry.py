@@ -17,9 +17,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from xccel_cli.monitoring import FiguresCollector, RunFigures
+from xccel_cli.web.negotiation import TEXT, negotiate
 
 # from a cached answer (well under a millisecond) to a recomputed dashboard (a fraction of a second)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+OPENMETRICS = "application/openmetrics-text"
 OTHER = "other"  # any path that is not an endpoint: one label, whatever clients send
 
 
@@ -75,5 +77,7 @@ class RequestMetrics(Collector):
     def exposition(self, figures: RunFigures, accept: str | None) -> tuple[bytes, str]:
         """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks for it."""
         self.figures.figures = figures
-        encoder, content_type = choose_encoder(accept or "")
+        # choose_encoder picks OpenMetrics whenever the header names it, q=0 included: the q-values decide here
+        chosen = negotiate(accept, (TEXT, OPENMETRICS))
+        encoder, content_type = choose_encoder(accept if accept and chosen == OPENMETRICS else "")
         return encoder(self.registry), content_type

@@ -41,7 +41,11 @@ SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minu
        coalesce(nullif(current_setting('xccel.timezone', true), ''), 'UTC') AS tz,
        coalesce(nullif(current_setting('xccel.split_on_referrer', true), ''), 'false')::boolean
            AS split_on_referrer,
-       make_interval(secs => nullif(current_setting('xccel.max_session_hours', true), '')::double precision * 3600)
+       -- at least a microsecond, the timestamps' step: a cap that rounds to zero would make the cuts'
+       -- recursion find its own start again, for ever (and an event at the start's microsecond is not after it)
+       CASE WHEN nullif(current_setting('xccel.max_session_hours', true), '') IS NOT NULL
+            THEN greatest(make_interval(secs => current_setting('xccel.max_session_hours')::double precision * 3600),
+                          interval '1 microsecond') END
            AS cap,
        coalesce(nullif(current_setting('xccel.full_refresh', true), ''), 'true')::boolean AS full_refresh,
        coalesce(nullif(current_setting('xccel.since_run_id', true), ''), '0')::bigint AS since_run_id;

@@ -263,6 +263,18 @@ def test_a_heavy_customer_and_midnight_at_plus_13_45(db: Database, spark: Any, t
     assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
 
 
+def test_a_cap_below_a_microsecond_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """A cap that rounds to zero microseconds made every event of every session a cut in Spark (the first
+    included) and PostgreSQL's recursion endless: both take one microsecond, the timestamps' step."""
+    micro = timedelta(microseconds=1)
+    records = [event(1, 7, START), event(2, 7, START), event(3, 7, START + micro)]
+    records += [event(4, 7, START + micro, "placed_order"), event(5, 7, START + timedelta(minutes=1))]
+    path = tmp_path / "tiny-cap.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    expected, _ = assert_same(db, spark, [str(path)], SessionRules(max_session_hours=1e-10), tmp_path / "warehouse")
+    assert expected.report["cut_sessions"] == 2 and expected.report["sessions"] == 3
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),

@@ -571,7 +571,8 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
 def _apply_cap(flags: DataFrame, hours: float) -> tuple[DataFrame, int]:
     """Inside each session at least `hours` long, the first event `hours` after the session's start starts the
     next one, and so on from that event (sql/sessionize.sql's recursive session_cuts)."""
-    cap_us = round(float(hours) * 3600 * 1_000_000)
+    # at least one microsecond (sql/sessionize.sql): with zero, every event, the first included, would be a cut
+    cap_us = max(1, round(float(hours) * 3600 * 1_000_000))
     spans = flags.groupBy("customer_id", "increment").agg(
         (F.max("ts_us") - F.min("ts_us")).alias("span"),
         F.sort_array(F.collect_list(F.struct("ts_us", "event_id"))).alias("events"),

@@ -275,6 +275,30 @@ def test_a_cap_below_a_microsecond_on_both_engines(db: Database, spark: Any, tmp
     assert expected.report["cut_sessions"] == 2 and expected.report["sessions"] == 3
 
 
+def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """payload -> 'event' ->> 'referrer' gives jsonb's text: numbers as numeric prints them (1e2 is 100, 1.50
+    keeps its zero), objects with their keys by length then bytes, the last of duplicate keys. The Spark job
+    printed Python's floats and key order instead, so sessions split on the referrer differed."""
+    stamp = "2026-03-01T08:0{}:00"
+    lines = [
+        b'{"id": 1, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1.50,'
+        b' "page": {"b": 1, "a": [1.0E1, -0.0], "aa": "\\u0001\\n", "b": 2}}}' % stamp.format(0).encode(),
+        b'{"id": 2, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1.5}}'
+        % stamp.format(1).encode(),
+        b'{"id": 3, "type": "placed_order", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1e2}}'
+        % stamp.format(2).encode(),
+        b'{"id": 4, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 100}}'
+        % stamp.format(3).encode(),
+    ]
+    path = tmp_path / "typed-referrers.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert_same(db, spark, [str(path)], SessionRules(split_on_referrer=True), tmp_path / "warehouse")
+    rows = db.conn.execute("SELECT referrer, landing_page FROM sessions ORDER BY session_number").fetchall()
+    assert rows == [("1.50", '{"a": [10, 0.0], "b": 2, "aa": "\\u0001\\n"}'), ("1.5", None), ("100", None)]
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),

@@ -24,6 +24,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -113,19 +114,33 @@ def session_builder(master: str | None, conf: dict[str, str], app_name: str = "x
 
 
 def _render_json_text(value: Any) -> str | None:
-    """What PostgreSQL's `->>` gives for a JSON value: the string itself, else its JSON text."""
+    """What PostgreSQL's `->>` gives for a JSON value (decoded with floats as Decimal): the string itself, else
+    jsonb's text of it."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
+    return _jsonb_text(value)
+
+
+def _jsonb_text(value: Any) -> str:
+    """jsonb's text form: numbers as numeric prints them (1e2 is 100, 1.50 keeps its zero, -0 is 0), a space
+    after ':' and ',', object keys shortest first, then bytewise (duplicate keys: the last one was decoded)."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
-        return json.dumps(value)
-    # objects and arrays: jsonb's text form puts a space after ':' and ','
-    return json.dumps(msgspec.to_builtins(value), ensure_ascii=False, separators=(", ", ": "))
+    if isinstance(value, Decimal):
+        text = format(value, "f")  # plain notation, with the digits after the point the text implied
+        return text[1:] if value.is_zero() and text.startswith("-") else text
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
+    return "{" + ", ".join(f"{json.dumps(key, ensure_ascii=False)}: {_jsonb_text(value[key])}" for key in keys) + "}"
 
 
 class EventExtras(msgspec.Struct):
@@ -145,7 +160,8 @@ def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
 
     from xccel_cli.lines import ParsedLine, parse_line
 
-    decode_extras = msgspec.json.Decoder(Extras).decode
+    # floats as Decimal: their text decides what PostgreSQL's numeric prints
+    decode_extras = msgspec.json.Decoder(Extras, float_hook=Decimal).decode
     arrow_schema = pa.schema(
         [
             pa.field("file_index", pa.int64(), False),

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,22 @@ def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
     assert_same(db, spark, [str(path)], SessionRules(split_on_referrer=True), tmp_path / "warehouse")
     rows = db.conn.execute("SELECT referrer, landing_page FROM sessions ORDER BY session_number").fetchall()
     assert rows == [("1.50", '{"a": [10, 0.0], "b": 2, "aa": "\\u0001\\n"}'), ("1.5", None), ("100", None)]
+
+
+def test_gaps_of_centuries_give_postgresqls_seconds_bit_for_bit(db: Database, spark: Any, tmp_path: Path) -> None:
+    """time is the exact count of microseconds / 1e6 rounded once (PostgreSQL's numeric epoch, cast). Past 2**53
+    microseconds (about 285 years: an outlier clock in year 1 or 9999) a double of the count is already
+    rounded, and the job's division rounded a second time: a last bit off for about one gap in four."""
+    stamps = ["0001-01-01T00:00:00Z", "2022-04-22T10:00:00.142542Z", "9999-12-31T23:59:59Z"]
+    records = [
+        {"id": i, "type": "page_view", "event": {"customer-id": 7, "timestamp": t}} for i, t in enumerate(stamps, 1)
+    ]
+    path = tmp_path / "centuries.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    assert_same(db, spark, [str(path)], SessionRules(), tmp_path / "warehouse")
+    times = [row[0] for row in db.conn.execute('SELECT "time" FROM tb_events ORDER BY event_id').fetchall()]
+    at = [datetime.fromisoformat(t) for t in stamps]
+    assert times == [None, (at[1] - at[0]).total_seconds(), (at[2] - at[1]).total_seconds()]
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

@@ -545,7 +545,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
         F.expr("timestamp_micros(prev_us)").alias("prev_timestamp"),
         F.col("starts").cast("int").alias("new_session"),
         # seconds as PostgreSQL's extract(epoch FROM interval) gives them: exact microseconds / 1e6
-        ((F.col("ts_us") - F.col("prev_us")).cast("double") / F.lit(1e6)).alias("time"),
+        _seconds("ts_us - prev_us").alias("time"),
         F.col("increment").cast("int").alias("increment"),
         F.concat_ws("_", F.col("customer_id").cast("string"), F.col("increment").cast("string")).alias("session_id"),
     )
@@ -568,9 +568,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
             F.expr("timestamp_micros(first_us)").alias("started_at"),
             F.expr("timestamp_micros(last_us)").alias("ended_at"),
             # two steps, as extract(epoch FROM max - min)::double precision / 60: bit-equal doubles
-            (((F.col("last_us") - F.col("first_us")).cast("double") / F.lit(1e6)) / F.lit(60.0)).alias(
-                "duration_minutes"
-            ),
+            (_seconds("last_us - first_us") / F.lit(60.0)).alias("duration_minutes"),
             "event_count",
             "has_order",
             "landing_page",
@@ -582,6 +580,17 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
         )
     )
     return tb_events, sessions, cut_sessions, flags
+
+
+def _seconds(micros: str) -> Any:
+    """A non-negative count of microseconds (an SQL expression) in seconds, rounded once, as PostgreSQL casts its
+    exact numeric epoch to double precision. Below 2**53 the count is an exact double and the division rounds
+    once; above (gaps of centuries) a double of the count is rounded already, so the decimal text is parsed."""
+    return F.expr(
+        f"CASE WHEN ({micros}) < {2**53} THEN CAST(({micros}) AS DOUBLE) / CAST(1000000 AS DOUBLE)"
+        f" WHEN ({micros}) IS NOT NULL THEN CAST(concat(CAST(({micros}) DIV 1000000 AS STRING), '.',"
+        f" lpad(CAST(({micros}) % 1000000 AS STRING), 6, '0')) AS DOUBLE) END"
+    )
 
 
 def _apply_cap(flags: DataFrame, hours: float) -> tuple[DataFrame, int]:

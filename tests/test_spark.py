@@ -315,6 +315,20 @@ def test_gaps_of_centuries_give_postgresqls_seconds_bit_for_bit(db: Database, sp
     assert times == [None, (at[1] - at[0]).total_seconds(), (at[2] - at[1]).total_seconds()]
 
 
+def test_midnight_in_cet_keeps_summer_time_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """CET is an IANA zone with summer time (as Java reads it); PostgreSQL's AT TIME ZONE took it for the fixed
+    abbreviation. 21:50Z and 22:10Z on a summer day are either side of midnight in CET, not in UTC+1."""
+    stamps = ["2026-06-29T21:50:00Z", "2026-06-29T22:10:00Z", "2026-01-10T22:50:00Z", "2026-01-10T23:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "cet.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    rules = SessionRules(split_at_midnight=True, timezone="CET")
+    expected, _ = assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+    assert expected.report["sessions"] == 4
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),

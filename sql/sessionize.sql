@@ -32,6 +32,8 @@ DROP TABLE IF EXISTS pg_temp.rebuild_customers;
 DROP TABLE IF EXISTS pg_temp.session_cuts;
 DROP TABLE IF EXISTS pg_temp.long_session_events;
 DROP TABLE IF EXISTS pg_temp.rule_flags;
+DROP TABLE IF EXISTS pg_temp.zone_settings;
+DROP FUNCTION IF EXISTS pg_temp.local_day(timestamptz);
 
 CREATE TEMP TABLE session_settings AS
 SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minutes', true), ''), '30')::int)
@@ -41,10 +43,33 @@ SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minu
        coalesce(nullif(current_setting('xccel.timezone', true), ''), 'UTC') AS tz,
        coalesce(nullif(current_setting('xccel.split_on_referrer', true), ''), 'false')::boolean
            AS split_on_referrer,
-       make_interval(secs => nullif(current_setting('xccel.max_session_hours', true), '')::double precision * 3600)
+       -- at least a microsecond, the timestamps' step: a cap that rounds to zero would make the cuts'
+       -- recursion find its own start again, for ever (and an event at the start's microsecond is not after it)
+       CASE WHEN nullif(current_setting('xccel.max_session_hours', true), '') IS NOT NULL
+            THEN greatest(make_interval(secs => current_setting('xccel.max_session_hours')::double precision * 3600),
+                          interval '1 microsecond') END
            AS cap,
        coalesce(nullif(current_setting('xccel.full_refresh', true), ''), 'true')::boolean AS full_refresh,
        coalesce(nullif(current_setting('xccel.since_run_id', true), ''), '0')::bigint AS since_run_id;
+
+-- The midnight rule's calendar day where the zone's name is also one of PostgreSQL's time zone abbreviations
+-- ('CET', 'EET', 'MET', 'WET'): AT TIME ZONE reads such a name as the abbreviation's fixed offset, without
+-- the zone's summer time, while the TimeZone setting reads zone names only. A function per event costs more,
+-- so every other name keeps AT TIME ZONE, as do UTC, UCT, GMT and Zulu (UTC either way) and EST, MST and HST
+-- (fixed offsets in this century either way; the Spark job reads these three as fixed offsets too).
+CREATE TEMP TABLE zone_settings AS
+SELECT (SELECT split_at_midnight FROM session_settings)
+       AND lower(tz) NOT IN ('utc', 'uct', 'gmt', 'zulu', 'est', 'mst', 'hst')
+       AND lower(tz) IN (SELECT lower(abbrev) FROM pg_timezone_abbrevs) AS through_setting
+FROM session_settings;
+DO $$
+BEGIN
+    EXECUTE format('CREATE FUNCTION pg_temp.local_day(timestamptz) RETURNS date LANGUAGE sql STABLE'
+                   ' SET timezone = %L AS ''SELECT $1::date''',
+                   (SELECT CASE WHEN z.through_setting THEN s.tz ELSE 'UTC' END
+                    FROM pg_temp.session_settings s, pg_temp.zone_settings z));
+END
+$$;
 
 -- Incremental runs: the customers with events newer than the last result (empty on a full refresh).
 CREATE TEMP TABLE rebuild_customers AS
@@ -69,7 +94,9 @@ WITH scope AS NOT MATERIALIZED (  -- adds: the rebuilt customers' events, with r
                 THEN nullif(e.payload -> 'event' ->> 'page', '') END AS page,
            -- the calendar day in the midnight rule's zone, converted once per event (lag carries it)
            CASE WHEN (SELECT split_at_midnight FROM session_settings)
-                THEN (e."timestamp" AT TIME ZONE (SELECT tz FROM session_settings))::date END AS local_day
+                THEN CASE WHEN (SELECT through_setting FROM zone_settings) THEN pg_temp.local_day(e."timestamp")
+                          ELSE (e."timestamp" AT TIME ZONE (SELECT tz FROM session_settings))::date END
+           END AS local_day
     FROM raw_events e
     WHERE e.customer_id IS NOT NULL
       AND ((SELECT full_refresh FROM session_settings)

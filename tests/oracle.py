@@ -61,7 +61,12 @@ def sessionize(events: Iterable[dict[str, Any]], rules: SessionRules | None = No
     rules = rules or SessionRules()
     timeout = timedelta(minutes=rules.timeout_minutes)
     zone = ZoneInfo(rules.timezone)
-    cap = timedelta(hours=rules.max_session_hours) if rules.max_session_hours is not None else None
+    # "H hours or more after" over whole microseconds: a cap below one microsecond acts as one
+    cap = (
+        max(timedelta(hours=rules.max_session_hours), timedelta(microseconds=1))
+        if rules.max_session_hours is not None
+        else None
+    )
 
     by_customer: dict[int, list[dict[str, Any]]] = {}
     for event in dedupe(events):

@@ -35,6 +35,11 @@ def session_ids(db: Database) -> list[str]:
         (SessionRules(), ["1_1", "1_1", "2_1", "2_1"]),
         (SessionRules(split_at_midnight=True), ["1_1", "1_1", "2_1", "2_2"]),
         (SessionRules(split_at_midnight=True, timezone="Europe/Amsterdam"), ["1_1", "1_2", "2_1", "2_1"]),
+        # IANA zones whose names PostgreSQL's AT TIME ZONE also knows as fixed abbreviations (no summer time):
+        # in April CET is UTC+2 like Amsterdam, EET UTC+3 and WET UTC+1 (not +1, +2 and 0)
+        (SessionRules(split_at_midnight=True, timezone="CET"), ["1_1", "1_2", "2_1", "2_1"]),
+        (SessionRules(split_at_midnight=True, timezone="EET"), ["1_1", "1_1", "2_1", "2_1"]),
+        (SessionRules(split_at_midnight=True, timezone="WET"), ["1_1", "1_1", "2_1", "2_1"]),
     ],
 )
 def test_midnight_in_the_chosen_zone(db: Database, rules: SessionRules, expected: list[str]) -> None:

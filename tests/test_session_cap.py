@@ -96,3 +96,23 @@ def test_the_cap_runs_no_step_per_event(db: Database) -> None:
         ).fetchone()[0]
         loops = plan_loops(plan["Plan"])
     assert max(count for _, count in loops) <= cuts, loops
+
+
+def test_a_cap_shorter_than_a_microsecond_cuts_at_every_later_microsecond(db: Database) -> None:
+    """Timestamps are whole microseconds: a cap below one (accepted: any hours above 0) rounded to zero, and
+    the cuts' recursive query found the piece's own first event again, for ever. An event at the same
+    microsecond as its piece's start is 0 after it, not `cap` or more, so it stays; a later one is cut."""
+    at = utc("2022-04-22 10:00:00")
+    micro = timedelta(microseconds=1)
+    events = [
+        event(1, 7, at),
+        event(2, 7, at),  # a tie with the start: not after it
+        event(3, 7, at + micro),  # cut
+        event(4, 7, at + micro, "placed_order"),  # a tie with the new piece's start
+        event(5, 7, at + timedelta(minutes=1)),  # cut
+    ]
+    rules = SessionRules(max_session_hours=1e-10)  # 0.36 microseconds
+    db.conn.execute("SET statement_timeout = '20s'")  # the endless recursion fails the test instead of hanging it
+    expected = assert_matches_oracle_after_publish(db, events, rules)
+    assert [(s["session_id"], s["event_count"]) for s in expected.sessions] == [("7_1", 2), ("7_2", 2), ("7_3", 1)]
+    assert expected.cut_sessions == 2

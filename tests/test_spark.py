@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,72 @@ def test_a_heavy_customer_and_midnight_at_plus_13_45(db: Database, spark: Any, t
     # midnight at +13:45 (the other zones: America/New_York above, UTC and Asia/Kolkata in the differential)
     rules = SessionRules(split_at_midnight=True, timezone="Pacific/Chatham", timeout_minutes=31)
     assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+
+
+def test_a_cap_below_a_microsecond_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """A cap that rounds to zero microseconds made every event of every session a cut in Spark (the first
+    included) and PostgreSQL's recursion endless: both take one microsecond, the timestamps' step."""
+    micro = timedelta(microseconds=1)
+    records = [event(1, 7, START), event(2, 7, START), event(3, 7, START + micro)]
+    records += [event(4, 7, START + micro, "placed_order"), event(5, 7, START + timedelta(minutes=1))]
+    path = tmp_path / "tiny-cap.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    expected, _ = assert_same(db, spark, [str(path)], SessionRules(max_session_hours=1e-10), tmp_path / "warehouse")
+    assert expected.report["cut_sessions"] == 2 and expected.report["sessions"] == 3
+
+
+def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """payload -> 'event' ->> 'referrer' gives jsonb's text: numbers as numeric prints them (1e2 is 100, 1.50
+    keeps its zero), objects with their keys by length then bytes, the last of duplicate keys. The Spark job
+    printed Python's floats and key order instead, so sessions split on the referrer differed."""
+    stamp = "2026-03-01T08:0{}:00"
+    lines = [
+        b'{"id": 1, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1.50,'
+        b' "page": {"b": 1, "a": [1.0E1, -0.0], "aa": "\\u0001\\n", "b": 2}}}' % stamp.format(0).encode(),
+        b'{"id": 2, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1.5}}'
+        % stamp.format(1).encode(),
+        b'{"id": 3, "type": "placed_order", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 1e2}}'
+        % stamp.format(2).encode(),
+        b'{"id": 4, "type": "page_view", "event": {"customer-id": 7, "timestamp": "%s", "referrer": 100}}'
+        % stamp.format(3).encode(),
+    ]
+    path = tmp_path / "typed-referrers.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert_same(db, spark, [str(path)], SessionRules(split_on_referrer=True), tmp_path / "warehouse")
+    rows = db.conn.execute("SELECT referrer, landing_page FROM sessions ORDER BY session_number").fetchall()
+    assert rows == [("1.50", '{"a": [10, 0.0], "b": 2, "aa": "\\u0001\\n"}'), ("1.5", None), ("100", None)]
+
+
+def test_gaps_of_centuries_give_postgresqls_seconds_bit_for_bit(db: Database, spark: Any, tmp_path: Path) -> None:
+    """time is the exact count of microseconds / 1e6 rounded once (PostgreSQL's numeric epoch, cast). Past 2**53
+    microseconds (about 285 years: an outlier clock in year 1 or 9999) a double of the count is already
+    rounded, and the job's division rounded a second time: a last bit off for about one gap in four."""
+    stamps = ["0001-01-01T00:00:00Z", "2022-04-22T10:00:00.142542Z", "9999-12-31T23:59:59Z"]
+    records = [
+        {"id": i, "type": "page_view", "event": {"customer-id": 7, "timestamp": t}} for i, t in enumerate(stamps, 1)
+    ]
+    path = tmp_path / "centuries.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    assert_same(db, spark, [str(path)], SessionRules(), tmp_path / "warehouse")
+    times = [row[0] for row in db.conn.execute('SELECT "time" FROM tb_events ORDER BY event_id').fetchall()]
+    at = [datetime.fromisoformat(t) for t in stamps]
+    assert times == [None, (at[1] - at[0]).total_seconds(), (at[2] - at[1]).total_seconds()]
+
+
+def test_midnight_in_cet_keeps_summer_time_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """CET is an IANA zone with summer time (as Java reads it); PostgreSQL's AT TIME ZONE took it for the fixed
+    abbreviation. 21:50Z and 22:10Z on a summer day are either side of midnight in CET, not in UTC+1."""
+    stamps = ["2026-06-29T21:50:00Z", "2026-06-29T22:10:00Z", "2026-01-10T22:50:00Z", "2026-01-10T23:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "cet.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    rules = SessionRules(split_at_midnight=True, timezone="CET")
+    expected, _ = assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+    assert expected.report["sessions"] == 4
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

@@ -24,6 +24,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -113,19 +114,33 @@ def session_builder(master: str | None, conf: dict[str, str], app_name: str = "x
 
 
 def _render_json_text(value: Any) -> str | None:
-    """What PostgreSQL's `->>` gives for a JSON value: the string itself, else its JSON text."""
+    """What PostgreSQL's `->>` gives for a JSON value (decoded with floats as Decimal): the string itself, else
+    jsonb's text of it."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
+    return _jsonb_text(value)
+
+
+def _jsonb_text(value: Any) -> str:
+    """jsonb's text form: numbers as numeric prints them (1e2 is 100, 1.50 keeps its zero, -0 is 0), a space
+    after ':' and ',', object keys shortest first, then bytewise (duplicate keys: the last one was decoded)."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
-        return json.dumps(value)
-    # objects and arrays: jsonb's text form puts a space after ':' and ','
-    return json.dumps(msgspec.to_builtins(value), ensure_ascii=False, separators=(", ", ": "))
+    if isinstance(value, Decimal):
+        text = format(value, "f")  # plain notation, with the digits after the point the text implied
+        return text[1:] if value.is_zero() and text.startswith("-") else text
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
+    return "{" + ", ".join(f"{json.dumps(key, ensure_ascii=False)}: {_jsonb_text(value[key])}" for key in keys) + "}"
 
 
 class EventExtras(msgspec.Struct):
@@ -145,7 +160,8 @@ def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
 
     from xccel_cli.lines import ParsedLine, parse_line
 
-    decode_extras = msgspec.json.Decoder(Extras).decode
+    # floats as Decimal: their text decides what PostgreSQL's numeric prints
+    decode_extras = msgspec.json.Decoder(Extras, float_hook=Decimal).decode
     arrow_schema = pa.schema(
         [
             pa.field("file_index", pa.int64(), False),
@@ -529,7 +545,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
         F.expr("timestamp_micros(prev_us)").alias("prev_timestamp"),
         F.col("starts").cast("int").alias("new_session"),
         # seconds as PostgreSQL's extract(epoch FROM interval) gives them: exact microseconds / 1e6
-        ((F.col("ts_us") - F.col("prev_us")).cast("double") / F.lit(1e6)).alias("time"),
+        _seconds("ts_us - prev_us").alias("time"),
         F.col("increment").cast("int").alias("increment"),
         F.concat_ws("_", F.col("customer_id").cast("string"), F.col("increment").cast("string")).alias("session_id"),
     )
@@ -552,9 +568,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
             F.expr("timestamp_micros(first_us)").alias("started_at"),
             F.expr("timestamp_micros(last_us)").alias("ended_at"),
             # two steps, as extract(epoch FROM max - min)::double precision / 60: bit-equal doubles
-            (((F.col("last_us") - F.col("first_us")).cast("double") / F.lit(1e6)) / F.lit(60.0)).alias(
-                "duration_minutes"
-            ),
+            (_seconds("last_us - first_us") / F.lit(60.0)).alias("duration_minutes"),
             "event_count",
             "has_order",
             "landing_page",
@@ -568,10 +582,22 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
     return tb_events, sessions, cut_sessions, flags
 
 
+def _seconds(micros: str) -> Any:
+    """A non-negative count of microseconds (an SQL expression) in seconds, rounded once, as PostgreSQL casts its
+    exact numeric epoch to double precision. Below 2**53 the count is an exact double and the division rounds
+    once; above (gaps of centuries) a double of the count is rounded already, so the decimal text is parsed."""
+    return F.expr(
+        f"CASE WHEN ({micros}) < {2**53} THEN CAST(({micros}) AS DOUBLE) / CAST(1000000 AS DOUBLE)"
+        f" WHEN ({micros}) IS NOT NULL THEN CAST(concat(CAST(({micros}) DIV 1000000 AS STRING), '.',"
+        f" lpad(CAST(({micros}) % 1000000 AS STRING), 6, '0')) AS DOUBLE) END"
+    )
+
+
 def _apply_cap(flags: DataFrame, hours: float) -> tuple[DataFrame, int]:
     """Inside each session at least `hours` long, the first event `hours` after the session's start starts the
     next one, and so on from that event (sql/sessionize.sql's recursive session_cuts)."""
-    cap_us = round(float(hours) * 3600 * 1_000_000)
+    # at least one microsecond (sql/sessionize.sql): with zero, every event, the first included, would be a cut
+    cap_us = max(1, round(float(hours) * 3600 * 1_000_000))
     spans = flags.groupBy("customer_id", "increment").agg(
         (F.max("ts_us") - F.min("ts_us")).alias("span"),
         F.sort_array(F.collect_list(F.struct("ts_us", "event_id"))).alias("events"),

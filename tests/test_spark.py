@@ -275,6 +275,24 @@ def test_a_cap_below_a_microsecond_on_both_engines(db: Database, spark: Any, tmp
     assert expected.report["cut_sessions"] == 2 and expected.report["sessions"] == 3
 
 
+def test_a_last_line_without_a_newline_is_a_cut_only_when_it_stops_early_on_both_engines(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """A complete line refused for what it holds (a missing field) stays a reject at the stream's end too; the
+    Spark job took every undecodable last line for a cut download. A line stopping inside a number is one."""
+    records = [event(i, 7, START + timedelta(minutes=i)) for i in range(1, 6)]
+    whole = tmp_path / "whole.ndjson"
+    whole.write_bytes(b"".join(line(r) for r in records) + b'{"id": 999, "type": "page_view"}')
+    expected, _ = assert_same(db, spark, [str(whole)], SessionRules(), tmp_path / "warehouse", max_reject_share=0.5)
+    assert [reject[1] for reject in expected.rejects] == ["missing_field"]
+    cut = tmp_path / "cut.ndjson"
+    cut.write_bytes(b"".join(line(r) for r in records) + b'{"id": 999, "type": "page_view", "event": {"n": -')
+    with pytest.raises(DataQualityError, match="ends in a cut line"):
+        run_postgres(db, [str(cut)], SessionRules(), max_reject_share=0.5)
+    with pytest.raises(DataQualityError, match="ends in a cut line"):
+        run_spark(db, spark, [str(cut)], SessionRules(), tmp_path / "warehouse", max_reject_share=0.5)
+
+
 def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
     db: Database, spark: Any, tmp_path: Path
 ) -> None:

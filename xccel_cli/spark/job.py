@@ -337,7 +337,19 @@ def _run(
         F.lit(run_id).cast("long").alias("run_id"), "line_number", "reason", "detail", "raw_line"
     )
     rejected = sum(reason_counts.values())
-    _check_cut_last_line(spark, sources, last_line[3], lines_read)
+    last_detail = None
+    if last_line[3] is not None:  # refused: its detail says whether it stops early (the one row, read again)
+        file_index, block_start, position = last_line[:3]
+        last_detail = (
+            parsed.where(
+                (F.col("file_index") == file_index)
+                & (F.col("block_start") == block_start)
+                & (F.col("position") == position)
+            )
+            .select("detail")
+            .first()
+        )[0]
+    _check_cut_last_line(spark, sources, last_line[3], last_detail, lines_read)
     share = rejected / lines_read
     if share > max_reject_share:
         samples = refused.orderBy("line_number").limit(3).collect()
@@ -421,16 +433,14 @@ def _run(
 RAW_COLUMNS = ("event_id", "event_type", "customer_id", "ts_us", "payload", "referrer", "page", "run_id")
 
 
-# Reasons that make a stream's last line, when no newline follows it, a cut download (as extract decides): the
-# line did not decode as a whole JSON event. Bad bytes, an empty line or a string jsonb cannot hold stay rejects.
-CUT_LINE_REASONS = frozenset(
-    {"invalid_json", "missing_field", "bad_timestamp", "bad_id", "bad_customer_id", "bad_type", "bad_structure"}
-)
+def _check_cut_last_line(
+    spark: SparkSession, sources: Sequence[str], reason: str | None, detail: str | None, line_number: int
+) -> None:
+    """The stream's last line, refused as one that stops early (lines.is_cut, as extract decides) and with no
+    newline after it: a cut download. A complete line refused for what it holds stays a reject."""
+    from xccel_cli.lines import RefusedLine, is_cut
 
-
-def _check_cut_last_line(spark: SparkSession, sources: Sequence[str], reason: str | None, line_number: int) -> None:
-    """The stream's last line, refused because it did not decode and with no newline after it: a cut download."""
-    if reason not in CUT_LINE_REASONS or _ends_with_newline(spark, sources[-1]):
+    if reason is None or not is_cut(RefusedLine(reason, detail or "")) or _ends_with_newline(spark, sources[-1]):
         return
     raise JobError(
         f"the source {sources[-1]} ends in a cut line (line {line_number:,}): "

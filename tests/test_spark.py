@@ -293,6 +293,21 @@ def test_a_last_line_without_a_newline_is_a_cut_only_when_it_stops_early_on_both
         run_spark(db, spark, [str(cut)], SessionRules(), tmp_path / "warehouse", max_reject_share=0.5)
 
 
+def test_a_line_over_the_maximum_length_is_refused_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """--max-line-bytes: a longer line is line_too_long with its first bytes kept, on Spark too (it loaded it)."""
+    records = [event(i, 7, START + timedelta(minutes=i)) for i in range(1, 6)]
+    long_order = event(6, 8, START, "placed_order", page="x" * 2000)
+    path = tmp_path / "long.ndjson"
+    path.write_bytes(b"".join(line(r) for r in [*records, long_order]))
+    expected, _ = assert_same(
+        db, spark, [str(path)], SessionRules(), tmp_path / "warehouse", max_line_bytes=1024, max_reject_share=0.5
+    )
+    [(line_number, reason, detail, raw_line)] = expected.rejects
+    assert (line_number, reason, len(raw_line)) == (6, "line_too_long", 1024)
+    assert detail == "the line is longer than 1,024 bytes (XCCEL_MAX_LINE_BYTES); its first 1,024 bytes are kept"
+    assert expected.report["customers_with_orders"] == 0
+
+
 def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
     db: Database, spark: Any, tmp_path: Path
 ) -> None:

@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
 SAMPLE_REASONS = 3
 
-# The first bytes of an over-long line kept in rejects.raw_line (the rest is read past, never held).
-LONG_LINE_KEPT_BYTES = 4 << 10
+LONG_LINE_KEPT_BYTES = verdicts.LONG_LINE_KEPT_BYTES
 # The reject share is checked while the dump is read, once this much of it was read (lines or bytes):
 # a share over the limit by then stops the run at once instead of reading (and spooling) the rest.
 EARLY_GUARD_LINES = 100_000
@@ -499,13 +498,8 @@ class LineReader:
 
     def refuse_long(self, head: bytes) -> None:
         self.line_number += 1
-        self.rejects.add(
-            self.line_number,
-            verdicts.LINE_TOO_LONG,
-            f"the line is longer than {self.max_line_bytes:,} bytes (XCCEL_MAX_LINE_BYTES); "
-            f"its first {len(head):,} bytes are kept",
-            head,
-        )
+        refused = verdicts.too_long(self.max_line_bytes, head)
+        self.rejects.add(self.line_number, refused.reason, refused.detail, head)
 
     def check_share(self) -> None:
         """Stop at once when the share refused so far is over the limit, once enough was read to judge."""

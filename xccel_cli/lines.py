@@ -32,7 +32,9 @@ NUL_CHARACTER = "nul_character"
 INVALID_UNICODE_ESCAPE = "invalid_unicode_escape"
 TOO_DEEP = "too_deep"
 BAD_NUMBER = "bad_number"
-LINE_TOO_LONG = "line_too_long"  # decided by the caller, which sees the stream
+LINE_TOO_LONG = "line_too_long"  # decided by the caller, which sees the stream (too_long)
+# The first bytes of an over-long line kept as its raw_line (the rest is read past, never held).
+LONG_LINE_KEPT_BYTES = 4 << 10
 
 # Deeper nesting is refused: msgspec and Python give up near 1,000 levels depending on the stack already
 # in use, PostgreSQL on its max_stack_depth, Spark's JSON reader at 1,000. A fixed limit well below all of
@@ -189,6 +191,15 @@ def _cut_in_a_number(message: str, length: int) -> bool:
     """msgspec's words for a number cut after its "-", "." or exponent (sign): an invalid number or character
     at the byte just past the line's end, where other cuts are "truncated"."""
     return message.endswith(f"(byte {length})") and ("invalid number" in message or "invalid character" in message)
+
+
+def too_long(max_line_bytes: int, head: bytes) -> RefusedLine:
+    """The refusal of a line longer than max_line_bytes, whose first bytes (head) are kept."""
+    return RefusedLine(
+        LINE_TOO_LONG,
+        f"the line is longer than {max_line_bytes:,} bytes (XCCEL_MAX_LINE_BYTES); "
+        f"its first {len(head):,} bytes are kept",
+    )
 
 
 def is_cut(refused: RefusedLine) -> bool:

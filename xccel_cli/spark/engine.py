@@ -158,6 +158,7 @@ def run_spark_job(
     *,
     keep_anonymous: bool,
     max_reject_share: float,
+    max_line_bytes: int,
 ) -> Any:
     """The job, its failures turned into XccelErrors (one line, no Java stack trace)."""
     from pyspark.errors import PySparkException
@@ -175,6 +176,7 @@ def run_spark_job(
             run_id=run_id,
             keep_anonymous=keep_anonymous,
             max_reject_share=max_reject_share,
+            max_line_bytes=max_line_bytes,
         )
     except JobError as exc:
         raise (DataQualityError if exc.kind == "data" else SourceError)(str(exc)) from None
@@ -389,6 +391,7 @@ def run_all_spark(
                 record.run_id,
                 keep_anonymous=options.keep_anonymous,
                 max_reject_share=options.max_reject_share,
+                max_line_bytes=options.max_line_bytes,
             )
             stages["spark_job"] = time.perf_counter() - t
             extracted = ExtractResult(

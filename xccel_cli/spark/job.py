@@ -18,6 +18,7 @@ failed job leaves the previous complete output in place.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ import msgspec
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, BooleanType, LongType, StringType, StructField, StructType
+
+from xccel_cli.config import DEFAULT_MAX_LINE_BYTES
 
 POINTER = "_xccel_current"  # holds the name of the newest complete run folder
 OUTPUTS = ("raw_events", "rejects", "tb_events", "sessions")
@@ -154,11 +157,14 @@ class Extras(msgspec.Struct):
     event: EventExtras
 
 
-def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
-    """mapInArrow: (file_index, block_start, position, line bytes) -> PARSED_SCHEMA rows, via parse_line."""
+def parse_batches(batches: Iterator[Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Any]:
+    """mapInArrow: (file_index, block_start, position, line bytes) -> PARSED_SCHEMA rows, via parse_line; a line
+    longer than max_line_bytes is refused as extract refuses it (line_too_long, its first bytes kept)."""
     import pyarrow as pa
 
-    from xccel_cli.lines import ParsedLine, parse_line
+    from xccel_cli.lines import LONG_LINE_KEPT_BYTES, ParsedLine, RefusedLine, parse_line, too_long
+
+    kept_bytes = min(LONG_LINE_KEPT_BYTES, max_line_bytes)
 
     # floats as Decimal: their text decides what PostgreSQL's numeric prints
     decode_extras = msgspec.json.Decoder(Extras, float_hook=Decimal).decode
@@ -189,7 +195,12 @@ def parse_batches(batches: Iterator[Any]) -> Iterator[Any]:
         for i, line in enumerate(values):
             if line.endswith(b"\r"):
                 line = line[:-1]
-            parsed = parse_line(line)
+            parsed: ParsedLine | RefusedLine
+            if len(line) > max_line_bytes:
+                line = line[:kept_bytes]
+                parsed = too_long(max_line_bytes, line)
+            else:
+                parsed = parse_line(line)
             columns["file_index"].append(file_index[i])
             columns["block_start"].append(block_start[i])
             columns["position"].append(position[i])
@@ -270,11 +281,13 @@ def run_job(
     run_id: int = 0,
     keep_anonymous: bool = False,
     max_reject_share: float = 0.05,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> JobResult:
     """Read the sources, judge and dedupe their lines, sessionize, write a new run folder and point to it."""
     if not sources:
         raise JobError("no source files given", kind="source")
-    parsed = read_lines(spark, sources).mapInArrow(parse_batches, PARSED_SCHEMA)
+    judge = functools.partial(parse_batches, max_line_bytes=max_line_bytes)
+    parsed = read_lines(spark, sources).mapInArrow(judge, PARSED_SCHEMA)
     parsed = parsed.persist()
     try:
         return _run(spark, parsed, sources, warehouse, rules, run_id, keep_anonymous, max_reject_share)
@@ -764,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-session-hours", type=float, default=None)
     parser.add_argument("--keep-anonymous", action="store_true")
     parser.add_argument("--max-reject-share", type=float, default=0.05)
+    parser.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES)
     parser.add_argument("--run-id", type=int, default=0, help="stored with the rows this run adds")
     args = parser.parse_args(argv)
     rules = {
@@ -782,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rules,
             keep_anonymous=args.keep_anonymous,
             max_reject_share=args.max_reject_share,
+            max_line_bytes=args.max_line_bytes,
             run_id=args.run_id,
         )
     except JobError as exc:

@@ -170,6 +170,22 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
             {"XCCEL_TIMEZONE": "Mars/Olympus_Mons"},
             "XCCEL_TIMEZONE must be an IANA time zone name such as Europe/Amsterdam, got 'Mars/Olympus_Mons'",
         ),
+        # files of the zone folder that are no zone: PostgreSQL refuses them (it was exit 5, a database error)
+        (
+            ["sessionize", "--split-at-midnight", "--timezone", "localtime"],
+            {},
+            "unknown time zone 'localtime': use an IANA name such as Europe/Amsterdam",
+        ),
+        (
+            ["sessionize"],
+            {"XCCEL_TIMEZONE": "posixrules"},
+            "XCCEL_TIMEZONE must be an IANA time zone name such as Europe/Amsterdam, got 'posixrules'",
+        ),
+        (
+            ["sessionize", "--split-at-midnight", "--timezone", "right/UTC"],
+            {},
+            "unknown time zone 'right/UTC': use an IANA name such as Europe/Amsterdam",
+        ),
         (["sessionize"], {"XCCEL_SPLIT_AT_MIDNIGHT": "2"}, "XCCEL_SPLIT_AT_MIDNIGHT must be true or false, got '2'"),
         (
             ["init-db"],

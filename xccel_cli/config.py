@@ -103,10 +103,14 @@ PRESETS: dict[str, SessionRules] = {
 
 
 def _check_timezone(name: str, variable: str | None = None) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
     try:
         ZoneInfo(name)
+        # ZoneInfo also opens any file of the zone folder (localtime, posixrules, posix/..., right/...), which
+        # PostgreSQL does not know as zones: only the database's zone names are taken
+        if name == "localtime" or name not in available_timezones():
+            raise ValueError(name)
     except (ZoneInfoNotFoundError, ValueError):
         if variable:
             raise ConfigError(

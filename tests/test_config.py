@@ -63,6 +63,14 @@ def test_an_option_beats_the_environment_which_beats_the_default(tmp_path: Path)
     assert (settings.retries_for(None), settings.retries_for(0)) == (7, 0)
     assert (settings.line_bytes_for(None), settings.line_bytes_for(2048)) == (4096, 2048)
     assert settings.cors_origins_for(["https://c.example"]) == ("https://c.example",)
+    # as a browser sends the Origin header: scheme and host in lower case
+    assert settings.cors_origins_for(["HTTPS://Shop.Example:8443", "https://shop.example:8443"]) == (
+        "https://shop.example:8443",
+    )
+    assert resolve({"XCCEL_CORS_ORIGINS": "https://[::1]:80, http://A.B"}).cors_origins == (
+        "https://[::1]:80",
+        "http://a.b",
+    )
     assert settings.database_url_for("postgresql://v@w/x") == "postgresql://v@w/x"
     rules = settings.session_rules()
     # the preset from the environment, then each rule setting on top of it

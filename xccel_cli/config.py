@@ -423,8 +423,10 @@ def _configured_source(raw: str | None) -> str:
 
 
 def _origins(raw: list[str], where: str) -> tuple[str, ...]:
-    """Origins as a browser sends them in the Origin header: scheme://host[:port] (no path, no slash)."""
-    origins = tuple(dict.fromkeys(origin.strip() for origin in raw if origin.strip()))
+    """Origins as a browser sends them in the Origin header: scheme://host[:port] (no path, no slash), in lower
+    case as a browser writes them (scheme and host are case-insensitive; a configured https://Shop.example
+    never matched)."""
+    origins = tuple(dict.fromkeys(origin.strip().lower() for origin in raw if origin.strip()))
     for origin in origins:
         if not _ORIGIN.fullmatch(origin):
             raise ConfigError(f"{where} must be origins like https://example.com (no path), got {origin[:200]!r}")

@@ -353,7 +353,7 @@ def _run(
     last_detail = None
     if last_line[3] is not None:  # refused: its detail says whether it stops early (the one row, read again)
         file_index, block_start, position = last_line[:3]
-        last_detail = (
+        last_row = (
             parsed.where(
                 (F.col("file_index") == file_index)
                 & (F.col("block_start") == block_start)
@@ -361,7 +361,8 @@ def _run(
             )
             .select("detail")
             .first()
-        )[0]
+        )
+        last_detail = last_row[0] if last_row is not None else None
     _check_cut_last_line(spark, sources, last_line[3], last_detail, lines_read)
     share = rejected / lines_read
     if share > max_reject_share:

@@ -67,7 +67,8 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.since is not None and self.until is not None and self.since > self.until:
-            raise ConfigError(f"--since {self.since} is after --until {self.until}: the window is empty")
+            # one wording for the command line (--since/--until) and the API (?since=/&until=)
+            raise ConfigError(f"the window is empty: since {self.since} is after until {self.until}")
 
     @property
     def is_open(self) -> bool:

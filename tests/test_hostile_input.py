@@ -733,6 +733,38 @@ def test_a_duplicate_postgresql_would_refuse_is_a_reject_whichever_pass_reads_it
     assert sorted(reasons) == [(41, "bad_number"), (42, "bad_number")]
 
 
+def test_a_number_postgresql_refuses_refuses_only_a_line_that_is_stored(db: Database, tmp_path: Path) -> None:
+    """An anonymous line is not stored (without --keep-anonymous): it is judged as an event, and a number only
+    PostgreSQL's numeric cannot hold does not refuse it, in either pass; it claims its id, as any valid line."""
+    anonymous = b'{"id": 50, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "n": 1e-20000}}'
+    order = b'{"id": 50, "type": "placed_order", "event": {"customer-id": 7, "timestamp": "2026-01-01T00:01:00"}}'
+    assert isinstance(parse_line(anonymous, anonymous_stored=False), ParsedLine)
+    stored = parse_line(anonymous)  # with --keep-anonymous
+    logged_in = parse_line(with_timestamp(1, PLAIN, ', "n": 1e-20000'), anonymous_stored=False)
+    assert isinstance(stored, RefusedLine) and stored.reason == "bad_number"
+    assert isinstance(logged_in, RefusedLine) and logged_in.reason == "bad_number"
+    source = tmp_path / "dump.json"
+    body = GOOD_LINES + anonymous + b"\n" + order + b"\n"
+    source.write_bytes(body)
+    fast = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (fast.lines_read, fast.loaded, fast.anonymous, fast.duplicates, fast.rejected) == (42, 40, 1, 1, 0)
+    db.conn.execute("TRUNCATE raw_events, rejects")
+    # a stored line PostgreSQL refuses on COPY: every line is judged by parse_line, with the same verdicts
+    source.write_bytes(body + with_timestamp(80, PLAIN, ', "n": 1e-20000') + b"\n")
+    careful = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1))
+    assert (careful.lines_read, careful.loaded, careful.anonymous, careful.duplicates, careful.rejected) == (
+        43,
+        40,
+        1,
+        1,
+        1,
+    )
+    db.conn.execute("TRUNCATE raw_events, rejects")
+    # with --keep-anonymous the line is stored: then the number refuses it, and the order keeps id 50
+    kept = run_extract(db, ExtractOptions(str(source), max_reject_share=0.1, keep_anonymous=True))
+    assert (kept.loaded, kept.anonymous, kept.duplicates, kept.rejected) == (41, 0, 0, 2)
+
+
 @pytest.mark.parametrize("cut", ["-", "-12.", "-12.5e", "-12.5e+", "12.5E-"])
 def test_a_last_line_cut_inside_a_number_is_a_cut_download(db: Database, tmp_path: Path, cut: str) -> None:
     source = tmp_path / "dump.json"

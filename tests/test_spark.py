@@ -308,6 +308,21 @@ def test_a_line_over_the_maximum_length_is_refused_on_both_engines(db: Database,
     assert expected.report["customers_with_orders"] == 0
 
 
+def test_a_number_postgresql_refuses_refuses_only_stored_lines_on_both_engines(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """An anonymous line that is not stored claims its id whatever its numbers; Spark refused it as bad_number,
+    so a later order with that id loaded there and not in PostgreSQL."""
+    records = [event(i, 7, START + timedelta(minutes=i)) for i in range(1, 6)]
+    anonymous = b'{"id": 50, "type": "page_view", "event": {"timestamp": "2026-01-01T00:00:00", "n": 1e-20000}}\n'
+    order = line(event(50, 8, START, "placed_order"))
+    path = tmp_path / "numbers.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records) + anonymous + order)
+    expected, _ = assert_same(db, spark, [str(path)], SessionRules(), tmp_path / "warehouse", max_reject_share=0.5)
+    assert (expected.counters["anonymous"], expected.counters["duplicates"], expected.counters["rejected"]) == (1, 1, 0)
+    assert expected.report["customers_with_orders"] == 0
+
+
 def test_referrers_and_pages_that_are_not_strings_read_as_postgresql_reads_them(
     db: Database, spark: Any, tmp_path: Path
 ) -> None:

@@ -604,7 +604,7 @@ def _stream(
         at its numbers, and the careful pass refuses it (the verdict comes before the id)."""
         if not number_suspect(line):
             return False
-        verdict = parse_line(line)
+        verdict = parse_line(line, anonymous_stored=keep_anonymous)
         if type(verdict) is RefusedLine:
             refuse(line_number, verdict.reason, verdict.detail, line)
             return True
@@ -661,7 +661,7 @@ def _stream(
                 event_id = record.id
                 customer = event.customer_id
             else:
-                verdict = parse_line(line)
+                verdict = parse_line(line, anonymous_stored=keep_anonymous)
                 if type(verdict) is RefusedLine:
                     if last and is_cut(verdict):
                         raise DataQualityError(

@@ -107,8 +107,12 @@ class RefusedLine:
     detail: str
 
 
-def parse_line(line: bytes) -> ParsedLine | RefusedLine:
-    """One dump line with its b"\\n" (and a b"\\r" before it) already removed."""
+def parse_line(line: bytes, *, anonymous_stored: bool = True) -> ParsedLine | RefusedLine:
+    """One dump line with its b"\\n" (and a b"\\r" before it) already removed.
+
+    anonymous_stored: whether a line without a customer-id is stored (--keep-anonymous). A number PostgreSQL
+    cannot store refuses only a line that is stored: one never stored is judged as an event, not as a row.
+    """
     if not line.strip():
         return RefusedLine(EMPTY_LINE, "the line is empty")
     try:
@@ -151,7 +155,7 @@ def parse_line(line: bytes) -> ParsedLine | RefusedLine:
         reason = bad_string(line)
         if reason is not None:
             return RefusedLine(reason, "PostgreSQL's jsonb cannot store this string")
-    if bare:
+    if bare and (anonymous_stored or record.event.customer_id is not None):
         problem = bad_number(bare)
         if problem is not None:
             return RefusedLine(BAD_NUMBER, f"PostgreSQL cannot store the number {problem}")

@@ -157,7 +157,9 @@ class Extras(msgspec.Struct):
     event: EventExtras
 
 
-def parse_batches(batches: Iterator[Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Any]:
+def parse_batches(
+    batches: Iterator[Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, anonymous_stored: bool = False
+) -> Iterator[Any]:
     """mapInArrow: (file_index, block_start, position, line bytes) -> PARSED_SCHEMA rows, via parse_line; a line
     longer than max_line_bytes is refused as extract refuses it (line_too_long, its first bytes kept)."""
     import pyarrow as pa
@@ -200,7 +202,7 @@ def parse_batches(batches: Iterator[Any], max_line_bytes: int = DEFAULT_MAX_LINE
                 line = line[:kept_bytes]
                 parsed = too_long(max_line_bytes, line)
             else:
-                parsed = parse_line(line)
+                parsed = parse_line(line, anonymous_stored=anonymous_stored)
             columns["file_index"].append(file_index[i])
             columns["block_start"].append(block_start[i])
             columns["position"].append(position[i])
@@ -286,7 +288,7 @@ def run_job(
     """Read the sources, judge and dedupe their lines, sessionize, write a new run folder and point to it."""
     if not sources:
         raise JobError("no source files given", kind="source")
-    judge = functools.partial(parse_batches, max_line_bytes=max_line_bytes)
+    judge = functools.partial(parse_batches, max_line_bytes=max_line_bytes, anonymous_stored=keep_anonymous)
     parsed = read_lines(spark, sources).mapInArrow(judge, PARSED_SCHEMA)
     parsed = parsed.persist()
     try:

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 MODES = ("baseline", "floor", "extract")
@@ -41,25 +40,12 @@ def chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 def inner(mode: str, path: Path) -> str:
     """One of the three programs (run under callgrind by count()); says what it did, for its test."""
-    import msgspec
-
+    from bench import decode_every_line  # bench/bench.py, beside this file: the floor that make bench times
     from xccel_cli import extract
-    from xccel_cli.lines import Line
 
-    if mode == "floor":  # as bench.decode_floor, without its clock
-        decode = msgspec.json.Decoder(Line).decode
-        carry = b""
-        decoded = 0
-        for chunk in chunks(path):
-            cut = chunk.rfind(b"\n")
-            block, carry = carry + chunk[: cut + 1], chunk[cut + 1 :]
-            for line in block.split(b"\n"):
-                if line:
-                    with suppress(msgspec.DecodeError, msgspec.ValidationError):
-                        decode(line)
-                        decoded += 1
-        return f"decoded {decoded}"
-    elif mode == "extract":
+    if mode == "floor":
+        return f"decoded {decode_every_line(path)}"
+    if mode == "extract":
         result = extract.ExtractResult(source=str(path))
         reader = extract.LineReader(result, extract.Rejects(1), 1 << 24, 1.0)
         extract._stream(chunks(path), lambda rows: None, reader, 1, False, None)

@@ -32,7 +32,7 @@ from xccel_cli.config import (
 from xccel_cli.db import Database, one_row, translate_errors
 from xccel_cli.errors import DataQualityError
 from xccel_cli.lines import MAX_DEPTH, Line, ParsedLine, RefusedLine, is_cut, number_suspect, parse_line
-from xccel_cli.source import HttpOptions, SourceInfo, open_source, open_sources
+from xccel_cli.source import BOM, HttpOptions, SourceInfo, open_source, open_sources, whole_head
 
 __all__ = ["ExtractResult", "Line", "ProgressCallback", "extract"]
 
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 COPY_BATCH_BYTES = 2 << 20  # with BoundedQueuedWriter: at most ~3 batches in memory
 SAMPLE_REASONS = 3
 
-LONG_LINE_KEPT_BYTES = verdicts.LONG_LINE_KEPT_BYTES
 # The reject share is checked while the dump is read, once this much of it was read (lines or bytes):
 # a share over the limit by then stops the run at once instead of reading (and spooling) the rest.
 EARLY_GUARD_LINES = 100_000
@@ -50,7 +49,6 @@ EARLY_GUARD_BYTES = 256 << 20
 TYPE_CACHE_ENTRIES = 1024
 TYPE_CACHE_MAX_LENGTH = 256
 
-BOM = b"\xef\xbb\xbf"
 # checked by the fast path as timedelta comparisons (see lines.MAX_UTC_OFFSET)
 MAX_UTC_OFFSET = verdicts.MAX_UTC_OFFSET
 NEG_MAX_UTC_OFFSET = -verdicts.MAX_UTC_OFFSET
@@ -411,7 +409,7 @@ class LineReader:
         self.bytes_read = 0
         self.saw_newline = False
         self.cr_before_first_newline = False
-        self.kept_bytes = min(LONG_LINE_KEPT_BYTES, max_line_bytes)
+        self.kept_bytes = min(verdicts.LONG_LINE_KEPT_BYTES, max_line_bytes)
 
     def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
         """(block, last): blocks of whole lines joined by b"\\n"; `last` marks the stream's tail without a newline.
@@ -422,7 +420,7 @@ class LineReader:
         held = 0
         skipping = False  # inside an over-long line, already refused: read on to its end
         first = True
-        for chunk in _whole_head(chunks):
+        for chunk in whole_head(chunks, 4):  # enough to tell a BOM or UTF-16
             self.bytes_read += len(chunk)
             if first:
                 first = False
@@ -514,19 +512,6 @@ class LineReader:
             f"in the first {self.bytes_read / 1e6:,.0f} MB: stopped reading; nothing was loaded. "
             f"First: {'; '.join(self.rejects.samples)}. Is the source really an event dump?"
         )
-
-
-def _whole_head(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The chunks, the first one at least 4 bytes long (when the stream is), so its start can be judged."""
-    iterator = iter(chunks)
-    head = b""
-    for chunk in iterator:
-        head += chunk
-        if len(head) >= 4:
-            break
-    if head:
-        yield head
-    yield from iterator
 
 
 def _head(parts: list[bytes], size: int) -> bytes:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,16 +263,25 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
     return sorted(set(found))
 
 
-def _without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The chunks without a UTF-8 BOM at their start (the first chunks may be shorter than the BOM)."""
+def whole_head(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks, the first one at least `size` bytes long (when the stream is), so its start can be judged."""
+    iterator = iter(chunks)
     head = b""
-    for chunk in chunks:
+    for chunk in iterator:
         head += chunk
-        if len(head) >= len(BOM):
+        if len(head) >= size:
             break
-    if head := head.removeprefix(BOM):
+    if head:
         yield head
-    yield from chunks
+    yield from iterator
+
+
+def _without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks without a UTF-8 BOM at their start."""
+    rest = whole_head(chunks, len(BOM))
+    if head := next(rest, b"").removeprefix(BOM):
+        yield head
+    yield from rest
 
 
 @contextmanager

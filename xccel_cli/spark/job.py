@@ -310,27 +310,29 @@ def _run(
     # Line numbers run on across the files, as if they were one stream read in path order. A split is
     # read by one task, so within it `position` counts lines; each split's first line number is the sum
     # of the line counts of the splits before it (a small table, computed on the driver).
-    # One pass gives, per split and reason (None: kept), the line count and the first and last positions:
-    # the line numbers, the reject counts and the reason of the stream's last line.
+    # One pass gives, per split and reason (None: kept), the line count, the first and last positions and
+    # the last line's detail: the line numbers, the reject counts and the verdict on the stream's last line.
     groups = (
         parsed.groupBy("file_index", "block_start", "reason")
         .agg(
             F.count(F.lit(1)).alias("lines"),
             F.min("position").alias("first_position"),
             F.max("position").alias("last_position"),
+            F.max_by("detail", "position").alias("last_detail"),
         )
         .collect()
     )
     splits: dict[tuple[int, int], list[int]] = {}  # (file, start) -> [lines, first position]
     reason_counts: dict[str, int] = {}
-    last_line: tuple[int, int, int, str | None] | None = None  # (file, start, position, reason)
+    # (file, start, position, reason, detail)
+    last_line: tuple[int, int, int, str | None, str | None] | None = None
     for row in groups:
         split = splits.setdefault((row.file_index, row.block_start), [0, row.first_position])
         split[0] += row.lines
         split[1] = min(split[1], row.first_position)
         if row.reason is not None:
             reason_counts[row.reason] = reason_counts.get(row.reason, 0) + row.lines
-        key = (row.file_index, row.block_start, row.last_position, row.reason)
+        key = (row.file_index, row.block_start, row.last_position, row.reason, row.last_detail)
         if last_line is None or key[:3] > last_line[:3]:
             last_line = key
     offsets = []
@@ -352,20 +354,7 @@ def _run(
         F.lit(run_id).cast("long").alias("run_id"), "line_number", "reason", "detail", "raw_line"
     )
     rejected = sum(reason_counts.values())
-    last_detail = None
-    if last_line[3] is not None:  # refused: its detail says whether it stops early (the one row, read again)
-        file_index, block_start, position = last_line[:3]
-        last_row = (
-            parsed.where(
-                (F.col("file_index") == file_index)
-                & (F.col("block_start") == block_start)
-                & (F.col("position") == position)
-            )
-            .select("detail")
-            .first()
-        )
-        last_detail = last_row[0] if last_row is not None else None
-    _check_cut_last_line(spark, sources, last_line[3], last_detail, lines_read)
+    _check_cut_last_line(spark, sources, last_line[3], last_line[4], lines_read)
     share = rejected / lines_read
     if share > max_reject_share:
         samples = refused.orderBy("line_number").limit(3).collect()

@@ -37,7 +37,7 @@ from xccel_cli.web.cache import (
     WindowedAnswers,
     cached_answer,
 )
-from xccel_cli.web.middleware import Front, InternalErrorsAsJson, clipped, json_error
+from xccel_cli.web.middleware import Front, InternalErrorsAsJson, clipped, json_error, no_store_headers
 from xccel_cli.web.negotiation import HTML, JSON, TEXT, negotiate
 from xccel_cli.web.service import CHECK_LANES, MetricsService
 from xccel_cli.web.telemetry import OPENMETRICS, RequestMetrics
@@ -246,12 +246,7 @@ def validated_json(request: Request, data: Any, vary: str, status: int = 200, ex
     """An uncached JSON answer, with an ETag (and 304) all the same."""
     body = json.dumps(data, default=str, separators=(",", ":")).encode()
     if status != 200:  # an error answer: no validator, and no-store like every other error
-        headers: Headers = [
-            (b"content-type", JSON.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            (b"vary", vary.encode()),
-        ]
+        headers = [*no_store_headers(JSON.encode(), body), (b"vary", vary.encode())]
         return Prepared(status, headers + (extra or []), body)
     return send_cached(request, cached_answer(None, body, JSON, vary, compress=False))
 
@@ -492,12 +487,7 @@ def create_app(
         extra = [(b"retry-after", retry_after.encode())]
         if request.url.path == "/dashboard" and negotiate(request.headers.get("accept"), (HTML, JSON)) == HTML:
             body = unavailable_page(message)
-            headers = [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"vary", vary("/dashboard").encode()),
-            ]
+            headers = [*no_store_headers(b"text/html; charset=utf-8", body), (b"vary", vary("/dashboard").encode())]
             return Prepared(503, headers + extra, body)
         path_vary = VARY.get(request.url.path)
         if path_vary:

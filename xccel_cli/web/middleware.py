@@ -49,14 +49,14 @@ def clipped(path: str) -> str:
     return path if len(path) <= MAX_PATH_IN_ERRORS else path[:MAX_PATH_IN_ERRORS] + "..."
 
 
+def no_store_headers(content_type: bytes, body: bytes) -> Headers:
+    """The first headers of an answer no cache may keep (an error, an outage): its type and length, no-store."""
+    return [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), (b"cache-control", NO_STORE)]
+
+
 def json_error(status: int, message: str, extra: Headers | None = None) -> tuple[int, Headers, bytes]:
     body = json.dumps({"error": message}, separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", NO_STORE),
-    ]
-    return status, headers + (extra or []), body
+    return status, no_store_headers(b"application/json", body) + (extra or []), body
 
 
 class Front:

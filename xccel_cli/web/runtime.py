@@ -17,7 +17,7 @@ from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError, StateError
 from xccel_cli.schema import require_schema
 from xccel_cli.web.app import create_app
-from xccel_cli.web.middleware import NO_STORE, SECURITY_HEADERS
+from xccel_cli.web.middleware import SECURITY_HEADERS, no_store_headers
 from xccel_cli.web.service import MetricsService
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,7 @@ class JsonErrorsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         body = json.dumps(INVALID_REQUEST, separators=(",", ":")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", NO_STORE),
-            *SECURITY_HEADERS,
-            (b"connection", b"close"),
-        ]
+        headers = [*no_store_headers(b"application/json", body), *SECURITY_HEADERS, (b"connection", b"close")]
         content = [STATUS_LINE[400]]
         for name, value in [*self.server_state.default_headers, *headers]:
             content.extend([name, b": ", value, b"\r\n"])

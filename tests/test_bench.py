@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_extract_paths import event_line
+from tests.test_extract_paths import event_line, write_dump
 
 EXAMPLE = ROOT / "examples" / "events.ndjson.gz"
 
@@ -180,3 +180,28 @@ def test_line_budget_programs_do_the_work_they_count(tmp_path: Path) -> None:
         "extract": f"read 300 kept {logged_in} dropped {300 - logged_in}",
     }
     assert 0 < logged_in < 300
+
+
+def test_decode_processes_loads_the_same_rows_wherever_the_lines_are_decoded(database_url: str, tmp_path: Path) -> None:
+    """bench/decode_processes.py compares placements of the same work; each must load the same kept lines."""
+    # 30,000 lines, every third logged in, then 1,000 of them again and a line that is not JSON: several
+    # blocks, so both workers get some
+    lines = [event_line(i, i if i % 3 == 0 else None, "x" * 40) for i in range(30_000)]
+    sample = tmp_path / "sample.ndjson"
+    write_dump(sample, lines + lines[:1000] + ["{not json"])
+    said = {}
+    for processes in (0, 2):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "decode_processes.py"), "--inner", str(processes)]
+            + ["--path", str(sample), "--database-url", database_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        said[processes] = done.stdout.strip()
+    # the bench counts duplicates without cutting their rows out (its dumps have none)
+    assert said == {n: f"loaded {10_000 + 334} duplicates 1000" for n in (0, 2)}
+    assert sample.stat().st_size > 2 << 20
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('xccel_decode_processes_scratch')").fetchone() == (None,)

@@ -405,6 +405,8 @@ def test_a_number_postgresql_refuses_on_stdin_is_a_clear_error(ready_url: str) -
 # Messages that tell the truth
 
 GOOD_LINES = dump([event(i, 1 + i % 3, START) for i in range(1, 41)])
+# the same events exported as one JSON document (an array, indented) instead of one event per line
+ARRAY_DUMP = json.dumps([json.loads(text) for text in GOOD_LINES.splitlines()], indent=2).encode() + b"\n"
 
 
 @pytest.mark.parametrize(
@@ -416,6 +418,10 @@ GOOD_LINES = dump([event(i, 1 + i % 3, START) for i in range(1, 41)])
         ("cr-only", GOOD_LINES.replace(b"\n", b"\r"), 6, "ends its lines with CR alone"),
         ("cut last line", GOOD_LINES[:-30], 6, "the download was probably truncated"),
         ("cut in a character", GOOD_LINES + b'{"id": 99, "type": "x", "event": {"page": "caf\xc3', 6, "truncated"),
+        ("json array, indented", ARRAY_DUMP, 6, "it looks like one JSON array, not one event per line"),
+        ("json array, one line", b"\xef\xbb\xbf" + ARRAY_DUMP.replace(b"\n", b""), 6, "looks like one JSON array"),
+        ("array lines", b"[1]\n[2]\n[3]\n", 6, "looks like one JSON array"),
+        ("not json", b"<html>\n</html>\n", 6, "Is the source really an event dump?"),
     ],
 )
 def test_each_broken_file_gets_its_own_message(
@@ -429,6 +435,20 @@ def test_each_broken_file_gets_its_own_message(
     assert len(result.stderr.strip().splitlines()) == 1
     if "truncated" not in fragment:
         assert "truncated" not in result.stderr
+
+
+def test_a_large_json_array_is_named_when_the_early_guard_stops_it(db: Database, tmp_path: Path) -> None:
+    events = [json.loads(text) for text in dump([event(i, 1 + i % 3, START) for i in range(1, 12_001)]).splitlines()]
+    source = tmp_path / "dump.json"
+    source.write_text(json.dumps(events, indent=2))
+    with pytest.raises(DataQualityError) as raised:
+        run_extract(db, ExtractOptions(str(source)))
+    message = str(raised.value)
+    # stopped by the guard that watches the share while reading, before the end of the file
+    assert "in the first" in message and "stopped reading" in message
+    assert message.endswith(
+        "it looks like one JSON array, not one event per line (NDJSON); convert it first (jq -c '.[]')"
+    )
 
 
 def test_a_cr_only_file_longer_than_a_line_may_be_is_named_too(ready_url: str, tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def _extract(
             copied = cur.rowcount
         result.rejected = rejects.count
         result.reject_reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: -kv[1]))
-        _guard(result, rejects, max_reject_share)
+        _guard(result, reader)
         with translate_errors():
             try:
                 rejects.copy_into_table(db)
@@ -380,14 +380,14 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _guard(result: ExtractResult, rejects: Rejects, max_share: float) -> None:
+def _guard(result: ExtractResult, reader: LineReader) -> None:
     if result.lines_read == 0:
         raise DataQualityError(f"the source {result.source} is empty: nothing to load")
-    share = result.rejected / result.lines_read
+    share, max_share = result.rejected / result.lines_read, reader.max_reject_share
     if share > max_share:
         raise DataQualityError(
             f"refused {result.rejected:,} of {result.lines_read:,} lines ({share:.1%}, limit {max_share:.1%}); "
-            f"nothing was loaded. First: {'; '.join(rejects.samples)}. Is the source really an event dump?"
+            f"nothing was loaded. First: {'; '.join(reader.rejects.samples)}. {reader.question()}"
         )
 
 
@@ -410,6 +410,16 @@ class LineReader:
         self.saw_newline = False
         self.cr_before_first_newline = False
         self.kept_bytes = min(verdicts.LONG_LINE_KEPT_BYTES, max_line_bytes)
+        self.starts_as_array = False
+
+    def question(self) -> str:
+        """The last sentence of a refused-share error: what the source may be instead of an event dump."""
+        if self.starts_as_array:
+            return (
+                "The source starts with '[': it looks like one JSON array, not one event per line (NDJSON); "
+                "convert it first (jq -c '.[]')"
+            )
+        return "Is the source really an event dump?"
 
     def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
         """(block, last): blocks of whole lines joined by b"\\n"; `last` marks the stream's tail without a newline.
@@ -474,15 +484,18 @@ class LineReader:
 
     def _start(self, chunk: bytes) -> bytes:
         if chunk.startswith(BOM):
-            return chunk[len(BOM) :]
-        # a BOM, or ASCII text with a NUL before (big-endian) or after (little-endian) every character
-        little = len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
-        big = len(chunk) >= 4 and chunk[0] == 0 and chunk[1] != 0 and chunk[2] == 0 and chunk[3] != 0
-        if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or little or big:
-            raise DataQualityError(
-                f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
-                "(iconv -f UTF-16 -t UTF-8); nothing was loaded"
-            )
+            chunk = chunk[len(BOM) :]
+        else:
+            # a BOM, or ASCII text with a NUL before (big-endian) or after (little-endian) every character
+            little = len(chunk) >= 4 and chunk[0] != 0 and chunk[1] == 0 and chunk[2] != 0 and chunk[3] == 0
+            big = len(chunk) >= 4 and chunk[0] == 0 and chunk[1] != 0 and chunk[2] == 0 and chunk[3] != 0
+            if chunk.startswith((b"\xff\xfe", b"\xfe\xff")) or little or big:
+                raise DataQualityError(
+                    f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
+                    "(iconv -f UTF-16 -t UTF-8); nothing was loaded"
+                )
+        # exported as one JSON document instead: worth naming when most of its lines are then refused
+        self.starts_as_array = chunk[:4096].lstrip(b" \t\r\n")[:1] == b"["
         return chunk
 
     def _cr_only_check(self, tail: bytes | None = None) -> None:
@@ -510,7 +523,7 @@ class LineReader:
         raise DataQualityError(
             f"refused {refused:,} of the first {lines:,} lines ({share:.1%}, limit {self.max_reject_share:.1%}) "
             f"in the first {self.bytes_read / 1e6:,.0f} MB: stopped reading; nothing was loaded. "
-            f"First: {'; '.join(self.rejects.samples)}. Is the source really an event dump?"
+            f"First: {'; '.join(self.rejects.samples)}. {self.question()}"
         )
 
 

@@ -421,7 +421,8 @@ ARRAY_DUMP = json.dumps([json.loads(text) for text in GOOD_LINES.splitlines()], 
         ("json array, indented", ARRAY_DUMP, 6, "it looks like one JSON array, not one event per line"),
         ("json array, one line", b"\xef\xbb\xbf" + ARRAY_DUMP.replace(b"\n", b""), 6, "looks like one JSON array"),
         ("array lines", b"[1]\n[2]\n[3]\n", 6, "looks like one JSON array"),
-        ("not json", b"<html>\n</html>\n", 6, "Is the source really an event dump?"),
+        ("web page", b"\n  <!DOCTYPE html>\n<html>\n</html>\n", 6, "it looks like an HTML or XML page"),
+        ("not json", b"hello\nworld\n", 6, "Is the source really an event dump?"),
     ],
 )
 def test_each_broken_file_gets_its_own_message(

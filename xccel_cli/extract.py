@@ -410,15 +410,17 @@ class LineReader:
         self.saw_newline = False
         self.cr_before_first_newline = False
         self.kept_bytes = min(verdicts.LONG_LINE_KEPT_BYTES, max_line_bytes)
-        self.starts_as_array = False
+        self.first_byte = b""  # the first byte of the stream that is not white space
 
     def question(self) -> str:
         """The last sentence of a refused-share error: what the source may be instead of an event dump."""
-        if self.starts_as_array:
+        if self.first_byte == b"[":
             return (
                 "The source starts with '[': it looks like one JSON array, not one event per line (NDJSON); "
                 "convert it first (jq -c '.[]')"
             )
+        if self.first_byte == b"<":
+            return "The source starts with '<': it looks like an HTML or XML page (an error or login page?), not a dump"
         return "Is the source really an event dump?"
 
     def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
@@ -494,8 +496,8 @@ class LineReader:
                     f"the source {self.result.source} is UTF-16 text, not UTF-8: convert it first "
                     "(iconv -f UTF-16 -t UTF-8); nothing was loaded"
                 )
-        # exported as one JSON document instead: worth naming when most of its lines are then refused
-        self.starts_as_array = chunk[:4096].lstrip(b" \t\r\n")[:1] == b"["
+        # a JSON array or a web page instead of a dump: worth naming when most of its lines are then refused
+        self.first_byte = chunk[:4096].lstrip(b" \t\r\n")[:1]
         return chunk
 
     def _cr_only_check(self, tail: bytes | None = None) -> None:

@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from tests.conftest import invoke_xccel, run_xccel
 from xccel_cli.charts import nice_ticks, number
 from xccel_cli.config import SessionRules
+from xccel_cli.conversion_cards import TABLE_ROWS
 from xccel_cli.dashboard import CHART_VARIANT_IDS, render_dashboard
 from xccel_cli.db import Database
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
+from xccel_cli.referrers import referrer_rows
 
 REFERRERS = ["https://www.google.com", "https://bing.com", "https://news.example.org"]
 EVENT_TYPES = ["page_view"] * 2 + [
@@ -537,3 +539,58 @@ def test_a_window_without_customers_does_not_say_nothing_is_published(db: Databa
     assert report(db).publication_id is not None
     assert 'id="nothing-published"' not in page and "Nothing is published yet" not in page
     assert 'id="window"' in page
+
+
+def hostile_dump(path: Path, long_sessions: int, referrers: int) -> Path:
+    """One customer of long_sessions sessions without an order (a conversion row per session number), and
+    referrers customers of one session each from a referrer of their own (a referrer row each)."""
+    start = datetime(2022, 4, 20, 18, 0)
+    lines = [
+        {"id": n, "type": "page_view", "event": {"customer-id": 1, "timestamp": (start + n * timedelta(minutes=31))}}
+        for n in range(1, long_sessions + 1)
+    ]
+    for n in range(referrers):
+        event = {"customer-id": 2 + n, "timestamp": start + timedelta(seconds=n), "referrer": f"https://r{n}.example"}
+        lines.append({"id": 1_000_000 + n, "type": "placed_order" if n % 3 == 0 else "page_view", "event": event})
+    path.write_text("".join(json.dumps(line, default=datetime.isoformat) + "\n" for line in lines))
+    return path
+
+
+def figure_html(page: str, figure_id: str) -> str:
+    found = re.search(rf'<figure id="{figure_id}".*?</figure>', page, re.S)
+    assert found is not None, figure_id
+    return found.group(0)
+
+
+def test_the_conversion_and_referrer_tables_stay_bounded_and_say_how_many_rows_are_left_out(
+    db: Database, tmp_path: Path
+) -> None:
+    """A customer of hundreds of sessions, or a referrer per session, must not make the page grow with the
+    data: each table lists its first rows in its own order, then one line saying how many more there are
+    and where every row is. Up to the cap, every row is listed and no such line shown."""
+    sizes = {}
+    for long_sessions, referrers in ((TABLE_ROWS, TABLE_ROWS - 1), (300, 300), (600, 600)):
+        load_dump(db, hostile_dump(tmp_path / f"hostile-{long_sessions}.ndjson", long_sessions, referrers))
+        page = render_dashboard(db)
+        parsed = parse(page)
+        assert_self_contained(parsed)
+        figures = report(db).conversion
+        assert figures is not None and len(figures["rows"]) == long_sessions  # the data does hold every row
+        every = [row.referrer for row in referrer_rows(db)]
+        assert len(every) == referrers + 1  # and "(direct)"
+        conversion_rows = [row[0] for row in table(parsed, "table-conversion")]
+        referrer_shown = [row[0] for row in table(parsed, "table-referrers")]
+        if long_sessions == TABLE_ROWS:  # at the cap: all of it
+            assert conversion_rows == list(range(1, TABLE_ROWS + 1)) and referrer_shown == every
+            assert "table-conversion-more" not in page and "table-referrers-more" not in page
+            continue
+        assert conversion_rows == list(range(1, TABLE_ROWS + 1))  # the first session numbers
+        more = long_sessions - TABLE_ROWS
+        assert re.search(rf'id="table-conversion-more"[^>]*>{more:,} more session numbers', page)
+        assert "xccel report --by visit" in page and "/metrics/conversion" in page
+        assert referrer_shown == every[:TABLE_ROWS]  # the largest ones
+        assert re.search(rf'id="table-referrers-more"[^>]*>{len(every) - TABLE_ROWS:,} more referrers', page)
+        assert "xccel report --by referrer" in page and "/metrics/referrers" in page
+        sizes[long_sessions] = {key: len(figure_html(page, key)) for key in ("figure-conversion", "figure-referrers")}
+    for key in ("figure-conversion", "figure-referrers"):  # twice the rows, the same size (give or take digits)
+        assert abs(sizes[600][key] - sizes[300][key]) < 200, (key, sizes)

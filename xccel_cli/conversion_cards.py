@@ -27,7 +27,10 @@ PLOT_HEIGHT = 208
 LINE = 16  # baseline to baseline of the legend's lines
 SIZE = charts.MIN_FONT  # every text: the page never shows a drawing much narrower than its width
 CHART_IDS = ("chart-km", "chart-hazard", "chart-weekly-visits", "chart-weekly-minutes")
-MAX_STEPS = 30  # the charts stop at this session number; the table under them lists every row
+MAX_STEPS = 30  # the charts stop at this session number
+# a table on the page lists this many rows at most, then says how many more there are and where they are:
+# the page's size must not grow with the data (a customer of thousands of sessions, a referrer per session)
+TABLE_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,24 @@ def _cell(raw: Any, shown: str) -> str:
     return f'<td data-value="{value}">{escape(shown)}</td>'
 
 
+def more_rows(table_id: str, hidden: int, what: str, where: str) -> str:
+    """The line under a table cut at TABLE_ROWS: how many rows it leaves out and where every row is (where is
+    HTML), or '' when nothing is left out."""
+    if hidden <= 0:
+        return ""
+    return (
+        f'<p class="more" id="{table_id}-more">{hidden:,} more {escape(what)} not listed here; every row: {where}.</p>'
+    )
+
+
+def window_query(window: dict[str, Any]) -> tuple[str, str]:
+    """(command options, URL query) asking for the same window as the page's, both '' for none."""
+    bounds = [(name, window.get(name)) for name in ("since", "until") if window.get(name) is not None]
+    options = "".join(f" --{name} {value}" for name, value in bounds)
+    query = "&".join(f"{name}={value}" for name, value in bounds)
+    return options, f"?{query}" if query else ""
+
+
 def _interval_text(value: float, interval: dict[str, Any]) -> str:
     return f"{_pct(value)} ({_pct(interval['low'])}–{_pct(interval['high'])})"
 
@@ -283,7 +304,8 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         f"{DEFINITIONS['cumulative_share']} {DEFINITIONS['hazard']}"
     )
     if len(rows) > MAX_STEPS:
-        caption += f" The charts show sessions 1 to {MAX_STEPS} of {len(rows)}; the table lists all."
+        listed = "all" if len(rows) <= TABLE_ROWS else f"sessions 1 to {TABLE_ROWS}"
+        caption += f" The charts show sessions 1 to {MAX_STEPS} of {len(rows)}; the table lists {listed}."
     head = "".join(
         f"<th>{escape(h)}</th>"
         for h in ("k", "reached", "at risk", "first orders", "censored", "hazard (95 %)", "bought by k (95 %)")
@@ -298,11 +320,18 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         + _cell(r["hazard"], _interval_text(r["hazard"], r["hazard_interval"]))
         + _cell(r["cumulative_share"], _interval_text(r["cumulative_share"], r["cumulative_interval"]))
         + "</tr>"
-        for r in rows
+        for r in rows[:TABLE_ROWS]
+    )
+    options, query = window_query(window)
+    more = more_rows(
+        "table-conversion",
+        len(rows) - TABLE_ROWS,
+        f"session numbers ({TABLE_ROWS + 1:,} to {len(rows):,}) are",
+        f"<code>xccel report --by visit{escape(options)}</code> or <code>GET /metrics/conversion{escape(query)}</code>",
     )
     table = (
         f'<details><summary>Numbers</summary><div class="table-wrap"><table id="table-conversion"><thead><tr>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
+        f"</tr></thead><tbody>{body}</tbody></table></div>{more}</details>"
     )
     since, until = window.get("since"), window.get("until")
     scope = (

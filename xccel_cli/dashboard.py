@@ -35,6 +35,7 @@ from xccel_cli.charts import (
 )
 from xccel_cli.config import SessionRules
 from xccel_cli.conversion import WeekRow, Window, weekly_medians, wilson
+from xccel_cli.conversion_cards import TABLE_ROWS, more_rows
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
@@ -86,7 +87,7 @@ FUNNEL_LABELS = {
 }
 HISTOGRAM_MEDIANS = ("median_visits_before_order", "median_session_duration_minutes_before_order")
 VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
-REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it lists all
+REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it the TABLE_ROWS largest
 
 
 @dataclass
@@ -267,6 +268,7 @@ figure.wide{margin:16px 0}
 figcaption{color:#5b6675;margin-bottom:8px}
 svg.chart{display:block;max-width:100%;height:auto}
 .note{color:#1f2933;background:#fff4e5;border-left:3px solid #f0c48a;padding:4px 8px;margin:6px 0}
+.more{margin:4px 0}
 details{margin-top:6px;color:#5b6675}
 summary{cursor:pointer}
 .table-wrap{max-width:100%;overflow-x:auto}
@@ -381,7 +383,7 @@ def _raw(value: Any) -> str:
     return "null" if value is None else escape(repr(value))
 
 
-def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]]) -> str:
+def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]], more: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f'<td data-value="{_raw(raw)}">{escape(shown)}</td>' for raw, shown in row) + "</tr>"
@@ -389,7 +391,7 @@ def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]])
     )
     return (
         f'<details><summary>Numbers</summary><div class="table-wrap"><table id="{table_id}"><thead><tr>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
+        f"</tr></thead><tbody>{body}</tbody></table></div>{more}</details>"
     )
 
 
@@ -517,7 +519,8 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
         "intervals overlap, the data does not say which converts better."
     )
     if len(referrers) > len(shown):
-        caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
+        listed = "all" if len(referrers) <= TABLE_ROWS else f"the {TABLE_ROWS} largest"
+        caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists {listed}."
     if not shown:
         svg = _empty("chart-referrers", title, "No sessions yet.", WIDE_LAYOUTS)
     else:
@@ -577,8 +580,14 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                     f"{percent(r['share_with_order_low'])}–{percent(r['share_with_order_high'])}",
                 ),
             ]
-            for r in referrers
+            for r in referrers[:TABLE_ROWS]
         ],
+        more_rows(
+            "table-referrers",
+            len(referrers) - TABLE_ROWS,
+            "referrers, smaller ones, are",
+            "<code>xccel report --by referrer</code> or <code>GET /metrics/referrers</code>",
+        ),
     )
     return _figure("figure-referrers", title, caption, svg, table, wide=True)
 

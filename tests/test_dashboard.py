@@ -10,7 +10,7 @@ import random
 import re
 import statistics
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -594,3 +594,32 @@ def test_the_conversion_and_referrer_tables_stay_bounded_and_say_how_many_rows_a
         sizes[long_sessions] = {key: len(figure_html(page, key)) for key in ("figure-conversion", "figure-referrers")}
     for key in ("figure-conversion", "figure-referrers"):  # twice the rows, the same size (give or take digits)
         assert abs(sizes[600][key] - sizes[300][key]) < 200, (key, sizes)
+
+
+def test_the_weekly_trend_stays_bounded_when_first_sessions_spread_over_years(db: Database, tmp_path: Path) -> None:
+    """One customer per week over decades (a clock gone wrong, a hostile dump) must not make the page grow
+    with the data: the weekly trend keeps to the days the day-by-day charts span, and says what it leaves out."""
+    start = datetime(2000, 1, 3, 12, 0)  # a Monday
+    sizes = {}
+    for customers in (600, 1200):
+        lines = []
+        for n in range(customers):
+            moment = start + timedelta(weeks=n)
+            for offset, kind in enumerate(("page_view", "placed_order")):
+                event = {"customer-id": n + 1, "timestamp": (moment + timedelta(minutes=offset)).isoformat()}
+                lines.append({"id": 2 * n + offset + 1, "type": kind, "event": event})
+        dump = tmp_path / f"weeks-{customers}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        parsed = parse(page)
+        daily = table(parsed, "table-daily")
+        first, last = date.fromisoformat(daily[0][0]), date.fromisoformat(daily[-1][0])
+        weeks = table(parsed, "table-weekly")
+        mondays = first - timedelta(days=first.weekday()), last - timedelta(days=last.weekday())
+        assert len(weeks) == (mondays[1] - mondays[0]).days // 7 + 1  # each week of the days drawn, no other
+        assert all(first - timedelta(days=6) <= date.fromisoformat(row[0]) <= last for row in weeks)
+        left_out = customers - len(weeks)
+        assert f"Not shown: {left_out:,} weeks of first sessions ({left_out:,} customers)" in page
+        sizes[customers] = len(figure_html(page, "figure-weekly"))
+    assert abs(sizes[1200] - sizes[600]) < 200, sizes

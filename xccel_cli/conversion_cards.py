@@ -284,8 +284,11 @@ def _interval_text(value: float, interval: dict[str, Any]) -> str:
     return f"{_pct(value)} ({_pct(interval['low'])}–{_pct(interval['high'])})"
 
 
-def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow], window: dict[str, Any]) -> str:
-    """The two figures (conversion by visit number; weekly trend) as HTML for the dashboard."""
+def conversion_cards(
+    conversion: dict[str, Any] | None, weeks: Sequence[WeekRow], weeks_note: str, window: dict[str, Any]
+) -> str:
+    """The two figures (conversion by visit number; weekly trend) as HTML for the dashboard; weeks_note says
+    which weeks are left out, if any."""
     conversion = conversion or {"rows": [], "km_median_order_session": None, "km_median_interval": {}}
     rows = conversion["rows"]
     median = conversion["km_median_order_session"]
@@ -372,7 +375,9 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         f"<h2>Conversion by visit number</h2><figcaption>{escape(caption + scope)}</figcaption>"
         f'<div class="pair"><div>{km}</div><div>{hazard}</div></div>{table}</figure>'
         f'<figure id="figure-weekly" class="wide"><h2>Weekly trend of the two medians</h2>'
-        f'<figcaption>{escape(weekly_caption)}</figcaption><div class="pair"><div>{visits}</div><div>{minutes}</div>'
+        f"<figcaption>{escape(weekly_caption)}</figcaption>"
+        + (f'<p class="note">{escape(weeks_note)}</p>' if weeks_note else "")
+        + f'<div class="pair"><div>{visits}</div><div>{minutes}</div>'
         "</div>"
         f"{week_table}</figure>"
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,7 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         banner,
         _window_banner(rep),
         _headlines(rep),
-        conversion_cards.conversion_cards(rep.conversion, data.weeks, rep.window),
+        conversion_cards.conversion_cards(rep.conversion, *_weeks_drawn(data.weeks, data.daily), rep.window),
         '<div class="grid">',
         _visits_figure(data.visits, medians["median_visits_before_order"]),
         _durations_figure(data.durations, medians["median_session_duration_minutes_before_order"]),
@@ -292,6 +292,23 @@ figure,.defs{padding:12px 10px}
 .headline .value{font-size:36px}
 }
 """
+
+
+def _weeks_drawn(weeks: list[WeekRow], daily: list[dict[str, Any]]) -> tuple[list[WeekRow], str]:
+    """The weeks of first sessions that meet the days the day-by-day charts span (the bulk of the data), and a
+    note on the others: first sessions spread over decades must not make the page grow with the data."""
+    if not daily:
+        return weeks, ""
+    first, last = daily[0]["day"], daily[-1]["day"]
+    shown = [w for w in weeks if first - timedelta(days=6) <= w.week_start <= last]
+    if len(shown) == len(weeks):
+        return weeks, ""
+    left_out = len(weeks) - len(shown)
+    customers = sum(w.customers for w in weeks) - sum(w.customers for w in shown)
+    return shown, (
+        f"Not shown: {left_out:,} weeks of first sessions ({customers:,} customers) outside the days the "
+        f"day-by-day charts span ({first} to {last}); sql/weekly_medians.sql (under xccel db --psql) lists every week."
+    )
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

@@ -623,3 +623,32 @@ def test_the_weekly_trend_stays_bounded_when_first_sessions_spread_over_years(db
         assert f"Not shown: {left_out:,} weeks of first sessions ({left_out:,} customers)" in page
         sizes[customers] = len(figure_html(page, "figure-weekly"))
     assert abs(sizes[1200] - sizes[600]) < 200, sizes
+
+
+def test_the_visits_table_stays_bounded(db: Database, tmp_path: Path) -> None:
+    """Buyers after 0, 1, 2, … sessions: a row per distinct count would make the page grow with the data; the
+    table lists the lowest counts, then says how many more rows there are and where every row is."""
+    start = datetime(2022, 4, 20, 18, 0)
+    sizes = {}
+    for buyers in (TABLE_ROWS, 160, 220):
+        lines = []
+        for customer in range(buyers):  # this customer orders in session customer + 1
+            for n in range(customer + 1):
+                event = {"customer-id": customer + 1, "timestamp": (start + n * timedelta(minutes=31)).isoformat()}
+                kind = "placed_order" if n == customer else "page_view"
+                lines.append({"id": customer * 1000 + n + 1, "type": kind, "event": event})
+        dump = tmp_path / f"visits-{buyers}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        shown = table(parse(page), "table-visits")
+        assert shown == [[visits, 1] for visits in range(min(buyers, TABLE_ROWS))]
+        if buyers == TABLE_ROWS:
+            assert "table-visits-more" not in page
+            continue
+        more = buyers - TABLE_ROWS
+        assert re.search(rf'id="table-visits-more"[^>]*>{more:,} more rows \({more:,} customers', page)
+        numbers = re.search(r"<details>.*?</details>", figure_html(page, "figure-visits"), re.S)
+        assert numbers is not None
+        sizes[buyers] = len(numbers.group(0))  # the table (the chart's bars are capped on their own)
+    assert abs(sizes[220] - sizes[160]) < 20, sizes

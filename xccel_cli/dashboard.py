@@ -465,8 +465,15 @@ def _visits_figure(visits: list[dict[str, Any]], median: float | None) -> str:
         ["sessions before first order", "customers"],
         [
             [(r["visits_before_order"], str(r["visits_before_order"])), (r["customers"], f"{r['customers']:,}")]
-            for r in visits
+            for r in visits[:TABLE_ROWS]
         ],
+        more_rows(
+            "table-visits",
+            len(visits) - TABLE_ROWS,
+            f"rows ({sum(r['customers'] for r in visits[TABLE_ROWS:]):,} customers, "
+            f"{visits[-1]['visits_before_order'] if visits else 0:,} sessions before the first order at most) are",
+            "<code>sql/dashboard_visits.sql</code> (under <code>xccel db --psql</code>)",
+        ),
     )
     return _figure("figure-visits", title, caption, svg, table)
 

@@ -652,3 +652,32 @@ def test_the_visits_table_stays_bounded(db: Database, tmp_path: Path) -> None:
         assert numbers is not None
         sizes[buyers] = len(numbers.group(0))  # the table (the chart's bars are capped on their own)
     assert abs(sizes[220] - sizes[160]) < 20, sizes
+
+
+def test_long_referrers_do_not_make_the_page_grow_with_them(db: Database, tmp_path: Path) -> None:
+    """A referrer as long as a line may be (megabytes) is written on the page cut, in the table and in every
+    drawing of the chart (labels, tooltips), so the page stays the same size however long the referrers are."""
+    start = datetime(2022, 4, 20, 18, 0)
+    sizes = {}
+    for length in (5_000, 50_000):
+        lines = []
+        for n in range(12):  # each its own session, all drawn in the chart
+            referrer = f"https://r{n}.example/" + "x" * length
+            event = {
+                "customer-id": n + 1,
+                "timestamp": (start + timedelta(minutes=n)).isoformat(),
+                "referrer": referrer,
+            }
+            lines.append({"id": length + n, "type": "page_view", "event": event})
+        dump = tmp_path / f"long-{length}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        with db.conn.cursor() as cur:  # each length on its own: the earlier sessions out of the way
+            cur.execute("TRUNCATE raw_events, sessions, tb_events")
+        db.conn.commit()
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        shown = [row[0] for row in table(parse(page), "table-referrers")]
+        assert len(shown) == 12 and all(r.startswith("https://r") and r.endswith("…") for r in shown)
+        assert "/metrics/referrers" in figure_html(page, "figure-referrers")  # where they are whole
+        sizes[length] = len(page)
+    assert abs(sizes[50_000] - sizes[5_000]) < 1_000, sizes

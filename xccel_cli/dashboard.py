@@ -88,6 +88,9 @@ FUNNEL_LABELS = {
 HISTOGRAM_MEDIANS = ("median_visits_before_order", "median_session_duration_minutes_before_order")
 VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
 REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it the TABLE_ROWS largest
+# a referrer is written on the page cut to this many characters: it may be as long as a line, and the chart
+# repeats it in every drawing and tooltip, so whole it would make the page grow with the data
+REFERRER_CHARS = 300
 
 
 @dataclass
@@ -537,11 +540,18 @@ def _percent_axis(value: float) -> str:
 
 def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
     title = "Sessions by referrer"
+    cut = [r for r in referrers[:TABLE_ROWS] if len(r["referrer"]) > REFERRER_CHARS]
+    referrers = [{**r, "referrer": charts.truncate(r["referrer"], REFERRER_CHARS)} for r in referrers]
     shown = referrers[:REFERRER_ROWS]
     caption = EXTRA_DEFINITIONS["referrer"] + (
         " Conversion carries its 95% Wilson score interval (whiskers, and in brackets): where two referrers' "
         "intervals overlap, the data does not say which converts better."
     )
+    if cut:
+        caption += (
+            f" {len(cut):,} referrers longer than {REFERRER_CHARS} characters are cut here (…); "
+            "xccel report --by referrer and GET /metrics/referrers give them whole."
+        )
     if len(referrers) > len(shown):
         listed = "all" if len(referrers) <= TABLE_ROWS else f"the {TABLE_ROWS} largest"
         caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists {listed}."

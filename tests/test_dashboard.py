@@ -681,3 +681,19 @@ def test_long_referrers_do_not_make_the_page_grow_with_them(db: Database, tmp_pa
         assert "/metrics/referrers" in figure_html(page, "figure-referrers")  # where they are whole
         sizes[length] = len(page)
     assert abs(sizes[50_000] - sizes[5_000]) < 1_000, sizes
+
+
+def test_weekly_trend_across_a_new_year_names_each_week_with_its_year(db: Database, tmp_path: Path) -> None:
+    """Weeks from December into January: an axis saying one year under month-day labels would date the
+    January weeks a year early; like the day-by-day charts, the labels then carry their years."""
+    start = datetime(2022, 12, 19, 12, 0)  # a Monday
+    lines = []
+    for n in range(4):
+        event = {"customer-id": n + 1, "timestamp": (start + timedelta(weeks=n)).isoformat()}
+        lines.append({"id": n + 1, "type": "placed_order", "event": event})
+    dump = tmp_path / "new-year.ndjson"
+    dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    load_dump(db, dump)
+    weekly = figure_html(render_dashboard(db), "figure-weekly")
+    assert "UTC, 2022)" not in weekly
+    assert ">2023-01-02<" in weekly and ">2022-12-19<" in weekly

@@ -214,8 +214,10 @@ def weekly_charts(weeks: Sequence[WeekRow]) -> tuple[str, str]:
         return _empty("chart-weekly-visits", title_visits, message), _empty(
             "chart-weekly-minutes", title_minutes, message
         )
-    categories = [f"{w.week_start:%m-%d}" for w in weeks]
-    axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})"
+    # one year under month-day labels only when every week is in it, as on the day-by-day charts
+    same_year = weeks[0].week_start.year == weeks[-1].week_start.year
+    categories = [f"{w.week_start:%m-%d}" if same_year else w.week_start.isoformat() for w in weeks]
+    axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})" if same_year else "week starting (Monday, UTC)"
     visits = charts.variants(
         "chart-weekly-visits",
         lambda svg_id, width: charts.line_chart(

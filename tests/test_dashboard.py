@@ -10,7 +10,7 @@ import random
 import re
 import statistics
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from tests.conftest import invoke_xccel, run_xccel
 from xccel_cli.charts import nice_ticks, number
 from xccel_cli.config import SessionRules
+from xccel_cli.conversion_cards import TABLE_ROWS
 from xccel_cli.dashboard import CHART_VARIANT_IDS, render_dashboard
 from xccel_cli.db import Database
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, run_all
+from xccel_cli.referrers import referrer_rows
 
 REFERRERS = ["https://www.google.com", "https://bing.com", "https://news.example.org"]
 EVENT_TYPES = ["page_view"] * 2 + [
@@ -537,3 +539,161 @@ def test_a_window_without_customers_does_not_say_nothing_is_published(db: Databa
     assert report(db).publication_id is not None
     assert 'id="nothing-published"' not in page and "Nothing is published yet" not in page
     assert 'id="window"' in page
+
+
+def hostile_dump(path: Path, long_sessions: int, referrers: int) -> Path:
+    """One customer of long_sessions sessions without an order (a conversion row per session number), and
+    referrers customers of one session each from a referrer of their own (a referrer row each)."""
+    start = datetime(2022, 4, 20, 18, 0)
+    lines = [
+        {"id": n, "type": "page_view", "event": {"customer-id": 1, "timestamp": (start + n * timedelta(minutes=31))}}
+        for n in range(1, long_sessions + 1)
+    ]
+    for n in range(referrers):
+        event = {"customer-id": 2 + n, "timestamp": start + timedelta(seconds=n), "referrer": f"https://r{n}.example"}
+        lines.append({"id": 1_000_000 + n, "type": "placed_order" if n % 3 == 0 else "page_view", "event": event})
+    path.write_text("".join(json.dumps(line, default=datetime.isoformat) + "\n" for line in lines))
+    return path
+
+
+def figure_html(page: str, figure_id: str) -> str:
+    found = re.search(rf'<figure id="{figure_id}".*?</figure>', page, re.S)
+    assert found is not None, figure_id
+    return found.group(0)
+
+
+def test_the_conversion_and_referrer_tables_stay_bounded_and_say_how_many_rows_are_left_out(
+    db: Database, tmp_path: Path
+) -> None:
+    """A customer of hundreds of sessions, or a referrer per session, must not make the page grow with the
+    data: each table lists its first rows in its own order, then one line saying how many more there are
+    and where every row is. Up to the cap, every row is listed and no such line shown."""
+    sizes = {}
+    for long_sessions, referrers in ((TABLE_ROWS, TABLE_ROWS - 1), (300, 300), (600, 600)):
+        load_dump(db, hostile_dump(tmp_path / f"hostile-{long_sessions}.ndjson", long_sessions, referrers))
+        page = render_dashboard(db)
+        parsed = parse(page)
+        assert_self_contained(parsed)
+        figures = report(db).conversion
+        assert figures is not None and len(figures["rows"]) == long_sessions  # the data does hold every row
+        every = [row.referrer for row in referrer_rows(db)]
+        assert len(every) == referrers + 1  # and "(direct)"
+        conversion_rows = [row[0] for row in table(parsed, "table-conversion")]
+        referrer_shown = [row[0] for row in table(parsed, "table-referrers")]
+        if long_sessions == TABLE_ROWS:  # at the cap: all of it
+            assert conversion_rows == list(range(1, TABLE_ROWS + 1)) and referrer_shown == every
+            assert "table-conversion-more" not in page and "table-referrers-more" not in page
+            continue
+        assert conversion_rows == list(range(1, TABLE_ROWS + 1))  # the first session numbers
+        more = long_sessions - TABLE_ROWS
+        assert re.search(rf'id="table-conversion-more"[^>]*>{more:,} more session numbers', page)
+        assert "xccel report --by visit" in page and "/metrics/conversion" in page
+        assert referrer_shown == every[:TABLE_ROWS]  # the largest ones
+        assert re.search(rf'id="table-referrers-more"[^>]*>{len(every) - TABLE_ROWS:,} more referrers', page)
+        assert "xccel report --by referrer" in page and "/metrics/referrers" in page
+        sizes[long_sessions] = {key: len(figure_html(page, key)) for key in ("figure-conversion", "figure-referrers")}
+    for key in ("figure-conversion", "figure-referrers"):  # twice the rows, the same size (give or take digits)
+        assert abs(sizes[600][key] - sizes[300][key]) < 200, (key, sizes)
+
+
+def test_the_weekly_trend_stays_bounded_when_first_sessions_spread_over_years(db: Database, tmp_path: Path) -> None:
+    """One customer per week over decades (a clock gone wrong, a hostile dump) must not make the page grow
+    with the data: the weekly trend keeps to the days the day-by-day charts span, and says what it leaves out."""
+    start = datetime(2000, 1, 3, 12, 0)  # a Monday
+    sizes = {}
+    for customers in (600, 1200):
+        lines = []
+        for n in range(customers):
+            moment = start + timedelta(weeks=n)
+            for offset, kind in enumerate(("page_view", "placed_order")):
+                event = {"customer-id": n + 1, "timestamp": (moment + timedelta(minutes=offset)).isoformat()}
+                lines.append({"id": 2 * n + offset + 1, "type": kind, "event": event})
+        dump = tmp_path / f"weeks-{customers}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        parsed = parse(page)
+        daily = table(parsed, "table-daily")
+        first, last = date.fromisoformat(daily[0][0]), date.fromisoformat(daily[-1][0])
+        weeks = table(parsed, "table-weekly")
+        mondays = first - timedelta(days=first.weekday()), last - timedelta(days=last.weekday())
+        assert len(weeks) == (mondays[1] - mondays[0]).days // 7 + 1  # each week of the days drawn, no other
+        assert all(first - timedelta(days=6) <= date.fromisoformat(row[0]) <= last for row in weeks)
+        left_out = customers - len(weeks)
+        assert f"Not shown: {left_out:,} weeks of first sessions ({left_out:,} customers)" in page
+        sizes[customers] = len(figure_html(page, "figure-weekly"))
+    assert abs(sizes[1200] - sizes[600]) < 200, sizes
+
+
+def test_the_visits_table_stays_bounded(db: Database, tmp_path: Path) -> None:
+    """Buyers after 0, 1, 2, … sessions: a row per distinct count would make the page grow with the data; the
+    table lists the lowest counts, then says how many more rows there are and where every row is."""
+    start = datetime(2022, 4, 20, 18, 0)
+    sizes = {}
+    for buyers in (TABLE_ROWS, 160, 220):
+        lines = []
+        for customer in range(buyers):  # this customer orders in session customer + 1
+            for n in range(customer + 1):
+                event = {"customer-id": customer + 1, "timestamp": (start + n * timedelta(minutes=31)).isoformat()}
+                kind = "placed_order" if n == customer else "page_view"
+                lines.append({"id": customer * 1000 + n + 1, "type": kind, "event": event})
+        dump = tmp_path / f"visits-{buyers}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        shown = table(parse(page), "table-visits")
+        assert shown == [[visits, 1] for visits in range(min(buyers, TABLE_ROWS))]
+        if buyers == TABLE_ROWS:
+            assert "table-visits-more" not in page
+            continue
+        more = buyers - TABLE_ROWS
+        assert re.search(rf'id="table-visits-more"[^>]*>{more:,} more rows \({more:,} customers', page)
+        numbers = re.search(r"<details>.*?</details>", figure_html(page, "figure-visits"), re.S)
+        assert numbers is not None
+        sizes[buyers] = len(numbers.group(0))  # the table (the chart's bars are capped on their own)
+    assert abs(sizes[220] - sizes[160]) < 20, sizes
+
+
+def test_long_referrers_do_not_make_the_page_grow_with_them(db: Database, tmp_path: Path) -> None:
+    """A referrer as long as a line may be (megabytes) is written on the page cut, in the table and in every
+    drawing of the chart (labels, tooltips), so the page stays the same size however long the referrers are."""
+    start = datetime(2022, 4, 20, 18, 0)
+    sizes = {}
+    for length in (5_000, 50_000):
+        lines = []
+        for n in range(12):  # each its own session, all drawn in the chart
+            referrer = f"https://r{n}.example/" + "x" * length
+            event = {
+                "customer-id": n + 1,
+                "timestamp": (start + timedelta(minutes=n)).isoformat(),
+                "referrer": referrer,
+            }
+            lines.append({"id": length + n, "type": "page_view", "event": event})
+        dump = tmp_path / f"long-{length}.ndjson"
+        dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        with db.conn.cursor() as cur:  # each length on its own: the earlier sessions out of the way
+            cur.execute("TRUNCATE raw_events, sessions, tb_events")
+        db.conn.commit()
+        load_dump(db, dump)
+        page = render_dashboard(db)
+        shown = [row[0] for row in table(parse(page), "table-referrers")]
+        assert len(shown) == 12 and all(r.startswith("https://r") and r.endswith("…") for r in shown)
+        assert "/metrics/referrers" in figure_html(page, "figure-referrers")  # where they are whole
+        sizes[length] = len(page)
+    assert abs(sizes[50_000] - sizes[5_000]) < 1_000, sizes
+
+
+def test_weekly_trend_across_a_new_year_names_each_week_with_its_year(db: Database, tmp_path: Path) -> None:
+    """Weeks from December into January: an axis saying one year under month-day labels would date the
+    January weeks a year early; like the day-by-day charts, the labels then carry their years."""
+    start = datetime(2022, 12, 19, 12, 0)  # a Monday
+    lines = []
+    for n in range(4):
+        event = {"customer-id": n + 1, "timestamp": (start + timedelta(weeks=n)).isoformat()}
+        lines.append({"id": n + 1, "type": "placed_order", "event": event})
+    dump = tmp_path / "new-year.ndjson"
+    dump.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    load_dump(db, dump)
+    weekly = figure_html(render_dashboard(db), "figure-weekly")
+    assert "UTC, 2022)" not in weekly
+    assert ">2023-01-02<" in weekly and ">2022-12-19<" in weekly

@@ -551,3 +551,29 @@ def test_a_header_sent_on_several_lines_is_read_as_one_list(cors_server: Server)
         status, headers, body = exchange("/dashboard", f"Accept-Encoding: {first}", f"Accept-Encoding: {second}")
         assert status == 200 and headers.get("content-encoding") == "gzip", (first, second)
         assert gzip.decompress(body).startswith(b"<!DOCTYPE html>")
+
+
+def test_if_modified_since_with_more_than_one_date_is_ignored(cors_server: Server) -> None:
+    """RFC 9110, 13.1.3: If-Modified-Since is ignored when its value is not one valid HTTP-date, so two lines
+    (or two dates on one line) get the whole answer, on the paths Front answers itself and on the routes'."""
+
+    def exchange(path: str, *lines: str) -> tuple[int, bytes]:
+        head = "".join(f"{line}\r\n" for line in lines)
+        raw = raw_exchange(
+            cors_server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}Connection: close\r\n\r\n".encode()
+        )
+        status, _, body = split_raw(raw)
+        return status, body
+
+    old = "Sun, 06 Nov 1994 08:49:37 GMT"
+    for path in ("/metrics/orders", "/metrics/orders?since=2022-04-01", "/dashboard", "/metrics/referrers"):
+        modified = ask(cors_server.port, path).headers["last-modified"]
+        assert exchange(path, f"If-Modified-Since: {modified}")[0] == 304, path  # one date: honoured
+        for lines in (
+            (f"If-Modified-Since: {modified}", f"If-Modified-Since: {old}"),
+            (f"If-Modified-Since: {old}", f"If-Modified-Since: {modified}"),
+            (f"If-Modified-Since: {modified}", f"If-Modified-Since: {modified}"),
+            (f"If-Modified-Since: {modified}, {modified}",),
+        ):
+            status, body = exchange(path, *lines)
+            assert status == 200 and body, (path, lines)

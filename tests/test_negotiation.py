@@ -128,3 +128,39 @@ def test_if_modified_since_is_read_in_all_three_http_date_formats() -> None:
     for earlier in ("Wed, 01 May 2024 11:59:59 GMT", "Wednesday, 01-May-24 11:59:59 GMT", "Wed May  1 11:59:59 2024"):
         assert answer.respond(None, None, earlier)[0] == 200, earlier
     assert answer.respond(None, None, "Wed, 01 May 2024 12:00:00")[0] == 200  # no zone: not an HTTP date, ignored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Wed, 01 May 2024 12:00:00 GMT, Wed, 01 May 2024 12:00:00 GMT",  # two members
+        "Wed, 01 May 2024 12:00:00 GMT, Wed May  1 12:00:00 2024",
+        "Wed, 01 May 2024 12:00:00 GMT junk",
+        "Wed, 01 May 2024 14:00:00 +0200",  # an offset: RFC 5322, not an HTTP-date
+        "Wed, 01 May 2024 07:00:00 EST",
+        "01 May 2024 12:00:00 GMT",  # no day name
+        "Wed, 1 May 2024 12:00:00 GMT",  # IMF-fixdate has two-digit days
+        "Wed, 01 May 24 12:00:00 GMT",
+    ],
+)
+def test_if_modified_since_that_is_not_one_http_date_is_ignored(value: str) -> None:
+    """RFC 9110, 13.1.3: a recipient MUST ignore If-Modified-Since unless its value is one valid HTTP-date."""
+    from datetime import UTC, datetime
+
+    key = (7, datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC))
+    answer = cached_answer(key, b'{"a":1}', JSON, "Accept", compress=False)
+    assert answer.respond(None, None, value)[0] == 200
+
+
+def test_a_two_digit_rfc_850_year_is_read_as_rfc_9110_says() -> None:
+    """RFC 9110, 5.6.7: a two-digit year that would be more than 50 years ahead is the latest past one with
+    those digits; any other is the coming one."""
+    from datetime import UTC, datetime
+
+    from xccel_cli.web.cache import _http_date
+
+    this_year = datetime.now(UTC).year
+    for ahead, century_back in ((45, 0), (55, 100)):
+        expected = datetime(this_year + ahead - century_back, 5, 1, 12, tzinfo=UTC)
+        sent = f"{expected:%A}, 01-May-{expected.year % 100:02d} 12:00:00 GMT"
+        assert _http_date(sent) == int(expected.timestamp()), sent

@@ -27,7 +27,10 @@ PLOT_HEIGHT = 208
 LINE = 16  # baseline to baseline of the legend's lines
 SIZE = charts.MIN_FONT  # every text: the page never shows a drawing much narrower than its width
 CHART_IDS = ("chart-km", "chart-hazard", "chart-weekly-visits", "chart-weekly-minutes")
-MAX_STEPS = 30  # the charts stop at this session number; the table under them lists every row
+MAX_STEPS = 30  # the charts stop at this session number
+# a table on the page lists this many rows at most, then says how many more there are and where they are:
+# the page's size must not grow with the data (a customer of thousands of sessions, a referrer per session)
+TABLE_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,10 @@ def weekly_charts(weeks: Sequence[WeekRow]) -> tuple[str, str]:
         return _empty("chart-weekly-visits", title_visits, message), _empty(
             "chart-weekly-minutes", title_minutes, message
         )
-    categories = [f"{w.week_start:%m-%d}" for w in weeks]
-    axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})"
+    # one year under month-day labels only when every week is in it, as on the day-by-day charts
+    same_year = weeks[0].week_start.year == weeks[-1].week_start.year
+    categories = [f"{w.week_start:%m-%d}" if same_year else w.week_start.isoformat() for w in weeks]
+    axis = f"week starting (Monday, UTC, {weeks[0].week_start.year})" if same_year else "week starting (Monday, UTC)"
     visits = charts.variants(
         "chart-weekly-visits",
         lambda svg_id, width: charts.line_chart(
@@ -259,12 +264,33 @@ def _cell(raw: Any, shown: str) -> str:
     return f'<td data-value="{value}">{escape(shown)}</td>'
 
 
+def more_rows(table_id: str, hidden: int, what: str, where: str) -> str:
+    """The line under a table cut at TABLE_ROWS: how many rows it leaves out and where every row is (where is
+    HTML), or '' when nothing is left out."""
+    if hidden <= 0:
+        return ""
+    return (
+        f'<p class="more" id="{table_id}-more">{hidden:,} more {escape(what)} not listed here; every row: {where}.</p>'
+    )
+
+
+def window_query(window: dict[str, Any]) -> tuple[str, str]:
+    """(command options, URL query) asking for the same window as the page's, both '' for none."""
+    bounds = [(name, window.get(name)) for name in ("since", "until") if window.get(name) is not None]
+    options = "".join(f" --{name} {value}" for name, value in bounds)
+    query = "&".join(f"{name}={value}" for name, value in bounds)
+    return options, f"?{query}" if query else ""
+
+
 def _interval_text(value: float, interval: dict[str, Any]) -> str:
     return f"{_pct(value)} ({_pct(interval['low'])}–{_pct(interval['high'])})"
 
 
-def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow], window: dict[str, Any]) -> str:
-    """The two figures (conversion by visit number; weekly trend) as HTML for the dashboard."""
+def conversion_cards(
+    conversion: dict[str, Any] | None, weeks: Sequence[WeekRow], weeks_note: str, window: dict[str, Any]
+) -> str:
+    """The two figures (conversion by visit number; weekly trend) as HTML for the dashboard; weeks_note says
+    which weeks are left out, if any."""
     conversion = conversion or {"rows": [], "km_median_order_session": None, "km_median_interval": {}}
     rows = conversion["rows"]
     median = conversion["km_median_order_session"]
@@ -283,7 +309,8 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         f"{DEFINITIONS['cumulative_share']} {DEFINITIONS['hazard']}"
     )
     if len(rows) > MAX_STEPS:
-        caption += f" The charts show sessions 1 to {MAX_STEPS} of {len(rows)}; the table lists all."
+        listed = "all" if len(rows) <= TABLE_ROWS else f"sessions 1 to {TABLE_ROWS}"
+        caption += f" The charts show sessions 1 to {MAX_STEPS} of {len(rows)}; the table lists {listed}."
     head = "".join(
         f"<th>{escape(h)}</th>"
         for h in ("k", "reached", "at risk", "first orders", "censored", "hazard (95 %)", "bought by k (95 %)")
@@ -298,11 +325,18 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         + _cell(r["hazard"], _interval_text(r["hazard"], r["hazard_interval"]))
         + _cell(r["cumulative_share"], _interval_text(r["cumulative_share"], r["cumulative_interval"]))
         + "</tr>"
-        for r in rows
+        for r in rows[:TABLE_ROWS]
+    )
+    options, query = window_query(window)
+    more = more_rows(
+        "table-conversion",
+        len(rows) - TABLE_ROWS,
+        f"session numbers ({TABLE_ROWS + 1:,} to {len(rows):,}) are",
+        f"<code>xccel report --by visit{escape(options)}</code> or <code>GET /metrics/conversion{escape(query)}</code>",
     )
     table = (
         f'<details><summary>Numbers</summary><div class="table-wrap"><table id="table-conversion"><thead><tr>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
+        f"</tr></thead><tbody>{body}</tbody></table></div>{more}</details>"
     )
     since, until = window.get("since"), window.get("until")
     scope = (
@@ -343,7 +377,9 @@ def conversion_cards(conversion: dict[str, Any] | None, weeks: Sequence[WeekRow]
         f"<h2>Conversion by visit number</h2><figcaption>{escape(caption + scope)}</figcaption>"
         f'<div class="pair"><div>{km}</div><div>{hazard}</div></div>{table}</figure>'
         f'<figure id="figure-weekly" class="wide"><h2>Weekly trend of the two medians</h2>'
-        f'<figcaption>{escape(weekly_caption)}</figcaption><div class="pair"><div>{visits}</div><div>{minutes}</div>'
+        f"<figcaption>{escape(weekly_caption)}</figcaption>"
+        + (f'<p class="note">{escape(weeks_note)}</p>' if weeks_note else "")
+        + f'<div class="pair"><div>{visits}</div><div>{minutes}</div>'
         "</div>"
         f"{week_table}</figure>"
     )

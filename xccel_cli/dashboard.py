@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from xccel_cli.charts import (
 )
 from xccel_cli.config import SessionRules
 from xccel_cli.conversion import WeekRow, Window, weekly_medians, wilson
+from xccel_cli.conversion_cards import TABLE_ROWS, more_rows
 from xccel_cli.db import Database
 from xccel_cli.errors import ConfigError
 from xccel_cli.metrics import DEFINITIONS, Report, report
@@ -86,7 +87,10 @@ FUNNEL_LABELS = {
 }
 HISTOGRAM_MEDIANS = ("median_visits_before_order", "median_session_duration_minutes_before_order")
 VISIT_BARS = 20  # the histogram groups customers with this many sessions before the order or more
-REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it lists all
+REFERRER_ROWS = 12  # the chart shows the largest referrers; the table under it the TABLE_ROWS largest
+# a referrer is written on the page cut to this many characters: it may be as long as a line, and the chart
+# repeats it in every drawing and tooltip, so whole it would make the page grow with the data
+REFERRER_CHARS = 300
 
 
 @dataclass
@@ -220,7 +224,7 @@ def render_page(data: DashboardData, generated_at: datetime | None = None) -> st
         banner,
         _window_banner(rep),
         _headlines(rep),
-        conversion_cards.conversion_cards(rep.conversion, data.weeks, rep.window),
+        conversion_cards.conversion_cards(rep.conversion, *_weeks_drawn(data.weeks, data.daily), rep.window),
         '<div class="grid">',
         _visits_figure(data.visits, medians["median_visits_before_order"]),
         _durations_figure(data.durations, medians["median_session_duration_minutes_before_order"]),
@@ -267,6 +271,7 @@ figure.wide{margin:16px 0}
 figcaption{color:#5b6675;margin-bottom:8px}
 svg.chart{display:block;max-width:100%;height:auto}
 .note{color:#1f2933;background:#fff4e5;border-left:3px solid #f0c48a;padding:4px 8px;margin:6px 0}
+.more{margin:4px 0}
 details{margin-top:6px;color:#5b6675}
 summary{cursor:pointer}
 .table-wrap{max-width:100%;overflow-x:auto}
@@ -290,6 +295,23 @@ figure,.defs{padding:12px 10px}
 .headline .value{font-size:36px}
 }
 """
+
+
+def _weeks_drawn(weeks: list[WeekRow], daily: list[dict[str, Any]]) -> tuple[list[WeekRow], str]:
+    """The weeks of first sessions that meet the days the day-by-day charts span (the bulk of the data), and a
+    note on the others: first sessions spread over decades must not make the page grow with the data."""
+    if not daily:
+        return weeks, ""
+    first, last = daily[0]["day"], daily[-1]["day"]
+    shown = [w for w in weeks if first - timedelta(days=6) <= w.week_start <= last]
+    if len(shown) == len(weeks):
+        return weeks, ""
+    left_out = len(weeks) - len(shown)
+    customers = sum(w.customers for w in weeks) - sum(w.customers for w in shown)
+    return shown, (
+        f"Not shown: {left_out:,} weeks of first sessions ({customers:,} customers) outside the days the "
+        f"day-by-day charts span ({first} to {last}); sql/weekly_medians.sql (under xccel db --psql) lists every week."
+    )
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -381,7 +403,7 @@ def _raw(value: Any) -> str:
     return "null" if value is None else escape(repr(value))
 
 
-def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]]) -> str:
+def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]], more: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f'<td data-value="{_raw(raw)}">{escape(shown)}</td>' for raw, shown in row) + "</tr>"
@@ -389,7 +411,7 @@ def _table(table_id: str, headers: list[str], rows: list[list[tuple[Any, str]]])
     )
     return (
         f'<details><summary>Numbers</summary><div class="table-wrap"><table id="{table_id}"><thead><tr>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
+        f"</tr></thead><tbody>{body}</tbody></table></div>{more}</details>"
     )
 
 
@@ -446,8 +468,15 @@ def _visits_figure(visits: list[dict[str, Any]], median: float | None) -> str:
         ["sessions before first order", "customers"],
         [
             [(r["visits_before_order"], str(r["visits_before_order"])), (r["customers"], f"{r['customers']:,}")]
-            for r in visits
+            for r in visits[:TABLE_ROWS]
         ],
+        more_rows(
+            "table-visits",
+            len(visits) - TABLE_ROWS,
+            f"rows ({sum(r['customers'] for r in visits[TABLE_ROWS:]):,} customers, "
+            f"{visits[-1]['visits_before_order'] if visits else 0:,} sessions before the first order at most) are",
+            "<code>sql/dashboard_visits.sql</code> (under <code>xccel db --psql</code>)",
+        ),
     )
     return _figure("figure-visits", title, caption, svg, table)
 
@@ -511,13 +540,21 @@ def _percent_axis(value: float) -> str:
 
 def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
     title = "Sessions by referrer"
+    cut = [r for r in referrers[:TABLE_ROWS] if len(r["referrer"]) > REFERRER_CHARS]
+    referrers = [{**r, "referrer": charts.truncate(r["referrer"], REFERRER_CHARS)} for r in referrers]
     shown = referrers[:REFERRER_ROWS]
     caption = EXTRA_DEFINITIONS["referrer"] + (
         " Conversion carries its 95% Wilson score interval (whiskers, and in brackets): where two referrers' "
         "intervals overlap, the data does not say which converts better."
     )
+    if cut:
+        caption += (
+            f" {len(cut):,} referrers longer than {REFERRER_CHARS} characters are cut here (…); "
+            "xccel report --by referrer and GET /metrics/referrers give them whole."
+        )
     if len(referrers) > len(shown):
-        caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists all."
+        listed = "all" if len(referrers) <= TABLE_ROWS else f"the {TABLE_ROWS} largest"
+        caption += f" The chart shows the {len(shown)} largest of {len(referrers)} referrers; the table lists {listed}."
     if not shown:
         svg = _empty("chart-referrers", title, "No sessions yet.", WIDE_LAYOUTS)
     else:
@@ -577,8 +614,14 @@ def _referrers_figure(referrers: list[dict[str, Any]]) -> str:
                     f"{percent(r['share_with_order_low'])}–{percent(r['share_with_order_high'])}",
                 ),
             ]
-            for r in referrers
+            for r in referrers[:TABLE_ROWS]
         ],
+        more_rows(
+            "table-referrers",
+            len(referrers) - TABLE_ROWS,
+            "referrers, smaller ones, are",
+            "<code>xccel report --by referrer</code> or <code>GET /metrics/referrers</code>",
+        ),
     )
     return _figure("figure-referrers", title, caption, svg, table, wide=True)
 

@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
 
@@ -152,20 +152,55 @@ def not_modified_since(key: PublicationKey, if_modified_since: str) -> bool:
     return key is not None and since is not None and int(key[1].timestamp()) <= since
 
 
-# asctime, the third HTTP-date form (RFC 9110, 5.6.7): it names no zone, and means GMT
-ASCTIME = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}")
+# the three HTTP-date forms (RFC 9110, 5.6.7), all GMT: IMF-fixdate, the obsolete RFC 850 form and asctime.
+# Anything else (an offset, a zone name, junk after the date, two dates) is not an HTTP-date, and
+# If-Modified-Since must then be ignored (13.1.3): email's lenient date parser would read it all the same.
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = {name: number for number, name in enumerate(MONTH_NAMES, 1)}
+_MONTH = rf"(?P<month>{'|'.join(MONTHS)})"
+_TIME = r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
+HTTP_DATES = (
+    re.compile(rf"{_DAY}, (?P<day>\d{{2}}) {_MONTH} (?P<year>\d{{4}}) {_TIME} GMT"),
+    re.compile(
+        rf"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (?P<day>\d{{2}})-{_MONTH}-(?P<yy>\d{{2}}) "
+        rf"{_TIME} GMT"
+    ),
+    re.compile(rf"{_DAY} {_MONTH} (?P<day>[ \d]\d) {_TIME} (?P<year>\d{{4}})"),
+)
 
 
 @lru_cache(maxsize=64)
 def _http_date(text: str) -> int | None:
-    try:
-        parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    """The seconds since the epoch of one HTTP-date, or None when text is not exactly one."""
+    text = text.strip()
+    for form in HTTP_DATES:
+        found = form.fullmatch(text)
+        if found is not None:
+            break
+    else:
         return None
-    if parsed.tzinfo is None:
-        if not ASCTIME.fullmatch(text.strip()):
-            return None
-        parsed = parsed.replace(tzinfo=UTC)
+    fields = found.groupdict()
+    if fields.get("yy") is not None:
+        # RFC 850's two-digit year: the coming one, unless that is more than 50 years ahead
+        now = datetime.now(UTC)
+        year = now.year - now.year % 100 + int(fields["yy"])
+        if year > now.year + 50:
+            year -= 100
+    else:
+        year = int(fields["year"])
+    try:
+        parsed = datetime(
+            year,
+            MONTHS[fields["month"]],
+            int(fields["day"]),
+            int(fields["hour"]),
+            int(fields["minute"]),
+            min(int(fields["second"]), 59),  # a leap second names the last second of its minute
+            tzinfo=UTC,
+        )
+    except ValueError:  # 31 Feb, hour 25: not a date
+        return None
     return int(parsed.timestamp())
 
 

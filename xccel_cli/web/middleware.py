@@ -111,14 +111,18 @@ class Front:
                 else:
                     accept_encoding, repeated = f"{accept_encoding}, {value.decode('latin-1')}", True
             elif name == b"if-modified-since":
-                if_modified_since = value.decode("latin-1")
+                if if_modified_since is None:
+                    if_modified_since = value.decode("latin-1")
+                else:  # not a list: two dates on one line are no HTTP-date, so the condition is ignored
+                    if_modified_since, repeated = f"{if_modified_since}, {value.decode('latin-1')}", True
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
                 preflight_method = value
 
         if repeated:  # the routes read these as one line too
-            scope = {**scope, "headers": _with_lists_joined(scope["headers"], accept, if_none_match, accept_encoding)}
+            joined = _with_lists_joined(scope["headers"], accept, if_none_match, accept_encoding, if_modified_since)
+            scope = {**scope, "headers": joined}
         shared = SECURITY_HEADERS
         if self.cors_origins and origin is not None and origin in self.cors_origins:
             shared = [
@@ -233,8 +237,8 @@ class Front:
 
 
 def _with_lists_joined(headers: Headers, *values: str | None) -> Headers:
-    """The request's headers with Accept, If-None-Match and Accept-Encoding each on one line."""
-    names = (b"accept", b"if-none-match", b"accept-encoding")
+    """The request's headers with Accept, If-None-Match, Accept-Encoding and If-Modified-Since each on one line."""
+    names = (b"accept", b"if-none-match", b"accept-encoding", b"if-modified-since")
     kept = [(name, value) for name, value in headers if name not in names]
     return kept + [
         (name, value.encode("latin-1")) for name, value in zip(names, values, strict=True) if value is not None

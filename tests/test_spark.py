@@ -377,6 +377,27 @@ def test_midnight_in_cet_keeps_summer_time_on_both_engines(db: Database, spark: 
     assert expected.report["sessions"] == 4
 
 
+def test_midnight_in_est_on_a_server_with_another_abbreviation_set_on_both_engines(
+    db: Database, spark: Any, database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's AT TIME ZONE reads a name among the server's timezone_abbreviations first: under
+    'Australia', EST is UTC+10 (midnight at 14:00Z), where Spark and the oracle read the IANA zone EST."""
+    from psycopg import sql
+
+    stamps = ["2022-04-22T04:50:00Z", "2022-04-22T05:10:00Z", "2022-04-22T13:50:00Z", "2022-04-22T14:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "est.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    name = sql.Identifier(db.conn.info.dbname)
+    db.conn.execute(sql.SQL("ALTER DATABASE {} SET timezone_abbreviations = 'Australia'").format(name))
+    with connect(database_url, "public") as fresh:  # new sessions take the database's setting
+        rules = SessionRules(split_at_midnight=True, timezone="EST")
+        expected, _ = assert_same(fresh, spark, [str(path)], rules, tmp_path / "warehouse")
+    assert [row[8] for row in expected.tb_events] == ["1_1", "1_2", "2_1", "2_1"]
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),

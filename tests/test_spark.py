@@ -40,7 +40,7 @@ from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, connect
-from xccel_cli.errors import DataQualityError
+from xccel_cli.errors import DataQualityError, SourceError
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, RunAllResult, run_all
 from xccel_cli.schema import init_db
@@ -396,6 +396,33 @@ def test_midnight_in_est_on_a_server_with_another_abbreviation_set_on_both_engin
         rules = SessionRules(split_at_midnight=True, timezone="EST")
         expected, _ = assert_same(fresh, spark, [str(path)], rules, tmp_path / "warehouse")
     assert [row[8] for row in expected.tb_events] == ["1_1", "1_2", "2_1", "2_1"]
+
+
+def test_files_named_with_glob_characters_or_a_leading_underscore_are_read_as_named(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """run-all expands local globs itself; the job globbed each file it was handed again (a file named
+    dump[1].ndjson was "not found", a*b.ndjson also read axxb.ndjson), and Spark's reader skipped names
+    starting with '_' or '.' as hidden files: their lines were neither loaded nor rejected."""
+    from xccel_cli.source import expand_sources
+
+    names = ["dump[1].ndjson", "a*b.ndjson", "axxb.ndjson", "_part.ndjson", "q?{x,y}.ndjson", "back\\slash.ndjson"]
+    records = random_events(60, customers=6, seed=17)
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"".join(line(r) for r in records[i * 10 : (i + 1) * 10]))
+    (tmp_path / "empty.ndjson").write_bytes(b"")
+    sources = expand_sources([str(tmp_path / "*.ndjson")])
+    assert len(sources) == len(names) + 1
+    expected, _ = assert_same(db, spark, sources, SessionRules(), tmp_path / "warehouse")
+    assert expected.counters["lines_read"] == 60
+    # one file given alone, by its name
+    expected, _ = assert_same(db, spark, [str(tmp_path / "_part.ndjson")], SessionRules(), tmp_path / "warehouse")
+    assert expected.counters["lines_read"] == 10
+    # a name Spark's reader always skips (a Hadoop copy in progress) is refused, not read as empty
+    unfinished = tmp_path / "dump.ndjson._COPYING_"
+    shutil.copy(tmp_path / "_part.ndjson", unfinished)
+    with pytest.raises(SourceError, match="Spark does not read .*_COPYING_"):
+        run_spark(db, spark, [str(unfinished)], SessionRules(), tmp_path / "warehouse")
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

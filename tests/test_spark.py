@@ -425,6 +425,21 @@ def test_files_named_with_glob_characters_or_a_leading_underscore_are_read_as_na
         run_spark(db, spark, [str(unfinished)], SessionRules(), tmp_path / "warehouse")
 
 
+def test_midnight_in_zones_java_does_not_name_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """ROC (Asia/Taipei) and Factory (UTC) are IANA names xccel accepts and PostgreSQL reads, but Java's zone
+    database leaves them out: the Spark job failed (INVALID_TIMEZONE) where PostgreSQL published."""
+    stamps = ["2022-04-22T15:50:00Z", "2022-04-22T16:10:00Z", "2022-04-22T23:50:00Z", "2022-04-23T00:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "zones.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    for zone, split in (("ROC", ["1_1", "1_2", "2_1", "2_1"]), ("Factory", ["1_1", "1_1", "2_1", "2_2"])):
+        rules = SessionRules(split_at_midnight=True, timezone=zone)
+        expected, _ = assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+        assert [row[8] for row in expected.tb_events] == split
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),

@@ -519,6 +519,10 @@ def expand_sources(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
 # --- sessions -------------------------------------------------------------------------------------------------
 
 
+# IANA names that Java's zone database leaves out, for the zones they name (the tz database's own links).
+JAVA_ZONE_NAMES = {"ROC": "Asia/Taipei", "Factory": "UTC"}
+
+
 def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, DataFrame, int, DataFrame]:
     """tb_events and sessions from logged-in events (ts_us, referrer, page), by the rules of sql/sessionize.sql.
 
@@ -540,7 +544,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
                      lag(ts_us) OVER ({per_customer}) AS prev_us
               FROM xccel_events)
         """,
-        args={"tz": rules["timezone"]},
+        args={"tz": JAVA_ZONE_NAMES.get(rules["timezone"], rules["timezone"])},
     )
     if rules["split_on_referrer"]:
         # The referrer in force before an event is the last referrer seen earlier in the same gap session.

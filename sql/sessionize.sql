@@ -10,6 +10,8 @@
 --   SET xccel.since_run_id = 0;
 --   SET xccel.carry_landing = true;       -- read landing page and referrer out of the payloads (for sessions:
 --                                         -- sessionize_events.sql turns it off, sessionize_sessions.sql on)
+--   SET timezone_abbreviations = 'Default';  -- the abbreviations the midnight rule's zone names are read with
+--                                         -- (xccel sets it for its own transaction: see zone_settings below)
 -- Then, in the same session (the temp objects are per session), build the two tables from the
 -- session_events view below, one way or the other:
 --   one connection (xccel's way with a session cap): this file with carry_landing true, then
@@ -57,6 +59,8 @@ SELECT make_interval(mins => coalesce(nullif(current_setting('xccel.timeout_minu
 -- the zone's summer time, while the TimeZone setting reads zone names only. A function per event costs more,
 -- so every other name keeps AT TIME ZONE, as do UTC, UCT, GMT and Zulu (UTC either way) and EST, MST and HST
 -- (fixed offsets in this century either way; the Spark job reads these three as fixed offsets too).
+-- All of this holds for the Default abbreviation set (timezone_abbreviations), which xccel sets for the build:
+-- another set (Australia's EST is UTC+10) would change what a zone's name means here.
 CREATE TEMP TABLE zone_settings AS
 SELECT (SELECT split_at_midnight FROM session_settings)
        AND lower(tz) NOT IN ('utc', 'uct', 'gmt', 'zulu', 'est', 'mst', 'hst')

@@ -182,3 +182,35 @@ def test_the_real_command_reports_the_hand_computed_metrics(database_url: str, t
         assert report["rules"]["timeout_minutes"] == 30
     else:
         assert "new session after 30 min of inactivity" in " ".join(result.stdout.split())
+
+
+# Midnight in EST is 05:00Z; in the Australia abbreviation set, EST is Australian Eastern Standard Time
+# (midnight at 14:00Z). Customer 1 crosses EST's midnight, customer 2 Australian EST's.
+ABBREVIATED_ZONE = [
+    event(1, 1, "2022-04-22 04:50:00"),
+    event(2, 1, "2022-04-22 05:10:00"),
+    event(3, 2, "2022-04-22 13:50:00"),
+    event(4, 2, "2022-04-22 14:10:00"),
+]
+
+
+@pytest.mark.parametrize("helper", [True, False], ids=["two connections", "one connection"])
+def test_midnight_in_a_zone_named_like_an_abbreviation_whatever_the_servers_abbreviation_set(
+    db: Database, database_url: str, helper: bool
+) -> None:
+    """--timezone names an IANA zone. AT TIME ZONE looks a name up in the server's timezone_abbreviations
+    first, so a server set to 'Australia' read EST as UTC+10: sessions depended on a server setting."""
+    from psycopg import sql
+
+    from xccel_cli.config import SessionRules
+    from xccel_cli.db import connect
+
+    name = db.conn.info.dbname
+    db.conn.execute(sql.SQL("ALTER DATABASE {} SET timezone_abbreviations = 'Australia'").format(sql.Identifier(name)))
+    rules = SessionRules(split_at_midnight=True, timezone="EST")
+    with connect(database_url, "public") as fresh:  # a new session takes the database's setting
+        assert fresh.conn.execute("SHOW timezone_abbreviations").fetchone() == ("Australia",)
+        target = fresh if helper else Database(conn=fresh.conn, schema=fresh.schema, display_url=fresh.display_url)
+        publish(target, ABBREVIATED_ZONE, rules)
+        expected = assert_matches_oracle(target, ABBREVIATED_ZONE, rules)
+    assert [row["session_id"] for row in expected.tb_events] == ["1_1", "1_2", "2_1", "2_1"]

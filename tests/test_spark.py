@@ -40,7 +40,7 @@ from tests.dumps import START, event, line, random_events
 from tests.test_extract import BAD_LINES
 from xccel_cli.config import SessionRules
 from xccel_cli.db import Database, connect
-from xccel_cli.errors import DataQualityError
+from xccel_cli.errors import DataQualityError, SourceError
 from xccel_cli.metrics import report
 from xccel_cli.pipeline import ExtractOptions, RunAllResult, run_all
 from xccel_cli.schema import init_db
@@ -375,6 +375,69 @@ def test_midnight_in_cet_keeps_summer_time_on_both_engines(db: Database, spark: 
     rules = SessionRules(split_at_midnight=True, timezone="CET")
     expected, _ = assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
     assert expected.report["sessions"] == 4
+
+
+def test_midnight_in_est_on_a_server_with_another_abbreviation_set_on_both_engines(
+    db: Database, spark: Any, database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's AT TIME ZONE reads a name among the server's timezone_abbreviations first: under
+    'Australia', EST is UTC+10 (midnight at 14:00Z), where Spark and the oracle read the IANA zone EST."""
+    from psycopg import sql
+
+    stamps = ["2022-04-22T04:50:00Z", "2022-04-22T05:10:00Z", "2022-04-22T13:50:00Z", "2022-04-22T14:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "est.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    name = sql.Identifier(db.conn.info.dbname)
+    db.conn.execute(sql.SQL("ALTER DATABASE {} SET timezone_abbreviations = 'Australia'").format(name))
+    with connect(database_url, "public") as fresh:  # new sessions take the database's setting
+        rules = SessionRules(split_at_midnight=True, timezone="EST")
+        expected, _ = assert_same(fresh, spark, [str(path)], rules, tmp_path / "warehouse")
+    assert [row[8] for row in expected.tb_events] == ["1_1", "1_2", "2_1", "2_1"]
+
+
+def test_files_named_with_glob_characters_or_a_leading_underscore_are_read_as_named(
+    db: Database, spark: Any, tmp_path: Path
+) -> None:
+    """run-all expands local globs itself; the job globbed each file it was handed again (a file named
+    dump[1].ndjson was "not found", a*b.ndjson also read axxb.ndjson), and Spark's reader skipped names
+    starting with '_' or '.' as hidden files: their lines were neither loaded nor rejected."""
+    from xccel_cli.source import expand_sources
+
+    names = ["dump[1].ndjson", "a*b.ndjson", "axxb.ndjson", "_part.ndjson", "q?{x,y}.ndjson", "back\\slash.ndjson"]
+    records = random_events(60, customers=6, seed=17)
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"".join(line(r) for r in records[i * 10 : (i + 1) * 10]))
+    (tmp_path / "empty.ndjson").write_bytes(b"")
+    sources = expand_sources([str(tmp_path / "*.ndjson")])
+    assert len(sources) == len(names) + 1
+    expected, _ = assert_same(db, spark, sources, SessionRules(), tmp_path / "warehouse")
+    assert expected.counters["lines_read"] == 60
+    # one file given alone, by its name
+    expected, _ = assert_same(db, spark, [str(tmp_path / "_part.ndjson")], SessionRules(), tmp_path / "warehouse")
+    assert expected.counters["lines_read"] == 10
+    # a name Spark's reader always skips (a Hadoop copy in progress) is refused, not read as empty
+    unfinished = tmp_path / "dump.ndjson._COPYING_"
+    shutil.copy(tmp_path / "_part.ndjson", unfinished)
+    with pytest.raises(SourceError, match="Spark does not read .*_COPYING_"):
+        run_spark(db, spark, [str(unfinished)], SessionRules(), tmp_path / "warehouse")
+
+
+def test_midnight_in_zones_java_does_not_name_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """ROC (Asia/Taipei) and Factory (UTC) are IANA names xccel accepts and PostgreSQL reads, but Java's zone
+    database leaves them out: the Spark job failed (INVALID_TIMEZONE) where PostgreSQL published."""
+    stamps = ["2022-04-22T15:50:00Z", "2022-04-22T16:10:00Z", "2022-04-22T23:50:00Z", "2022-04-23T00:10:00Z"]
+    records = [event(i + 1, 1 + i // 2, START) for i in range(len(stamps))]
+    for record, stamp in zip(records, stamps, strict=True):
+        record["event"]["timestamp"] = stamp
+    path = tmp_path / "zones.ndjson"
+    path.write_bytes(b"".join(line(r) for r in records))
+    for zone, split in (("ROC", ["1_1", "1_2", "2_1", "2_1"]), ("Factory", ["1_1", "1_1", "2_1", "2_2"])):
+        rules = SessionRules(split_at_midnight=True, timezone=zone)
+        expected, _ = assert_same(db, spark, [str(path)], rules, tmp_path / "warehouse")
+        assert [row[8] for row in expected.tb_events] == split
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

@@ -132,6 +132,9 @@ def _prepare(db: Database, settings: dict[str, Any]) -> None:
     # with a synchronous commit, which flushes this one's WAL first: no need to wait for the flush here.
     db.conn.execute("SET LOCAL synchronous_commit = off")
     db.conn.execute("SELECT set_config('work_mem', %s, true)", (SORT_MEMORY,))
+    # AT TIME ZONE looks a zone name up among the server's abbreviations first: the midnight rule's zone
+    # (EST, CET...) must mean what sessionize.sql assumes, whatever abbreviation set the server has.
+    db.conn.execute("SET LOCAL timezone_abbreviations = 'Default'")
     db.run_file("sessionize.sql", settings)
 
 

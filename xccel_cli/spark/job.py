@@ -254,21 +254,31 @@ def read_lines(spark: SparkSession, sources: Sequence[str]) -> DataFrame:
     """
     frames = []
     for index, path in enumerate(sources):
-        frame = (
-            spark.read.option("lineSep", "\n")
-            .text(path)
-            .select(
-                F.lit(index).cast("long").alias("file_index"),
-                F.col("_metadata.file_block_start").alias("block_start"),
-                F.monotonically_increasing_id().alias("position"),
-                F.col("value").cast(BinaryType()).alias("value"),
+        # each path is one file, read as named: its glob characters escaped (the reader globs what it is
+        # given), and no name hidden (the reader skips names starting with '_' or '.' by default)
+        read = spark.read.option("lineSep", "\n").option("ignoredPathSegmentRegex", "").text(_glob_escaped(path))
+        if not read.inputFiles():
+            raise JobError(
+                f"Spark does not read {path}: it takes the name for a hidden or unfinished file"
+                " (rename it, or use --engine postgres)",
+                kind="source",
             )
+        frame = read.select(
+            F.lit(index).cast("long").alias("file_index"),
+            F.col("_metadata.file_block_start").alias("block_start"),
+            F.monotonically_increasing_id().alias("position"),
+            F.col("value").cast(BinaryType()).alias("value"),
         )
         frames.append(frame)
     lines = frames[0]
     for frame in frames[1:]:
         lines = lines.unionByName(frame)
     return lines
+
+
+def _glob_escaped(path: str) -> str:
+    """The path as a Hadoop glob that matches only itself."""
+    return "".join("\\" + c if c in "\\*?[]{}" else c for c in path)
 
 
 # --- the job ------------------------------------------------------------------------------------------------
@@ -488,10 +498,16 @@ def _local_path(path: str) -> str | None:
 
 
 def expand_sources(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
-    """Globs expanded by the Hadoop filesystem of each pattern; the paths sorted, each once."""
+    """Globs expanded by the Hadoop filesystem of each pattern; the paths sorted, each once.
+
+    A pattern naming an existing file is that file: run-all hands over local globs already expanded, and a
+    file's name may hold glob characters (dump[1].json, a*b.json)."""
     found: set[str] = set()
     for pattern in patterns:
         fs, hadoop_path = _hadoop_fs(spark, pattern)
+        if fs.exists(hadoop_path) and fs.getFileStatus(hadoop_path).isFile():
+            found.add(fs.makeQualified(hadoop_path).toString())
+            continue
         statuses = fs.globStatus(hadoop_path)
         matches = [s.getPath().toString() for s in (statuses or []) if s.isFile()]
         if not matches:
@@ -501,6 +517,10 @@ def expand_sources(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
 
 
 # --- sessions -------------------------------------------------------------------------------------------------
+
+
+# IANA names that Java's zone database leaves out, for the zones they name (the tz database's own links).
+JAVA_ZONE_NAMES = {"ROC": "Asia/Taipei", "Factory": "UTC"}
 
 
 def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, DataFrame, int, DataFrame]:
@@ -524,7 +544,7 @@ def sessionize(events: DataFrame, rules: dict[str, Any]) -> tuple[DataFrame, Dat
                      lag(ts_us) OVER ({per_customer}) AS prev_us
               FROM xccel_events)
         """,
-        args={"tz": rules["timezone"]},
+        args={"tz": JAVA_ZONE_NAMES.get(rules["timezone"], rules["timezone"])},
     )
     if rules["split_on_referrer"]:
         # The referrer in force before an event is the last referrer seen earlier in the same gap session.

@@ -293,6 +293,27 @@ def test_a_last_line_without_a_newline_is_a_cut_only_when_it_stops_early_on_both
         run_spark(db, spark, [str(cut)], SessionRules(), tmp_path / "warehouse", max_reject_share=0.5)
 
 
+def test_a_refused_source_is_named_alike_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
+    """Over the refused limit both engines end with the same sentence: a JSON array (with the command that converts
+    it), a web page, or the plain question."""
+    records = [event(i, 7, START + timedelta(minutes=i)) for i in range(1, 6)]
+    array = json.dumps([json.loads(line(r)) for r in records], indent=2).encode() + b"\n"
+    cases = {
+        "array": (b"\n" + array, "it looks like one JSON array, not one event per line (NDJSON); convert it first"),
+        "page": (b"<!DOCTYPE html>\n<html>\n</html>\n", "it looks like an HTML or XML page"),
+        "text": (b"hello\nworld\n", "Is the source really an event dump?"),
+    }
+    for name, (body, sentence) in cases.items():
+        path = tmp_path / f"{name}.ndjson"
+        path.write_bytes(body)
+        with pytest.raises(DataQualityError) as on_postgres:
+            run_postgres(db, [str(path)], SessionRules())
+        with pytest.raises(DataQualityError) as on_spark:
+            run_spark(db, spark, [str(path)], SessionRules(), tmp_path / "warehouse")
+        assert sentence in str(on_postgres.value), name
+        assert str(on_spark.value) == str(on_postgres.value), name
+
+
 def test_a_line_over_the_maximum_length_is_refused_on_both_engines(db: Database, spark: Any, tmp_path: Path) -> None:
     """--max-line-bytes: a longer line is line_too_long with its first bytes kept, on Spark too (it loaded it)."""
     records = [event(i, 7, START + timedelta(minutes=i)) for i in range(1, 6)]

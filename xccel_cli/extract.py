@@ -385,9 +385,10 @@ def _guard(result: ExtractResult, reader: LineReader) -> None:
         raise DataQualityError(f"the source {result.source} is empty: nothing to load")
     share, max_share = result.rejected / result.lines_read, reader.max_reject_share
     if share > max_share:
+        question = verdicts.refused_source_question(reader.first_byte)
         raise DataQualityError(
             f"refused {result.rejected:,} of {result.lines_read:,} lines ({share:.1%}, limit {max_share:.1%}); "
-            f"nothing was loaded. First: {'; '.join(reader.rejects.samples)}. {reader.question()}"
+            f"nothing was loaded. First: {'; '.join(reader.rejects.samples)}. {question}"
         )
 
 
@@ -411,17 +412,6 @@ class LineReader:
         self.cr_before_first_newline = False
         self.kept_bytes = min(verdicts.LONG_LINE_KEPT_BYTES, max_line_bytes)
         self.first_byte = b""  # the first byte of the stream that is not white space
-
-    def question(self) -> str:
-        """The last sentence of a refused-share error: what the source may be instead of an event dump."""
-        if self.first_byte == b"[":
-            return (
-                "The source starts with '[': it looks like one JSON array, not one event per line (NDJSON); "
-                "convert it first (jq -c '.[]')"
-            )
-        if self.first_byte == b"<":
-            return "The source starts with '<': it looks like an HTML or XML page (an error or login page?), not a dump"
-        return "Is the source really an event dump?"
 
     def blocks(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
         """(block, last): blocks of whole lines joined by b"\\n"; `last` marks the stream's tail without a newline.
@@ -525,7 +515,7 @@ class LineReader:
         raise DataQualityError(
             f"refused {refused:,} of the first {lines:,} lines ({share:.1%}, limit {self.max_reject_share:.1%}) "
             f"in the first {self.bytes_read / 1e6:,.0f} MB: stopped reading; nothing was loaded. "
-            f"First: {'; '.join(self.rejects.samples)}. {self.question()}"
+            f"First: {'; '.join(self.rejects.samples)}. {verdicts.refused_source_question(self.first_byte)}"
         )
 
 

@@ -206,6 +206,19 @@ def too_long(max_line_bytes: int, head: bytes) -> RefusedLine:
     )
 
 
+def refused_source_question(first_byte: bytes) -> str:
+    """The last sentence of a refused-share error, from the source's first byte that is not white space: what the
+    source may be instead of an event dump (both engines say the same)."""
+    if first_byte == b"[":
+        return (
+            "The source starts with '[': it looks like one JSON array, not one event per line (NDJSON); "
+            "convert it first (jq -c '.[]')"
+        )
+    if first_byte == b"<":
+        return "The source starts with '<': it looks like an HTML or XML page (an error or login page?), not a dump"
+    return "Is the source really an event dump?"
+
+
 def is_cut(refused: RefusedLine) -> bool:
     """Whether a refusal says the line stops early (a cut download), not that it is wrong."""
     return refused.detail == TRUNCATED_DETAIL or (

@@ -367,11 +367,13 @@ def _run(
     _check_cut_last_line(spark, sources, last_line[3], last_line[4], lines_read)
     share = rejected / lines_read
     if share > max_reject_share:
+        from xccel_cli.lines import refused_source_question
+
         samples = refused.orderBy("line_number").limit(3).collect()
         first = "; ".join(f"line {r.line_number}: {r.reason}" for r in samples)
         raise JobError(
             f"refused {rejected:,} of {lines_read:,} lines ({share:.1%}, limit {max_reject_share:.1%}); "
-            f"nothing was loaded. First: {first}. Is the source really an event dump?"
+            f"nothing was loaded. First: {first}. {refused_source_question(_first_byte(samples))}"
         )
 
     # First line wins: per event id, the line first in (file, split, position) order.
@@ -446,6 +448,18 @@ def _run(
 
 
 RAW_COLUMNS = ("event_id", "event_type", "customer_id", "ts_us", "payload", "referrer", "page", "run_id")
+
+
+def _first_byte(samples: Sequence[Any]) -> bytes:
+    """The source's first byte that is not white space, as extract names it in the same error: read from the first
+    refused lines when they begin at line 1 and the lines before the one that holds it are blank."""
+    for expected, sample in enumerate(samples, 1):
+        if sample.line_number != expected:
+            break
+        text = (sample.raw_line or "").lstrip(" \t\r\n")
+        if text:
+            return text[:1].encode()
+    return b""
 
 
 def _check_cut_last_line(

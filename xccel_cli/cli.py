@@ -8,8 +8,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from xccel_cli import config, logs
-from xccel_cli.errors import ExitCode, XccelError
+from xccel_cli.errors import DatabaseError, ExitCode, XccelError
 
 if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
     from xccel_cli.db import Database
@@ -340,6 +340,22 @@ def _connect(database_url: str | None, create_schema: bool = False) -> AbstractC
     return connect(url, settings.schema, create_schema=create_schema, embedded_data_dir=settings.data_dir)
 
 
+@contextmanager
+def _connect_or_report_down(database_url: str | None, metrics_path: Path | None) -> Iterator[Database]:
+    """run-all's connection; when it cannot be made, the metrics file says so (database_up 0), else the
+    figures of the run before would go on looking healthy to the collector."""
+    with ExitStack() as stack:
+        try:
+            db = stack.enter_context(_connect(database_url, create_schema=True))
+        except DatabaseError:
+            if metrics_path is not None:
+                from xccel_cli.monitoring import RunFigures, write_textfile
+
+                write_textfile(metrics_path, RunFigures(database_up=False))
+            raise
+        yield db
+
+
 def _rules(
     preset: str | None,
     timeout: int | None,
@@ -638,7 +654,7 @@ def run_all_command(
 
         reporter = progress_reporter(_state().quiet, options.source)
     metrics_path = settings.metrics_file_for(metrics_file)
-    with _connect(database_url, create_schema=True) as db, reporter as progress:
+    with _connect_or_report_down(database_url, metrics_path) as db, reporter as progress:
         options.progress = progress
         options.sized = progress.sized if progress is not None else None
         options.phase = progress.phase if progress is not None else None

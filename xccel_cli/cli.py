@@ -586,7 +586,9 @@ def report_command(
             result = report(db, window)
         else:
             from xccel_cli.dashboard import write_dashboard
+            from xccel_cli.schema import require_schema
 
+            require_schema(db)  # the dashboard's queries would fail first, with a raw SQL error
             written = write_dashboard(db, html, window)
             result = written.report
             _say(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)

@@ -201,6 +201,8 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
             f"XCCEL_SCHEMA must be at most 63 characters (and no NUL), got '{'s' * 64}'",
         ),
         (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
+        # it was read as "off" unless exactly 1: a typo silently gave no traceback
+        (["init-db"], {"XCCEL_DEBUG": "verbose"}, "XCCEL_DEBUG must be true or false, got 'verbose'"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], message: str) -> None:

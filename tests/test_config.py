@@ -282,3 +282,52 @@ def test_a_url_that_cannot_be_valid_fails_at_once(source: str, message: str) -> 
         ["run-all", "--source", source, "--database-url", UNREACHABLE], env={"XCCEL_RETRY_BACKOFF_SECONDS": "3600"}
     )
     assert (result.exit_code, result.stderr) == (4, f"Error: {message}\n")
+
+
+# --- .env: read by the real command's entry point, from its working directory ----------------------------------
+
+
+def _in_folder_with_dotenv(folder: Path, dotenv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`xccel status` run as a user runs it, in a folder holding this .env: (exit code, stderr)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import command_environment
+
+    (folder / ".env").write_text(dotenv)
+    done = subprocess.run(
+        [sys.executable, "-m", "xccel_cli", "status", "--database-url", UNREACHABLE],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=command_environment(env, str(folder / "data")),
+        timeout=120,
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.mark.integration
+def test_dotenv_is_read_below_the_environment(tmp_path: Path) -> None:
+    """export, quotes and comments as shells write them; the environment beats .env."""
+    dotenv = '# settings\nexport XCCEL_RETRIES="21"  # too many\n'
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv)
+    assert (code, stderr) == (3, "Error: XCCEL_RETRIES must be between 0 and 20, got 21\n")
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv, {"XCCEL_RETRIES": "2"})
+    assert code == 5 and stderr.startswith("Error: cannot connect to the database at "), stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "dotenv",
+    [
+        'XCCEL_DATABASE_URL="postgresql://shop:pa55word@db.example/shop\n',  # the closing quote forgotten
+        "XCCEL_RULES=ga-universal\nXCCEL DATABASE_URL=postgresql://shop:pa55word@db.example/shop\n",
+    ],
+)
+def test_a_dotenv_line_that_cannot_be_read_is_a_configuration_error(dotenv: str, tmp_path: Path) -> None:
+    """It was skipped with a warning from python-dotenv: a dropped XCCEL_DATABASE_URL sent the run to the
+    embedded server, and its exit code said nothing was wrong."""
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv)
+    line = dotenv.count("\n", 0, dotenv.index("DATABASE_URL")) + 1
+    assert (code, stderr.splitlines()) == (3, [f"Error: cannot read .env: line {line} is not NAME=value"]), stderr
+    assert "pa55word" not in stderr

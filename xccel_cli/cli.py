@@ -845,11 +845,24 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _load_dotenv(path: str) -> None:
+    """.env into the environment, below what the environment already holds. A line python-dotenv cannot parse
+    is an error: it would skip it with a warning, and a dropped XCCEL_DATABASE_URL means another database."""
+    from dotenv import load_dotenv
+    from dotenv.parser import parse_stream
+
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:  # the line is not quoted: it may hold a password
+                raise ValueError(f"line {binding.original.line} is not NAME=value")
+    load_dotenv(dotenv_path=path, override=False)
+
+
 def main() -> None:
     try:
-        from dotenv import load_dotenv
-
-        load_dotenv(dotenv_path=os.path.join(os.getcwd(), ".env"), override=False)
+        _load_dotenv(os.path.join(os.getcwd(), ".env"))
     except Exception as exc:  # a broken .env must not become a traceback
         typer.echo(f"Error: cannot read .env: {exc}", err=True)
         sys.exit(int(ExitCode.CONFIG))

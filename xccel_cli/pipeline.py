@@ -182,8 +182,13 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
         result.rejected,
     )
     if result.source_info is not None and result.source_info.kind not in ("stdin", "files"):
-        # what "unchanged" compares: the source, and whether its anonymous events were kept
-        record.fingerprint = {**result.source_info.fingerprint(), "keep_anonymous": options.keep_anonymous}
+        # what "unchanged" compares: the source, whether its anonymous events were kept, and the line limit
+        # (a larger one keeps lines this run refused as too long)
+        record.fingerprint = {
+            **result.source_info.fingerprint(),
+            "keep_anonymous": options.keep_anonymous,
+            "max_line_bytes": options.max_line_bytes,
+        }
     return result
 
 
@@ -327,8 +332,9 @@ def run_all(
             previous = last_fingerprint(db, mask_url(options.source))
             if (
                 previous is not None
-                # anonymous events kept now but not then must still be read
+                # anonymous events kept now but not then must still be read, and so must lines now short enough
                 and (previous[1].get("keep_anonymous", False) or not options.keep_anonymous)
+                and previous[1].get("max_line_bytes", DEFAULT_MAX_LINE_BYTES) >= options.max_line_bytes
                 and publication_is_current(db, rules.as_dict())
                 and source_unchanged(options.source, previous[1])
             ):

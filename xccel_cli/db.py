@@ -532,7 +532,11 @@ def open_connection(url: str, display: str, schema: str, *, create_schema: bool 
                 with conn.transaction():
                     # concurrent first runs: one creates the schema, the others wait and find it
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"create-schema:{schema}"),))
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                    # only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even for a
+                    # schema that exists, which a role given only its schema does not have
+                    found = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+                    if conn.execute(found, (server_name(schema),)).fetchone() is None:
+                        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             search_path = sql.Identifier(schema).as_string(conn)
             conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
     except BaseException:

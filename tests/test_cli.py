@@ -246,3 +246,11 @@ def test_every_report_without_a_schema_says_what_to_do(args: list[str], database
         "Error: the database has no xccel schema in 'public' yet: run `xccel init-db` first"
     ]
     assert list(tmp_path.iterdir()) == []  # no page was written
+
+
+def test_a_runs_limit_beyond_what_postgresql_counts_lists_every_run(database_url: str, dump_file: Path) -> None:
+    """It reached the database as a LIMIT and came back as 'bigint out of range', exit 5."""
+    assert invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    result = invoke_xccel(["runs", "--json", "--limit", str(10**20), "--database-url", database_url])
+    assert result.exit_code == 0, result.stderr
+    assert [run["run_id"] for run in json.loads(result.stdout)] == [1]

@@ -781,7 +781,7 @@ def runs_command(
 
     with _connect(database_url) as db:
         require_schema(db)
-        rows = recent_runs(db, limit)
+        rows = recent_runs(db, min(limit, 2**63 - 1))  # more than a bigint LIMIT holds is all of them
     if as_json:
         _print_json([row.as_json() for row in rows])
         return

@@ -254,3 +254,21 @@ def test_a_runs_limit_beyond_what_postgresql_counts_lists_every_run(database_url
     result = invoke_xccel(["runs", "--json", "--limit", str(10**20), "--database-url", database_url])
     assert result.exit_code == 0, result.stderr
     assert [run["run_id"] for run in json.loads(result.stdout)] == [1]
+
+
+def test_a_glob_that_matches_nothing_is_a_failed_run(database_url: str, dump_file: Path, tmp_path: Path) -> None:
+    """An empty dump folder under cron: the run fails (exit 4), and status, runs and the metrics file must say
+    so; it failed before it was recorded, so the run before it still looked like the last word."""
+    assert invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    pattern = str(tmp_path / "dumps" / "*.ndjson.gz")
+    metrics = tmp_path / "xccel.prom"
+    failed = invoke_xccel(
+        ["run-all", "--source", pattern, "--metrics-file", str(metrics), "--database-url", database_url]
+    )
+    assert (failed.exit_code, failed.stderr) == (4, f"Error: source not found: no file matches {pattern}\n")
+    status = invoke_xccel(["status", "--json", "--database-url", database_url])
+    assert status.exit_code == 9, status.stdout
+    last = json.loads(status.stdout)["last_run"]
+    assert (last["run_id"], last["status"]) == (2, "failed")
+    assert last["error"] == f"source not found: no file matches {pattern}"
+    assert 'xccel_last_run_outcome{command="run-all",outcome="failed"} 1.0' in metrics.read_text()

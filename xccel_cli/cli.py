@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from xccel_cli import config, logs
-from xccel_cli.errors import DatabaseError, ExitCode, XccelError
+from xccel_cli.errors import DatabaseError, ExitCode, SourceError, XccelError
 
 if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
     from xccel_cli.db import Database
@@ -647,8 +647,13 @@ def run_all_command(
     settings = _settings()
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     spark = engine_settings(engine, warehouse, spark_master, spark_conf, publish, configured=settings)
-    sources = expand_sources([settings.source_for(s) for s in source] if source else [settings.source])
+    patterns = [settings.source_for(s) for s in source] if source else [settings.source]
+    try:
+        sources, unreadable = expand_sources(patterns), None
+    except SourceError as exc:  # fails inside the run, so that status, runs and the metrics file record it
+        sources, unreadable = patterns, exc
     options = _extract_options(sources, keep_anonymous, max_reject_share, max_line_bytes, retries)
+    options.unreadable = unreadable
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:

@@ -131,6 +131,8 @@ class ExtractOptions:
     sized: Callable[[int], None] | None = None  # told an HTTP body's Content-Length once it is known
     # several files, read one after the other in this (path) order as one stream; empty: `source` alone
     sources: list[str] = field(default_factory=list)
+    # why the sources cannot be read, found before the run (a glob matching nothing): run_all fails with it
+    unreadable: XccelError | None = None
 
     def source_list(self) -> list[str]:
         return self.sources or [self.source]
@@ -318,6 +320,11 @@ def run_all(
     last successful run and the published result already covers it under the same rules.
     With `spark`, the Spark job does extract and sessionize (xccel_cli/spark/engine.py).
     """
+    if options.unreadable is not None:
+        # a recorded run like any other that fails: status, runs and the metrics file see it
+        init_db(db)
+        with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules):
+            raise options.unreadable
     if spark is not None:
         from xccel_cli.spark.engine import run_all_spark
 

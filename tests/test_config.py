@@ -331,3 +331,19 @@ def test_a_dotenv_line_that_cannot_be_read_is_a_configuration_error(dotenv: str,
     line = dotenv.count("\n", 0, dotenv.index("DATABASE_URL")) + 1
     assert (code, stderr.splitlines()) == (3, [f"Error: cannot read .env: line {line} is not NAME=value"]), stderr
     assert "pa55word" not in stderr
+
+
+def test_a_metrics_file_that_is_a_directory_fails_before_the_run(tmp_path: Path) -> None:
+    """It passed the check (its parent exists), the run published, and only then the command failed: exit 3
+    after the work was done, with no figures written."""
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    expected = f"Error: the metrics file is a directory: {folder}\n"
+    option = invoke_xccel(
+        ["run-all", "--source", "x.json", "--metrics-file", str(folder), "--database-url", UNREACHABLE]
+    )
+    assert (option.exit_code, option.stderr) == (3, expected)
+    env = invoke_xccel(
+        ["run-all", "--source", "x.json", "--database-url", UNREACHABLE], env={"XCCEL_METRICS_FILE": str(folder)}
+    )
+    assert (env.exit_code, env.stderr) == (3, expected)

@@ -451,4 +451,6 @@ def _metrics_path(raw: str) -> Path:
     path = Path(raw).expanduser()
     if not path.parent.is_dir():
         raise ConfigError(f"the metrics file's directory does not exist: {path.parent}")
+    if path.is_dir():  # found now, not after the run has published
+        raise ConfigError(f"the metrics file is a directory: {path}")
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import run_xccel
@@ -96,3 +98,34 @@ def test_db_psql_on_a_configured_server_prints_no_python_warning(database_url: s
     assert result.exit_code == 0, result.stderr
     assert "42" in result.stdout
     assert "Warning" not in result.stderr and "platformdirs" not in result.stderr, result.stderr
+
+
+def test_ctrl_c_that_ends_a_psql_script_is_still_exit_130(database_url: str) -> None:
+    """psql reading a script (not a terminal) stops on Ctrl+C: then the command was interrupted (130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from tests.conftest import started_process
+    from tests.test_faults import wait_until, xccel_env
+
+    proc = started_process(
+        subprocess.Popen(
+            [sys.executable, "-m", "xccel_cli", "db", "--psql", "--database-url", database_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=xccel_env({"PSQLRC": os.devnull}),
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+        )
+    )
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    wait_until(lambda: children.exists() and children.read_text().strip(), "psql to start")
+    time.sleep(0.5)  # psql connected and reading its script
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err.decode().splitlines()[-1:]) == (130, ["Error: interrupted"]), err.decode()

@@ -579,11 +579,16 @@ def run_psql(db: Database, url: str) -> int:
     quoted = '"' + db.schema.replace('"', '""') + '"'
     env["PGOPTIONS"] = "-c search_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
     # Ctrl+C on the terminal reaches psql too, which clears its line or cancels its query with it: here it must
-    # not end xccel, which would kill psql in the middle of its session (psql sets its own handler)
-    ignoring = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+    # not end xccel, which would kill psql in the middle of its session. It is noted instead: when psql ended
+    # on it (reading a script), xccel was interrupted too.
+    interrupts: list[int] = []
+    watching = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum)) if watching else None
     try:
-        return subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env).returncode
+        code = subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env).returncode
     finally:
-        if ignoring:
+        if watching:
             signal.signal(signal.SIGINT, previous)
+    if interrupts and code != 0:
+        raise KeyboardInterrupt
+    return code

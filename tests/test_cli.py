@@ -272,3 +272,18 @@ def test_a_glob_that_matches_nothing_is_a_failed_run(database_url: str, dump_fil
     assert (last["run_id"], last["status"]) == (2, "failed")
     assert last["error"] == f"source not found: no file matches {pattern}"
     assert 'xccel_last_run_outcome{command="run-all",outcome="failed"} 1.0' in metrics.read_text()
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(database_url: str, tmp_path: Path) -> None:
+    """--debug (or XCCEL_DEBUG=1) let the exception out of the command: every failure became exit 1, the code of
+    a bug, where the table promises 4 for a missing source, 5 for a database, 7 for a busy lock..."""
+    missing = tmp_path / "no-such-dump.json"
+    result = invoke_xccel(["--debug", "run-all", "--source", str(missing), "--database-url", database_url])
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.rstrip().endswith(f"xccel_cli.errors.SourceError: source not found: {missing}")
+    url = f"postgresql://xccel:{SECRET}@127.0.0.1:{free_port()}/shop"
+    down = invoke_xccel(["status", "--database-url", url], env={"XCCEL_DEBUG": "1"})
+    assert down.exit_code == 5, down.stderr
+    assert "Traceback" in down.stderr and "DatabaseError: cannot connect to the database at " in down.stderr
+    assert SECRET not in down.stderr

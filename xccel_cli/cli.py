@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
@@ -244,9 +245,10 @@ def handle_errors(func: F) -> F:
             raise
         except XccelError as exc:
             _log_failure(exc)
-            if _state().debug:
-                raise
-            typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
+            if _state().debug:  # the traceback instead of the line, and still the documented exit code
+                typer.echo(config.mask_password("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            else:
+                typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             # a run says itself what Ctrl+C did to it (errors.Interrupted); this is any other command

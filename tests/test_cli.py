@@ -231,3 +231,59 @@ def test_a_hostile_schema_name_is_only_ever_an_identifier(database_url: str, dum
         "publications",
     }
     assert [name for where, name in tables if where != schema] == []  # nothing landed anywhere else
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["report"], ["report", "--json"], ["report", "--by", "visit"], ["report", "--html", "dashboard.html"]],
+)
+def test_every_report_without_a_schema_says_what_to_do(args: list[str], database_url: str, tmp_path: Path) -> None:
+    """--html read the dashboard's tables before asking for the schema: a raw SQL error and exit 5."""
+    args = [str(tmp_path / arg) if arg.endswith(".html") else arg for arg in args]
+    result = invoke_xccel([*args, "--database-url", database_url])
+    assert result.exit_code == 8, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: the database has no xccel schema in 'public' yet: run `xccel init-db` first"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no page was written
+
+
+def test_a_runs_limit_beyond_what_postgresql_counts_lists_every_run(database_url: str, dump_file: Path) -> None:
+    """It reached the database as a LIMIT and came back as 'bigint out of range', exit 5."""
+    assert invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    result = invoke_xccel(["runs", "--json", "--limit", str(10**20), "--database-url", database_url])
+    assert result.exit_code == 0, result.stderr
+    assert [run["run_id"] for run in json.loads(result.stdout)] == [1]
+
+
+def test_a_glob_that_matches_nothing_is_a_failed_run(database_url: str, dump_file: Path, tmp_path: Path) -> None:
+    """An empty dump folder under cron: the run fails (exit 4), and status, runs and the metrics file must say
+    so; it failed before it was recorded, so the run before it still looked like the last word."""
+    assert invoke_xccel(["run-all", "--source", str(dump_file), "--database-url", database_url]).exit_code == 0
+    pattern = str(tmp_path / "dumps" / "*.ndjson.gz")
+    metrics = tmp_path / "xccel.prom"
+    failed = invoke_xccel(
+        ["run-all", "--source", pattern, "--metrics-file", str(metrics), "--database-url", database_url]
+    )
+    assert (failed.exit_code, failed.stderr) == (4, f"Error: source not found: no file matches {pattern}\n")
+    status = invoke_xccel(["status", "--json", "--database-url", database_url])
+    assert status.exit_code == 9, status.stdout
+    last = json.loads(status.stdout)["last_run"]
+    assert (last["run_id"], last["status"]) == (2, "failed")
+    assert last["error"] == f"source not found: no file matches {pattern}"
+    assert 'xccel_last_run_outcome{command="run-all",outcome="failed"} 1.0' in metrics.read_text()
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(database_url: str, tmp_path: Path) -> None:
+    """--debug (or XCCEL_DEBUG=1) let the exception out of the command: every failure became exit 1, the code of
+    a bug, where the table promises 4 for a missing source, 5 for a database, 7 for a busy lock..."""
+    missing = tmp_path / "no-such-dump.json"
+    result = invoke_xccel(["--debug", "run-all", "--source", str(missing), "--database-url", database_url])
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.rstrip().endswith(f"xccel_cli.errors.SourceError: source not found: {missing}")
+    url = f"postgresql://xccel:{SECRET}@127.0.0.1:{free_port()}/shop"
+    down = invoke_xccel(["status", "--database-url", url], env={"XCCEL_DEBUG": "1"})
+    assert down.exit_code == 5, down.stderr
+    assert "Traceback" in down.stderr and "DatabaseError: cannot connect to the database at " in down.stderr
+    assert SECRET not in down.stderr

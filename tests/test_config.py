@@ -201,6 +201,8 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
             f"XCCEL_SCHEMA must be at most 63 characters (and no NUL), got '{'s' * 64}'",
         ),
         (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
+        # it was read as "off" unless exactly 1: a typo silently gave no traceback
+        (["init-db"], {"XCCEL_DEBUG": "verbose"}, "XCCEL_DEBUG must be true or false, got 'verbose'"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], message: str) -> None:
@@ -280,3 +282,68 @@ def test_a_url_that_cannot_be_valid_fails_at_once(source: str, message: str) -> 
         ["run-all", "--source", source, "--database-url", UNREACHABLE], env={"XCCEL_RETRY_BACKOFF_SECONDS": "3600"}
     )
     assert (result.exit_code, result.stderr) == (4, f"Error: {message}\n")
+
+
+# --- .env: read by the real command's entry point, from its working directory ----------------------------------
+
+
+def _in_folder_with_dotenv(folder: Path, dotenv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`xccel status` run as a user runs it, in a folder holding this .env: (exit code, stderr)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import command_environment
+
+    (folder / ".env").write_text(dotenv)
+    done = subprocess.run(
+        [sys.executable, "-m", "xccel_cli", "status", "--database-url", UNREACHABLE],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=command_environment(env, str(folder / "data")),
+        timeout=120,
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.mark.integration
+def test_dotenv_is_read_below_the_environment(tmp_path: Path) -> None:
+    """export, quotes and comments as shells write them; the environment beats .env."""
+    dotenv = '# settings\nexport XCCEL_RETRIES="21"  # too many\n'
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv)
+    assert (code, stderr) == (3, "Error: XCCEL_RETRIES must be between 0 and 20, got 21\n")
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv, {"XCCEL_RETRIES": "2"})
+    assert code == 5 and stderr.startswith("Error: cannot connect to the database at "), stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "dotenv",
+    [
+        'XCCEL_DATABASE_URL="postgresql://shop:pa55word@db.example/shop\n',  # the closing quote forgotten
+        "XCCEL_RULES=ga-universal\nXCCEL DATABASE_URL=postgresql://shop:pa55word@db.example/shop\n",
+    ],
+)
+def test_a_dotenv_line_that_cannot_be_read_is_a_configuration_error(dotenv: str, tmp_path: Path) -> None:
+    """It was skipped with a warning from python-dotenv: a dropped XCCEL_DATABASE_URL sent the run to the
+    embedded server, and its exit code said nothing was wrong."""
+    code, stderr = _in_folder_with_dotenv(tmp_path, dotenv)
+    line = dotenv.count("\n", 0, dotenv.index("DATABASE_URL")) + 1
+    assert (code, stderr.splitlines()) == (3, [f"Error: cannot read .env: line {line} is not NAME=value"]), stderr
+    assert "pa55word" not in stderr
+
+
+def test_a_metrics_file_that_is_a_directory_fails_before_the_run(tmp_path: Path) -> None:
+    """It passed the check (its parent exists), the run published, and only then the command failed: exit 3
+    after the work was done, with no figures written."""
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    expected = f"Error: the metrics file is a directory: {folder}\n"
+    option = invoke_xccel(
+        ["run-all", "--source", "x.json", "--metrics-file", str(folder), "--database-url", UNREACHABLE]
+    )
+    assert (option.exit_code, option.stderr) == (3, expected)
+    env = invoke_xccel(
+        ["run-all", "--source", "x.json", "--database-url", UNREACHABLE], env={"XCCEL_METRICS_FILE": str(folder)}
+    )
+    assert (env.exit_code, env.stderr) == (3, expected)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, run_xccel
+from tests.fault_server import free_port
 from xccel_cli.monitoring import RunFigures, exposition, write_textfile
 
 # real xccel processes (the command, serve): started, measured, their output read
@@ -74,6 +75,28 @@ def test_run_all_writes_its_figures_and_a_failed_run_replaces_them(database_url:
     # the published result is the one the failed run left in place
     assert rewritten[("xccel_publication_id", ())] == written[("xccel_publication_id", ())]
     assert sorted(os.listdir(tmp_path)) == ["garbage.ndjson", "xccel.prom"]  # no temporary file left
+
+
+def test_a_run_that_cannot_reach_the_database_says_so_in_the_metrics_file(database_url: str, tmp_path: Path) -> None:
+    """The textfile is what node_exporter shows: a run that failed to connect must replace a succeeded run's
+    figures with database_up 0 (XccelRunFailed's second half), not leave them looking healthy."""
+    metrics_file = tmp_path / "xccel.prom"
+    done = run_xccel(
+        ["run-all", "--source", str(EXAMPLE), "--metrics-file", str(metrics_file), "--database-url", database_url]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert samples(metrics_file.read_text())[("xccel_database_up", ())] == 1
+    unreachable = f"postgresql://xccel@127.0.0.1:{free_port()}/shop"
+    failed = run_xccel(
+        ["run-all", "--source", str(EXAMPLE), "--database-url", unreachable],
+        env={"XCCEL_METRICS_FILE": str(metrics_file)},
+    )
+    assert failed.exit_code == 5, failed.stderr
+    assert failed.stderr.startswith("Error: cannot connect to the database at ")
+    written = samples(metrics_file.read_text())
+    assert written[("xccel_database_up", ())] == 0
+    assert not any(name == "xccel_last_run_outcome" for name, _ in written)  # nothing known, nothing made up
+    assert sorted(os.listdir(tmp_path)) == ["xccel.prom"]
 
 
 def test_a_metrics_file_in_a_missing_directory_is_a_configuration_error(database_url: str, tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from xccel_cli import config, logs
-from xccel_cli.errors import ExitCode, XccelError
+from xccel_cli.errors import DatabaseError, ExitCode, SourceError, XccelError
 
 if TYPE_CHECKING:  # the core is imported lazily: start-up time matters for every command
     from xccel_cli.db import Database
@@ -244,9 +245,10 @@ def handle_errors(func: F) -> F:
             raise
         except XccelError as exc:
             _log_failure(exc)
-            if _state().debug:
-                raise
-            typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
+            if _state().debug:  # the traceback instead of the line, and still the documented exit code
+                typer.echo(config.mask_password("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            else:
+                typer.echo(f"Error: {config.mask_password(str(exc))}", err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             # a run says itself what Ctrl+C did to it (errors.Interrupted); this is any other command
@@ -338,6 +340,22 @@ def _connect(database_url: str | None, create_schema: bool = False) -> AbstractC
     settings = _settings()
     url = settings.database_url_for(database_url)
     return connect(url, settings.schema, create_schema=create_schema, embedded_data_dir=settings.data_dir)
+
+
+@contextmanager
+def _connect_or_report_down(database_url: str | None, metrics_path: Path | None) -> Iterator[Database]:
+    """run-all's connection; when it cannot be made, the metrics file says so (database_up 0), else the
+    figures of the run before would go on looking healthy to the collector."""
+    with ExitStack() as stack:
+        try:
+            db = stack.enter_context(_connect(database_url, create_schema=True))
+        except DatabaseError:
+            if metrics_path is not None:
+                from xccel_cli.monitoring import RunFigures, write_textfile
+
+                write_textfile(metrics_path, RunFigures(database_up=False))
+            raise
+        yield db
 
 
 def _rules(
@@ -570,7 +588,9 @@ def report_command(
             result = report(db, window)
         else:
             from xccel_cli.dashboard import write_dashboard
+            from xccel_cli.schema import require_schema
 
+            require_schema(db)  # the dashboard's queries would fail first, with a raw SQL error
             written = write_dashboard(db, html, window)
             result = written.report
             _say(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
@@ -629,8 +649,13 @@ def run_all_command(
     settings = _settings()
     chosen = _rules(rules, timeout_minutes, split_at_midnight, timezone, split_on_referrer, max_session_hours)
     spark = engine_settings(engine, warehouse, spark_master, spark_conf, publish, configured=settings)
-    sources = expand_sources([settings.source_for(s) for s in source] if source else [settings.source])
+    patterns = [settings.source_for(s) for s in source] if source else [settings.source]
+    try:
+        sources, unreadable = expand_sources(patterns), None
+    except SourceError as exc:  # fails inside the run, so that status, runs and the metrics file record it
+        sources, unreadable = patterns, exc
     options = _extract_options(sources, keep_anonymous, max_reject_share, max_line_bytes, retries)
+    options.unreadable = unreadable
     if as_json:  # no progress bar and no tables: rich is not even imported
         reporter: Any = nullcontext(None)
     else:
@@ -638,7 +663,7 @@ def run_all_command(
 
         reporter = progress_reporter(_state().quiet, options.source)
     metrics_path = settings.metrics_file_for(metrics_file)
-    with _connect(database_url, create_schema=True) as db, reporter as progress:
+    with _connect_or_report_down(database_url, metrics_path) as db, reporter as progress:
         options.progress = progress
         options.sized = progress.sized if progress is not None else None
         options.phase = progress.phase if progress is not None else None
@@ -763,7 +788,7 @@ def runs_command(
 
     with _connect(database_url) as db:
         require_schema(db)
-        rows = recent_runs(db, limit)
+        rows = recent_runs(db, min(limit, 2**63 - 1))  # more than a bigint LIMIT holds is all of them
     if as_json:
         _print_json([row.as_json() for row in rows])
         return
@@ -827,11 +852,24 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _load_dotenv(path: str) -> None:
+    """.env into the environment, below what the environment already holds. A line python-dotenv cannot parse
+    is an error: it would skip it with a warning, and a dropped XCCEL_DATABASE_URL means another database."""
+    from dotenv import load_dotenv
+    from dotenv.parser import parse_stream
+
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:  # the line is not quoted: it may hold a password
+                raise ValueError(f"line {binding.original.line} is not NAME=value")
+    load_dotenv(dotenv_path=path, override=False)
+
+
 def main() -> None:
     try:
-        from dotenv import load_dotenv
-
-        load_dotenv(dotenv_path=os.path.join(os.getcwd(), ".env"), override=False)
+        _load_dotenv(os.path.join(os.getcwd(), ".env"))
     except Exception as exc:  # a broken .env must not become a traceback
         typer.echo(f"Error: cannot read .env: {exc}", err=True)
         sys.exit(int(ExitCode.CONFIG))

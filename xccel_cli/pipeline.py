@@ -131,6 +131,8 @@ class ExtractOptions:
     sized: Callable[[int], None] | None = None  # told an HTTP body's Content-Length once it is known
     # several files, read one after the other in this (path) order as one stream; empty: `source` alone
     sources: list[str] = field(default_factory=list)
+    # why the sources cannot be read, found before the run (a glob matching nothing): run_all fails with it
+    unreadable: XccelError | None = None
 
     def source_list(self) -> list[str]:
         return self.sources or [self.source]
@@ -182,8 +184,13 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
         result.rejected,
     )
     if result.source_info is not None and result.source_info.kind not in ("stdin", "files"):
-        # what "unchanged" compares: the source, and whether its anonymous events were kept
-        record.fingerprint = {**result.source_info.fingerprint(), "keep_anonymous": options.keep_anonymous}
+        # what "unchanged" compares: the source, whether its anonymous events were kept, and the line limit
+        # (a larger one keeps lines this run refused as too long)
+        record.fingerprint = {
+            **result.source_info.fingerprint(),
+            "keep_anonymous": options.keep_anonymous,
+            "max_line_bytes": options.max_line_bytes,
+        }
     return result
 
 
@@ -313,6 +320,11 @@ def run_all(
     last successful run and the published result already covers it under the same rules.
     With `spark`, the Spark job does extract and sessionize (xccel_cli/spark/engine.py).
     """
+    if options.unreadable is not None:
+        # a recorded run like any other that fails: status, runs and the metrics file see it
+        init_db(db)
+        with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules):
+            raise options.unreadable
     if spark is not None:
         from xccel_cli.spark.engine import run_all_spark
 
@@ -327,8 +339,9 @@ def run_all(
             previous = last_fingerprint(db, mask_url(options.source))
             if (
                 previous is not None
-                # anonymous events kept now but not then must still be read
+                # anonymous events kept now but not then must still be read, and so must lines now short enough
                 and (previous[1].get("keep_anonymous", False) or not options.keep_anonymous)
+                and previous[1].get("max_line_bytes", DEFAULT_MAX_LINE_BYTES) >= options.max_line_bytes
                 and publication_is_current(db, rules.as_dict())
                 and source_unchanged(options.source, previous[1])
             ):

@@ -254,6 +254,12 @@ def handle_errors(func: F) -> F:
             # a run says itself what Ctrl+C did to it (errors.Interrupted); this is any other command
             typer.echo("Error: interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            # `xccel runs | head -1`: the reader has what it wanted. Quietly, with the code a shell gives a
+            # process SIGPIPE ended; stdout goes to /dev/null so that the flush at exit does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(int(ExitCode.OUTPUT_CLOSED)) from None
         except Exception as exc:
             _log_failure(exc)
             if _state().debug:

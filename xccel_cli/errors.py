@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     LAST_RUN_FAILED = 9  # `xccel status`: the last run failed or was interrupted
     ENGINE = 10  # --engine spark: Spark could not start, or its job failed
     INTERRUPTED = 130  # Ctrl+C (128 + SIGINT, as shells report it)
+    OUTPUT_CLOSED = 141  # standard output's reader went away (`| head`): 128 + SIGPIPE, as shells report it
 
 
 class XccelError(Exception):

@@ -40,7 +40,16 @@ from xccel_cli.referrers import DEFINITIONS as REFERRER_DEFINITIONS
 from xccel_cli.referrers import ReferrerReport
 from xccel_cli.runs import RunRow
 
-console = Console(highlight=False)
+
+class _Console(Console):
+    """A console whose closed output is the CLI's to report (rich would exit 1, the code of a bug)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 

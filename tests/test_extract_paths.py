@@ -259,3 +259,20 @@ def test_a_file_whose_name_looks_like_a_glob_is_read_as_named(tmp_path: Path) ->
     other.write_text(event_line(2, 10) + "\n")
     assert expand_sources([str(literal)]) == [str(other)]  # a glob that matches wins, as in a shell
     assert expand_sources([str(literal), str(tmp_path / "*.json")]) == sorted({str(literal), str(other)})
+
+
+def test_one_file_named_twice_is_read_once_in_its_place_by_path(db: Database, tmp_path: Path) -> None:
+    """a.json and ./a.json (or dir/../a.json) are one file: read once, as the Spark job reads it (it read it
+    twice: every line a duplicate); several files are ordered by their absolute paths, as Spark orders them."""
+    from xccel_cli.source import expand_sources
+
+    (tmp_path / "sub").mkdir()
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text("".join(event_line(i, 10, minute=i) + "\n" for i in (1, 2)))
+    second.write_text(event_line(3, 10) + "\n" + event_line(1, 11) + "\n")
+    again = str(tmp_path / "sub" / ".." / "a.json")
+    assert expand_sources([str(second), again, str(first)]) == [again, str(second)]
+    result = extract(db, expand_sources([str(second), again, str(first)]), 1)
+    assert (result.lines_read, result.loaded, result.duplicates) == (4, 3, 1)
+    # the first line of id 1 is a.json's (customer 10), read first by path
+    assert db.conn.execute("SELECT customer_id FROM raw_events WHERE event_id = 1").fetchone() == (10,)

@@ -439,6 +439,13 @@ def test_files_named_with_glob_characters_or_a_leading_underscore_are_read_as_na
     # one file given alone, by its name
     expected, _ = assert_same(db, spark, [str(tmp_path / "_part.ndjson")], SessionRules(), tmp_path / "warehouse")
     assert expected.counters["lines_read"] == 10
+    # one file under two names is one source: the job merges them by path, run-all's expansion now too (extract
+    # read the file twice, every line of the second reading a duplicate)
+    (tmp_path / "sub").mkdir()
+    twice = [str(tmp_path / "_part.ndjson"), str(tmp_path / "sub" / ".." / "_part.ndjson")]
+    on_postgres = run_postgres(db, expand_sources(twice), SessionRules())
+    on_spark = run_spark(db, spark, twice, SessionRules(), tmp_path / "warehouse")
+    assert on_spark.counters == on_postgres.counters and on_postgres.counters["lines_read"] == 10
     # a name Spark's reader always skips (a Hadoop copy in progress) is refused, not read as empty
     unfinished = tmp_path / "dump.ndjson._COPYING_"
     shutil.copy(tmp_path / "_part.ndjson", unfinished)

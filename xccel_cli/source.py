@@ -240,7 +240,7 @@ def source_unchanged(source: str, previous: dict[str, Any], *, timeout_seconds: 
 
 
 def expand_sources(patterns: Sequence[str]) -> list[str]:
-    """Sources as given, local globs expanded: one source stays as it is; several are sorted by path, each once.
+    """Sources as given, local globs expanded: one source stays as it is; several are sorted by path, each file once.
 
     Several sources are read one after the other in this order, so "first line wins" means first by path
     (lexicographic), then by line. URLs and '-' are never globbed; a glob that matches nothing is an error.
@@ -260,7 +260,12 @@ def expand_sources(patterns: Sequence[str]) -> list[str]:
         return found
     if "-" in found:
         raise SourceError("stdin ('-') cannot be combined with other sources")
-    return sorted(set(found))
+    # one file under two spellings (a.json, ./a.json, dir/../a.json) is one source, in its place by its
+    # absolute path, as the Spark job orders and merges its files
+    by_path: dict[str, str] = {}
+    for source in found:
+        by_path.setdefault(source if "://" in source else os.path.abspath(os.path.expanduser(source)), source)
+    return [by_path[key] for key in sorted(by_path)]
 
 
 def whole_head(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

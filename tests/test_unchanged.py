@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.conftest import invoke_xccel
 from tests.dumps import START, dump, event
+from tests.fault_server import FaultServer, fault_server  # noqa: F401 (a fixture)
 
 
 def events_published(database_url: str) -> int:
@@ -40,3 +41,35 @@ def test_a_larger_line_limit_reads_an_unchanged_source_again(database_url: str, 
     for limit in ("4096", "2048"):
         again = invoke_xccel([*run, "--max-line-bytes", limit])
         assert json.loads(again.stdout)["run"]["status"] == "unchanged", again.stdout
+
+
+def test_urls_that_differ_only_where_they_are_masked_are_not_taken_for_one_another(
+    database_url: str,
+    fault_server: FaultServer,  # noqa: F811 (the fixture)
+) -> None:
+    """runs.source keeps a URL masked, and everything after a secret query parameter is masked: an export served
+    as ?token=T&day=1 and ?token=T&day=2, written at the same second (the same Last-Modified), was 'unchanged'
+    on day 2, found by day 1's fingerprint, and its events were never read."""
+    written = {"Last-Modified": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    days = {
+        day: fault_server.add(
+            f"/export?token=s3cr3t-t0ken&day={day}",
+            dump([event(100 * day + i, day, START + timedelta(minutes=i)) for i in range(10)]),
+            validators=False,
+            headers=written,
+        )
+        for day in (1, 2)
+    }
+
+    def run(day: int) -> dict[str, object]:
+        done = invoke_xccel(["run-all", "--json", "--source", days[day], "--database-url", database_url])
+        assert done.exit_code == 0, done.stderr
+        assert "s3cr3t" not in done.stdout
+        return dict(json.loads(done.stdout)["run"])
+
+    assert run(1)["loaded"] == 10
+    second = run(2)
+    assert (second["status"], second["loaded"]) == ("succeeded", 10)
+    assert events_published(database_url) == 20
+    # the same URL again is still found unchanged (its own digest matches)
+    assert run(2)["status"] == "unchanged"

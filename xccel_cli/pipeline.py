@@ -32,6 +32,7 @@ from xccel_cli.metrics import Report, report
 from xccel_cli.publications import publication_is_current
 from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, start_run
 from xccel_cli.schema import InitResult, init_db, require_schema
+from xccel_cli.secrets import hidden_digest, same_hidden
 from xccel_cli.sessionize import SessionizeResult, sessionize
 from xccel_cli.source import SourceInterrupted, source_unchanged
 
@@ -191,6 +192,10 @@ def _extract_stage(db: Database, options: ExtractOptions, record: RunRecord) -> 
             "keep_anonymous": options.keep_anonymous,
             "max_line_bytes": options.max_line_bytes,
         }
+        # runs.source keeps the URL masked: URLs that differ only in what the mask hides must not share
+        # their previous run's fingerprint
+        if (digest := hidden_digest(options.source)) is not None:
+            record.fingerprint["source_digest"] = digest
     return result
 
 
@@ -342,6 +347,7 @@ def run_all(
                 # anonymous events kept now but not then must still be read, and so must lines now short enough
                 and (previous[1].get("keep_anonymous", False) or not options.keep_anonymous)
                 and previous[1].get("max_line_bytes", DEFAULT_MAX_LINE_BYTES) >= options.max_line_bytes
+                and same_hidden(options.source, previous[1].get("source_digest"))
                 and publication_is_current(db, rules.as_dict())
                 and source_unchanged(options.source, previous[1])
             ):

@@ -11,6 +11,9 @@ it appears.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
 import threading
 from urllib.parse import unquote, unquote_plus
@@ -183,3 +186,29 @@ def mask_password(text: str) -> str:
     """Hide passwords and other secrets in any text that may quote one: their recognisable shapes, and
     every piece of a remembered secret (idempotent)."""
     return _hide_pieces(mask_text(text))
+
+
+# A slow, salted digest: it lets a later run tell apart two URLs that mask alike, and its stored value does not
+# give away the secret it covers to a dictionary attack.
+DIGEST_ITERATIONS = 100_000
+
+
+def hidden_digest(url: str) -> str | None:
+    """A digest of a URL that mask_url shortens (None when it hides nothing), to be stored beside the masked URL."""
+    if mask_url(url) == url:
+        return None
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", url.encode(), salt, DIGEST_ITERATIONS)
+    return f"pbkdf2-sha256:{DIGEST_ITERATIONS}:{salt.hex()}:{digest.hex()}"
+
+
+def same_hidden(url: str, stored: str | None) -> bool:
+    """Whether url is the URL a stored hidden_digest was taken of (no digest: whether url hides nothing)."""
+    if stored is None:
+        return mask_url(url) == url
+    try:
+        _, iterations, salt, expected = stored.split(":")
+        digest = hashlib.pbkdf2_hmac("sha256", url.encode(), bytes.fromhex(salt), int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest.hex(), expected)

@@ -199,11 +199,12 @@ def test_runs_and_status(database_url: str, dump_file: Path, tmp_path: Path) -> 
     table = invoke_xccel(["runs", "--database-url", database_url])
     assert table.exit_code == 0
     assert table.stdout.startswith("xccel runs (newest first)\nrun 2  run-all  failed  started ")
+    assert f"\n    source  {tmp_path / 'gone.json'}\n    stages  init_db " in table.stdout.split("\nrun 1 ")[0]
     assert (
-        f"\n    source  {tmp_path / 'gone.json'}\n    error   source not found: {tmp_path / 'gone.json'}\n"
-        in table.stdout
+        f"\n    error   source not found: {tmp_path / 'gone.json'}\n" in table.stdout
     )  # in full, in a pipe of 80 columns
-    assert "\nrun 1  run-all  succeeded  started " in table.stdout and "\n    stages  extract " in table.stdout
+    assert "\nrun 1  run-all  succeeded  started " in table.stdout and "\n    stages  init_db " in table.stdout
+    assert all(f" · {stage} " in table.stdout for stage in ("extract", "sessionize", "load", "report"))
     listed = json.loads(invoke_xccel(["runs", "--json", "--limit", "1", "--database-url", database_url]).stdout)
     assert [(r["run_id"], r["status"]) for r in listed] == [(2, "failed")]
 

@@ -337,7 +337,8 @@ def test_metrics_in_the_prometheus_format_and_request_counters_move(cors_server:
     assert after[("xccel_last_run_lines_read", ())] == last["lines_read"] > 0
     assert after[("xccel_last_run_lines_loaded", ())] == last["loaded"]
     assert after[("xccel_last_run_lines_rejected", ())] == last["rejected"] > 0
-    for stage in ("extract", "sessionize", "load"):
+    assert set(last["stage_seconds"]) == {"init_db", "extract", "sessionize", "load", "report"}  # the README's list
+    for stage in last["stage_seconds"]:
         assert after[("xccel_last_run_stage_seconds", (("stage", stage),))] == pytest.approx(
             last["stage_seconds"][stage]
         )

@@ -30,7 +30,7 @@ from xccel_cli.extract import ExtractResult, ProgressCallback, extract
 from xccel_cli.load import LoadResult, load
 from xccel_cli.metrics import Report, report
 from xccel_cli.publications import publication_is_current
-from xccel_cli.runs import finish_run, last_fingerprint, mark_interrupted_runs, start_run
+from xccel_cli.runs import add_stage_seconds, finish_run, last_fingerprint, mark_interrupted_runs, start_run
 from xccel_cli.schema import InitResult, init_db, require_schema
 from xccel_cli.secrets import hidden_digest, same_hidden
 from xccel_cli.sessionize import SessionizeResult, sessionize
@@ -340,6 +340,7 @@ def run_all(
     init = init_db(db)
     stages["init_db"] = time.perf_counter() - t
     with recorded_run(db, "run-all", wait=wait, source=options.source, rules=rules) as record:
+        record.stage_seconds["init_db"] = stages["init_db"]
         if not full_refresh and len(options.sources) <= 1:
             previous = last_fingerprint(db, mask_url(options.source))
             if (
@@ -371,6 +372,7 @@ def run_all(
     except KeyboardInterrupt:
         raise interrupted(record) from None
     stages["report"] = time.perf_counter() - t
+    add_stage_seconds(db, record.run_id, {"report": stages["report"]})
     if record.status == "unchanged":
         return UnchangedResult(
             record.run_id, mask_url(options.source), since_run_id, metrics, time.perf_counter() - started

@@ -77,6 +77,15 @@ def finish_run(
         db.conn.execute(query, params)
 
 
+def add_stage_seconds(db: Database, run_id: int, stage_seconds: dict[str, float]) -> None:
+    """Stage times measured after the run's row was closed (run-all's report comes after its outcome)."""
+    stages = json.dumps({k: round(v, 4) for k, v in stage_seconds.items()})
+    with translate_errors():
+        db.conn.execute(
+            "UPDATE runs SET stage_seconds = stage_seconds || %s::jsonb WHERE run_id = %s", (stages, run_id)
+        )
+
+
 INTERRUPTED = "the run ended without recording an outcome (killed, or the connection was lost)"
 
 

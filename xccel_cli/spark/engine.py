@@ -29,7 +29,7 @@ from xccel_cli.config import DEFAULT_PUBLISH_WAIT_SECONDS, ENGINES, PUBLISH_CHOI
 from xccel_cli.db import Database, translate_errors
 from xccel_cli.errors import ConfigError, DataQualityError, EngineError, SourceError
 from xccel_cli.publications import StagedResult, clear_staged_result, latest_publication, stage_result
-from xccel_cli.runs import newest_run_id
+from xccel_cli.runs import add_stage_seconds, newest_run_id
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +381,7 @@ def run_all_spark(
     if session is None:
         _require_pyspark()
     with recorded_run(db, "run-all", wait=wait, source=" ".join(sources), rules=rules) as record:
+        record.stage_seconds["init_db"] = stages["init_db"]
         t = time.perf_counter()
         with spark_session(settings, session) as spark:
             job = run_spark_job(
@@ -431,6 +432,7 @@ def run_all_spark(
     t = time.perf_counter()
     metrics = report(db)
     stages["report"] = time.perf_counter() - t
+    add_stage_seconds(db, record.run_id, {"report": stages["report"]})
     return RunAllResult(
         record.run_id, init, extracted, sessionized, loaded, metrics, stages, time.perf_counter() - started
     )

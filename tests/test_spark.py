@@ -183,8 +183,17 @@ def test_the_shipped_example_gives_the_same_result_on_both_engines(db: Database,
     import pyarrow.parquet as pq
 
     warehouse = tmp_path / "warehouse"
-    expected, _ = assert_same(db, spark, [str(EXAMPLE)], SessionRules(), warehouse)
+    expected, actual = assert_same(db, spark, [str(EXAMPLE)], SessionRules(), warehouse)
     assert expected.counters["rejected"] > 0 and expected.counters["duplicates"] > 0
+    # each run's row has every stage it ran, the ones before and after its outcome too (init_db, report)
+    stages = {
+        run_id: set(db.conn.execute("SELECT stage_seconds FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0])
+        for run_id in (expected.run_id, actual.run_id)
+    }
+    assert stages == {
+        expected.run_id: {"init_db", "extract", "sessionize", "load", "report"},
+        actual.run_id: {"init_db", "spark_job", "publish", "load", "report"},
+    }
     assert expected.report["median_visits_before_order"] is not None
     # the outputs: four Parquet tables in the run folder the pointer names, UTC microsecond timestamps
     folder = warehouse / (warehouse / spark_job.POINTER).read_text().strip()

@@ -203,12 +203,29 @@ def test_a_password_in_the_query_never_shows_through_the_command() -> None:
         (["run-all", "--source", "x.json"], {"XCCEL_RETRIES": "21"}, "XCCEL_RETRIES must be between 0 and 20, got 21"),
         # it was read as "off" unless exactly 1: a typo silently gave no traceback
         (["init-db"], {"XCCEL_DEBUG": "verbose"}, "XCCEL_DEBUG must be true or false, got 'verbose'"),
+        (
+            ["report"],
+            {"XCCEL_DATABASE_URL": " "},
+            "the database URL is empty (XCCEL_DATABASE_URL is set but empty; unset it for DATABASE_URL or the "
+            "embedded server)",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], message: str) -> None:
     result = invoke_xccel([*args, "--database-url", UNREACHABLE], env=env)
     assert (result.exit_code, result.stdout) == (3, ""), result.stderr
     assert result.stderr == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize("command", [["report"], ["init-db"], ["db"], ["run-all", "--source", "-"]])
+def test_an_empty_database_url_option_is_an_error_not_the_embedded_server(command: list[str]) -> None:
+    """--database-url "$DB" with DB unset: the run went to a private embedded server, where nobody looks."""
+    result = invoke_xccel([*command, "--database-url", ""], input=b"")
+    assert (result.exit_code, result.stdout) == (3, ""), result.stderr
+    assert result.stderr == (
+        "Error: the database URL is empty (--database-url ''): give a PostgreSQL URL, or leave the option out for "
+        "XCCEL_DATABASE_URL or the embedded server\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,12 @@ class Settings:
 
     def database_url_for(self, option: str | None) -> str | None:
         """--database-url, else the configured URL; None means: use the embedded server."""
+        if option is not None and not option.strip():
+            # --database-url "$DB" with DB unset: the embedded server would take the run where nobody looks
+            raise ConfigError(
+                "the database URL is empty (--database-url ''): give a PostgreSQL URL, or leave the option out "
+                "for XCCEL_DATABASE_URL or the embedded server"
+            )
         url = option or self.database_url
         remember_url(url)  # its secrets are hidden from every message, log line and table from now on
         return url
@@ -281,6 +287,12 @@ def resolve(environ: Mapping[str, str]) -> Settings:
     def default(value: Any, fallback: Any) -> Any:
         return fallback if value is None else value
 
+    if (raw_url := environ.get("XCCEL_DATABASE_URL")) is not None and not raw_url.strip():
+        # as for XCCEL_SOURCE: set but empty is a mistake, and the embedded server would hide where the run went
+        raise ConfigError(
+            "the database URL is empty (XCCEL_DATABASE_URL is set but empty; unset it for DATABASE_URL or the "
+            "embedded server)"
+        )
     database_url = get("XCCEL_DATABASE_URL") or get("DATABASE_URL")
     remember_url(database_url)  # its secrets are hidden from every message, log line and table from now on
 

@@ -403,6 +403,21 @@ def test_report_html_writes_the_same_page(database_url: str, tmp_path: Path) -> 
     assert [p.name for p in page_path.parent.iterdir()] == ["dashboard.html"]  # no temporary file left
 
 
+def test_report_by_visit_or_referrer_with_html_writes_the_page_too(database_url: str, tmp_path: Path) -> None:
+    """--html FILE writes the dashboard whatever --by prints (it was ignored with --by: no file, no word)."""
+    dump = write_dump(tmp_path / "events.ndjson")
+    assert invoke_xccel(["run-all", "--source", str(dump), "--json", "--database-url", database_url]).exit_code == 0
+    for by in ("visit", "referrer"):
+        page_path = tmp_path / f"by-{by}.html"
+        command = ["report", "--by", by, "--json", "--database-url", database_url]
+        result = invoke_xccel([*command, "--html", str(page_path)])
+        assert result.exit_code == 0, result.stderr
+        assert f"dashboard written to {page_path}" in result.stderr
+        assert json.loads(result.stdout) == json.loads(invoke_xccel(command).stdout)  # the same --by output
+        parsed = parse(page_path.read_text())
+        assert {attrs.get("id") for tag, attrs in parsed.tags if tag == "svg"} >= set(CHART_IDS)
+
+
 def test_report_html_to_an_unwritable_place_is_one_line(database_url: str, tmp_path: Path) -> None:
     assert invoke_xccel(["init-db", "--database-url", database_url]).exit_code == 0
     target = tmp_path / "missing-directory" / "dashboard.html"

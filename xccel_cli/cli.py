@@ -562,50 +562,41 @@ def report_command(
     from xccel_cli.conversion import Window
 
     window = Window(since.date() if since else None, until.date() if until else None)
-    if by is ReportBy.visit:
-        from xccel_cli.metrics import report as visit_report
-
-        with _connect(database_url) as db:
-            by_visit = visit_report(db, window)
-        if as_json:
-            _print_json(by_visit.conversion)
-        else:
-            from xccel_cli.render import render_conversion
-
-            render_conversion(by_visit)
-        return
-    if by is ReportBy.referrer:
-        from xccel_cli.referrers import referrer_report
-
-        with _connect(database_url) as db:
-            by_referrer = referrer_report(db, window)
-        if as_json:
-            _print_json(by_referrer.as_json())
-        else:
-            from xccel_cli.render import render_referrers
-
-            render_referrers(by_referrer)
-        return
-
-    from xccel_cli.metrics import report
+    from xccel_cli.metrics import Report, report
+    from xccel_cli.referrers import ReferrerReport, referrer_report
 
     with _connect(database_url) as db:
+        shown: Report | ReferrerReport
         if html is None:
-            result = report(db, window)
-        else:
+            shown = referrer_report(db, window) if by is ReportBy.referrer else report(db, window)
+        else:  # the whole dashboard, whatever --by prints
             from xccel_cli.dashboard import write_dashboard
             from xccel_cli.schema import require_schema
 
             require_schema(db)  # the dashboard's queries would fail first, with a raw SQL error
             written = write_dashboard(db, html, window)
-            result = written.report
             _say(f"dashboard written to {written.path} ({written.size_bytes / 1024:,.0f} KiB)", err=True)
-    if as_json:
-        _print_json(result.as_json())
+            shown = referrer_report(db, window) if by is ReportBy.referrer else written.report
+    if isinstance(shown, ReferrerReport):
+        if as_json:
+            _print_json(shown.as_json())
+        else:
+            from xccel_cli.render import render_referrers
+
+            render_referrers(shown)
+    elif by is ReportBy.visit:
+        if as_json:
+            _print_json(shown.conversion)
+        else:
+            from xccel_cli.render import render_conversion
+
+            render_conversion(shown)
+    elif as_json:
+        _print_json(shown.as_json())
     else:
         from xccel_cli.render import render_report
 
-        render_report(result)
+        render_report(shown)
 
 
 @app.command("run-all", short_help="init-db, extract, sessionize, load and report in one go.")

@@ -334,6 +334,22 @@ def test_dotenv_is_read_below_the_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_xccel_database_url_in_dotenv_wins_over_database_url_in_the_environment(tmp_path: Path) -> None:
+    """The README's rule for the two names: XCCEL_DATABASE_URL wins wherever each is set."""
+    import subprocess
+    import sys
+
+    from tests.conftest import command_environment
+
+    (tmp_path / ".env").write_text("XCCEL_DATABASE_URL=postgresql://from_dotenv@127.0.0.1:1/xccel\n")
+    env = command_environment({"DATABASE_URL": "postgresql://from_environment@127.0.0.1:1/xccel"}, str(tmp_path))
+    command = [sys.executable, "-m", "xccel_cli", "status"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.startswith("Error: cannot connect to the database at postgresql://from_dotenv@127.0.0.1:1/")
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "dotenv",
     [

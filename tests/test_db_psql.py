@@ -129,3 +129,15 @@ def test_ctrl_c_that_ends_a_psql_script_is_still_exit_130(database_url: str) -> 
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err.decode().splitlines()[-1:]) == (130, ["Error: interrupted"]), err.decode()
+
+
+def test_a_psql_script_that_fails_fails_the_command(database_url: str) -> None:
+    """`xccel db --psql < fix.sql` under cron or CI: psql's failure (exit 3 with ON_ERROR_STOP) was exit 0."""
+    failing = b"\\set ON_ERROR_STOP on\nSELECT 1 / 0;\nSELECT 'not reached';\n"
+    result = run_xccel(["db", "--psql", "--database-url", database_url], input=failing)
+    assert result.exit_code == 5, result.stderr
+    assert "division by zero" in result.stderr and "not reached" not in result.stdout
+    last_line = result.stderr.rstrip().splitlines()[-1]
+    assert last_line == "Error: psql ended with exit status 3 (its own messages are above)"
+    passing = run_xccel(["db", "--psql", "--database-url", database_url], input=b"SELECT 40 + 2;\n")
+    assert passing.exit_code == 0, passing.stderr

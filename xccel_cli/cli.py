@@ -721,7 +721,9 @@ def db_command(
         if psql:
             from xccel_cli.db import run_psql
 
-            run_psql(db, real_url)
+            # a script piped in (`xccel db --psql < fix.sql`) must fail its caller when psql says it failed
+            if (code := run_psql(db, real_url)) != 0:
+                raise DatabaseError(f"psql ended with exit status {code} (its own messages are above)")
 
 
 @app.command("serve", short_help="Serve the metrics and the dashboard over HTTP.")
